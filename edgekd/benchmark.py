@@ -1,0 +1,127 @@
+"""Measure a compiled artifact (latency, accuracy, memory, size) and judge it against a target's budgets.
+
+No torch here: `edgekd bench` runs this on a device that has only its runtime installed. When the target's
+runtime or device is not on this machine, the same artifact is measured on a host runtime and the device's
+latency is *estimated* from a roofline model; estimated numbers are labelled everywhere and never mixed with
+measured ones.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgekd.runtimes.base import RuntimeSettings
+from edgekd.targets import TargetProfile
+
+
+class TimingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    warmup_runs: int = Field(default=20, ge=0)
+    warmup_s: float = Field(default=0.3, ge=0)
+    min_runs: int = Field(default=300, ge=1)
+    min_s: float = Field(default=1.0, ge=0)
+    max_s: float = Field(default=30.0, gt=0)
+    eval_batch: int = Field(default=64, ge=1)
+    cv_warning: float = Field(default=0.1, gt=0)
+
+
+def settings_for(target: TargetProfile, precision: str, runtime: str | None = None,
+                 device: str | None = None) -> RuntimeSettings:
+    r = target.runtime
+    return RuntimeSettings(device=device or r.device, precision=precision, threads=r.threads, streams=r.streams,
+                           performance_hint=r.performance_hint, graph_optimization=r.graph_optimization,
+                           workspace_mb=r.workspace_mb, dla_core=r.dla_core)
+
+
+def measure(path: Path, runtime: str, settings: RuntimeSettings, eval_x: np.ndarray, labels: np.ndarray,
+            batch: int, timing: TimingConfig = TimingConfig(), expected_sha256: str | None = None) -> dict[str, Any]:
+    """Load once, measure top-1 on the held-out split, then latency at `batch` on a real preallocated input."""
+    from edgekd.runtimes import get_runtime
+    from edgekd.runtimes.memory import current_rss_bytes, model_size_bytes
+    from edgekd.runtimes.timing import high_cv_warning, measure_latency
+
+    rt = get_runtime(runtime)
+    rss0 = current_rss_bytes()
+    kwargs = {"expected_sha256": expected_sha256} if runtime == "tensorrt" and expected_sha256 else {}
+    session = rt.load(path, settings, **kwargs)
+    logits = np.concatenate([session.infer(eval_x[i:i + timing.eval_batch])
+                             for i in range(0, len(eval_x), timing.eval_batch)])
+    if not np.isfinite(logits).all():
+        from edgekd.errors import StageFailed
+
+        raise StageFailed(f"{path.name} gives NaN/Inf on the held-out split with {runtime}")
+    x = np.ascontiguousarray(eval_x[:batch])
+    stats = measure_latency(lambda: session.infer(x), warmup_runs=timing.warmup_runs, warmup_s=timing.warmup_s,
+                            min_runs=timing.min_runs, min_s=timing.min_s, max_s=timing.max_s)
+    rss1 = current_rss_bytes()
+    files = [path] + [p for p in (path.with_suffix(".bin"),) if path.suffix == ".xml" and p.is_file()]
+    return {
+        "top1": float((logits.argmax(1) == labels).mean()),
+        "logits_sample": logits[:4].round(5).tolist(),
+        "latency": stats.to_dict(include_samples=False),
+        "latency_samples_ms": [round(s, 5) for s in stats.samples_ms],
+        "cv_warning": high_cv_warning(stats, timing.cv_warning),
+        "memory_bytes": None if rss0 is None or rss1 is None else max(0, rss1 - rss0),
+        "size_bytes": model_size_bytes(files),
+        "runtime_facts": session.describe(),
+        "batch": batch,
+    }
+
+
+def estimate(onnx_path: Path, target: TargetProfile, precision: str, batch: int) -> dict[str, Any]:
+    """Roofline estimate for the target's device (labelled estimated)."""
+    from edgekd.runtimes.roofline import estimate_latency
+
+    d = target.device
+    facts = {"peak_tops_int8": d.peak_int8_tops, "peak_tflops_fp16": d.peak_fp16_tflops,
+             "peak_tflops_fp32": d.peak_fp32_tflops, "mem_bandwidth_gbs": d.memory_bandwidth_gbs}
+    est = estimate_latency(onnx_path, {k: v for k, v in facts.items() if v}, precision=precision, batch=batch)
+    return est.to_dict()
+
+
+def _verdict(ok: bool, estimated: bool) -> str:
+    word = "pass" if ok else "fail"
+    return f"estimated {word}" if estimated else word
+
+
+def judge(target: TargetProfile, final: dict[str, Any], required_top1: float | None, measured_here: bool,
+          ) -> list[dict[str, Any]]:
+    """One verdict per budget for the final artifact (`final` is its row)."""
+    b = target.budgets
+    out: list[dict[str, Any]] = []
+    if b.latency_ms is not None:
+        key = {"p50": "median_ms", "p90": "p90_ms", "p95": "p95_ms", "p99": "p99_ms"}[b.latency_percentile]
+        if measured_here and final.get("latency"):
+            value, basis = final["latency"][key], "measured"
+        else:
+            est = final.get("estimate") or {}
+            value, basis = est.get("latency_ms"), "estimated (roofline; percentile not modelled)"
+        if value is not None:
+            est_flag = basis != "measured"
+            out.append({"name": f"latency {b.latency_percentile}", "limit": b.latency_ms, "value": value,
+                        "limit_text": f"<= {b.latency_ms} ms", "value_text": f"{value:.3f} ms", "basis": basis,
+                        "verdict": _verdict(value <= b.latency_ms, est_flag)})
+    if b.model_size_mb is not None and final.get("size_bytes") is not None:
+        mb = final["size_bytes"] / 1e6
+        basis = "measured" if measured_here else f"estimated (size of {final.get('file', 'the artifact')} here)"
+        out.append({"name": "model size", "limit": b.model_size_mb, "value": mb, "limit_text": f"<= {b.model_size_mb} MB",
+                    "value_text": f"{mb:.3f} MB", "basis": basis,
+                    "verdict": _verdict(mb <= b.model_size_mb, not measured_here)})
+    if b.peak_memory_mb is not None and final.get("memory_bytes") is not None:
+        mb = final["memory_bytes"] / 1e6
+        basis = "measured (resident memory added by loading and running the model)" if measured_here else \
+            "estimated (host runtime's resident memory)"
+        out.append({"name": "memory", "limit": b.peak_memory_mb, "value": mb, "limit_text": f"<= {b.peak_memory_mb} MB",
+                    "value_text": f"{mb:.1f} MB", "basis": basis,
+                    "verdict": _verdict(mb <= b.peak_memory_mb, not measured_here)})
+    if required_top1 is not None and final.get("top1") is not None:
+        basis = "measured" if measured_here else f"measured on the host runtime ({final.get('runtime')}), same artifact"
+        out.append({"name": "accuracy (top-1)", "limit": required_top1, "value": final["top1"],
+                    "limit_text": f">= {required_top1:.2%}", "value_text": f"{final['top1']:.2%}", "basis": basis,
+                    "verdict": "pass" if final["top1"] >= required_top1 else "fail"})
+    return out

@@ -1,0 +1,1 @@
+"""The Typer CLI: one module per command; commands turn options into configs and call the library."""

@@ -1,0 +1,40 @@
+"""Latency regression gate: measure baseline A and candidate B interleaved in the same job, compare
+with robust statistics, and decide pass / fail / inconclusive (exit 0 / 1 / 3).
+
+Typical use::
+
+    cfg = GateConfig(threshold=0.10)
+    decision = decide_with_rerun(
+        lambda: interleaved_samples(lambda: a.infer(x), lambda: b.infer(x), **cfg.sampler_kwargs()), cfg
+    )
+    result = overall(decision.stats, [latency_budget_check(decision.samples.calls_b_ms, 12.0)])
+    write_junit(result, "gate.xml"); raise SystemExit(result.exit_code)
+
+Nothing here imports torch; matplotlib is loaded only inside `plot_distributions`.
+"""
+
+from __future__ import annotations
+
+from edgekd.gate.outputs import markdown_summary, plot_distributions, write_json, write_junit
+from edgekd.gate.sampling import InterleavedSamples, interleaved_samples
+from edgekd.gate.stats import (
+    AbsoluteCheck,
+    Decision,
+    GateConfig,
+    GateResult,
+    GateStats,
+    accuracy_check,
+    compare,
+    decide_with_rerun,
+    latency_budget_check,
+    memory_check,
+    overall,
+    size_check,
+)
+
+__all__ = [
+    "AbsoluteCheck", "Decision", "GateConfig", "GateResult", "GateStats", "InterleavedSamples",
+    "accuracy_check", "compare", "decide_with_rerun", "interleaved_samples", "latency_budget_check",
+    "markdown_summary", "memory_check", "overall", "plot_distributions", "size_check", "write_json",
+    "write_junit",
+]  # fmt: skip

@@ -1,0 +1,173 @@
+"""Write a gate result where CI looks: JSON, JUnit XML, a Markdown step summary, and a small PNG.
+
+JUnit mapping (one <testcase> per check, classname "edgekd.gate"):
+  pass -> empty testcase; fail and 'changed' accuracy -> <failure>; inconclusive -> <skipped>.
+Inconclusive is not a regression of the candidate but a measurement that could not decide, so it is
+shown as skipped: GitHub test-report actions, GitLab and Jenkins display skipped tests apart from
+failures (yellow / neutral) instead of as red "errors" that read as a broken test. The job still does
+not go green: the gate exits 3. The failure/skip message is the check's human sentence.
+
+matplotlib is imported only inside `plot_distributions`, through the Agg canvas (no pyplot, no global
+backend switch), so importing this module never loads it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from edgekd.gate.stats import GateResult
+
+_WORD = {"pass": "PASS", "fail": "FAIL", "inconclusive": "INCONCLUSIVE", "changed": "CHANGED"}
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(result: GateResult, path: str | os.PathLike[str]) -> Path:
+    """The whole result (stats, checks, verdict, exit code) as indented JSON."""
+    path = Path(path)
+    _atomic_write(path, (result.model_dump_json(indent=2) + "\n").encode())
+    return path
+
+
+def _latency_summary(result: GateResult) -> str:
+    s = result.stats
+    return (
+        f"B/A {s.ratio:.3f} (Hodges-Lehmann), {s.ci_level:.0%} CI {s.ci_low:.3f}-{s.ci_high:.3f}; "
+        f"Mann-Whitney p(slower)={s.p_slower:.3g}, p(faster)={s.p_faster:.3g}; "
+        f"medians A {s.median_a_ms:.4g} ms, B {s.median_b_ms:.4g} ms over {s.n_a}/{s.n_b} rounds; "
+        f"robust CV A {s.cv_a:.1%}, B {s.cv_b:.1%}; attempts {s.attempts}"
+    )
+
+
+def write_junit(result: GateResult, path: str | os.PathLike[str]) -> Path:
+    """JUnit XML with one testcase per check (latency regression first, then the absolute checks)."""
+    cases: list[tuple[str, str, str, str]] = [
+        ("latency regression", result.stats.verdict, result.stats.reason, _latency_summary(result))
+    ]
+    for c in result.checks:
+        cases.append((c.name, c.status, c.reason, f"{c.measured:g} {c.unit} (limit {c.limit:g})"))
+
+    failures = sum(status in ("fail", "changed") for _, status, _, _ in cases)
+    skipped = sum(status == "inconclusive" for _, status, _, _ in cases)
+    suites = ET.Element("testsuites", name="edgekd gate", tests=str(len(cases)),
+                        failures=str(failures), errors="0", skipped=str(skipped))  # fmt: skip
+    suite = ET.SubElement(suites, "testsuite", name="edgekd.gate", tests=str(len(cases)),
+                          failures=str(failures), errors="0", skipped=str(skipped))  # fmt: skip
+    props = ET.SubElement(suite, "properties")
+    s = result.stats
+    for key, value in (("verdict", result.verdict), ("exit_code", result.exit_code), ("ratio", s.ratio),
+                       ("ci_low", s.ci_low), ("ci_high", s.ci_high), ("p_slower", s.p_slower),
+                       ("median_a_ms", s.median_a_ms), ("median_b_ms", s.median_b_ms)):  # fmt: skip
+        ET.SubElement(props, "property", name=key, value=str(value))
+    for name, status, reason, detail in cases:
+        case = ET.SubElement(suite, "testcase", classname="edgekd.gate", name=name, time="0")
+        if status in ("fail", "changed"):
+            el = ET.SubElement(case, "failure", message=reason, type=status)
+            el.text = detail
+            continue
+        if status == "inconclusive":
+            ET.SubElement(case, "skipped", message=reason)
+        ET.SubElement(case, "system-out").text = detail
+    ET.indent(suites)
+    data = ET.tostring(suites, encoding="utf-8", xml_declaration=True)
+    path = Path(path)
+    _atomic_write(path, data + b"\n")
+    return path
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_summary(result: GateResult) -> str:
+    """Markdown for $GITHUB_STEP_SUMMARY: verdict line, table of checks, latency statistics."""
+    s = result.stats
+    lines = [
+        f"**edgekd gate: {_WORD[result.verdict]}** (exit {result.exit_code}) - {_cell(result.reason)}",
+        "",
+        "| Check | Status | Measured | Limit | Detail |",
+        "|---|---|---|---|---|",
+        f"| latency regression | {_WORD[s.verdict]} | B/A {s.ratio:.3f} "
+        f"[{s.ci_low:.3f}, {s.ci_high:.3f}] | <= {1 + s.threshold:.2f} | {_cell(s.reason)} |",
+    ]
+    for c in result.checks:
+        limit = f"baseline {c.limit:g}" if c.name == "accuracy" else f"<= {c.limit:g} {c.unit}"
+        measured = f"{c.measured:.4g} {c.unit}"
+        lines.append(f"| {_cell(c.name)} | {_WORD[c.status]} | {measured} | {limit} | {_cell(c.reason)} |")
+    lines += [
+        "",
+        "| Latency statistic | Value |",
+        "|---|---|",
+        f"| baseline median (ms) | {s.median_a_ms:.4g} |",
+        f"| candidate median (ms) | {s.median_b_ms:.4g} |",
+        f"| ratio B/A (Hodges-Lehmann) | {s.ratio:.3f} |",
+        f"| {s.ci_level:.0%} bootstrap CI | {s.ci_low:.3f} - {s.ci_high:.3f} |",
+        f"| ratio of medians | {s.ratio_of_medians:.3f} |",
+        f"| Mann-Whitney p (slower / faster) | {s.p_slower:.3g} / {s.p_faster:.3g} (alpha {s.alpha:g}) |",
+        f"| robust CV per round (A / B) | {s.cv_a:.1%} / {s.cv_b:.1%} |",
+        f"| bimodal (A / B) | {'yes' if s.bimodal_a else 'no'} / {'yes' if s.bimodal_b else 'no'} |",
+        f"| rounds (A / B), attempts | {s.n_a} / {s.n_b}, {s.attempts} |",
+    ]
+    if s.earlier_reasons:
+        lines += ["", "Earlier attempts: " + " ".join(_cell(r) for r in s.earlier_reasons)]
+    return "\n".join(lines) + "\n"
+
+
+def plot_distributions(
+    samples_a: ArrayLike,
+    samples_b: ArrayLike,
+    path: str | os.PathLike[str],
+    *,
+    title: str = "Per-call latency",
+) -> Path:
+    """Overlaid histograms of per-call latencies (ms) with medians marked; a small PNG (~600x320).
+
+    The x axis spans the 0.5th-99.5th percentile of both arms together so that a few preempted calls do
+    not squash the histograms; how many calls fall outside is said in the title.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    a = np.asarray(samples_a, dtype=float).ravel()
+    b = np.asarray(samples_b, dtype=float).ravel()
+    pooled = np.concatenate([a, b])
+    lo, hi = np.percentile(pooled, [0.5, 99.5])
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    outside = int(np.sum((pooled < lo) | (pooled > hi)))
+    bins = np.linspace(lo, hi, 50)
+
+    fig = Figure(figsize=(6, 3.2), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for x, label, color in ((a, "baseline (A)", "tab:blue"), (b, "candidate (B)", "tab:orange")):
+        med = float(np.median(x))
+        ax.hist(x, bins=bins, alpha=0.5, color=color, label=f"{label}, median {med:.3g} ms")
+        ax.axvline(med, color=color, linestyle="--", linewidth=1.5)
+    ax.set_xlabel("latency per call (ms)")
+    ax.set_ylabel("calls")
+    suffix = f" ({outside} calls beyond axis)" if outside else ""
+    ax.set_title(title + suffix, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path

@@ -1,0 +1,186 @@
+"""Manifests: what a finished stage wrote, why, and from what.
+
+Each stage lives in `runs/<run>/<stage>-<id>/` with a `manifest.json`. The id is
+`sha256(stage name, config, parent ids, input fingerprint)[:12]`, so the same inputs give the same id: a
+rerun finds the manifest and skips the stage, and changing one option reruns that stage and those after it.
+A stage works in `runs/<run>/.work-<stage>-<id>/` (its per-epoch checkpoints live there, so an interrupted
+stage resumes) and is renamed into place only when it has finished: a manifest never lies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+from datetime import datetime, timezone
+from enum import Enum
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgekd.errors import UsageError
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+
+class ArtifactKind(str, Enum):
+    checkpoint = "checkpoint"
+    quantized_checkpoint = "quantized_checkpoint"
+    onnx = "onnx"
+    openvino_ir = "openvino_ir"
+    trt_engine = "trt_engine"
+    ort_model = "ort_model"
+    calibration = "calibration"
+    report = "report"
+    plot = "plot"
+    other = "other"
+
+
+class Artifact(BaseModel):
+    """One file a stage wrote. `path` is relative to the stage folder."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    kind: ArtifactKind
+    path: str
+    sha256: str
+    size_bytes: int
+    facts: dict[str, Any] = Field(default_factory=dict)
+
+
+class Preprocessing(BaseModel):
+    """What a raw input goes through before the model: travels with the weights."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_size: tuple[int, int]
+    channels: int
+    mean: list[float]
+    std: list[float]
+    value_scale: float = 255.0  # raw value that maps to 1.0 (255 for 8-bit images, 16 for sklearn digits)
+    resize: int | None = None  # shorter side resized to this before the center crop, if set
+    channel_order: str = "RGB"
+    layout: str = "NCHW"
+    class_names: list[str]
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = SCHEMA_VERSION
+    stage: str
+    id: str
+    config: dict[str, Any]
+    parents: dict[str, str] = Field(default_factory=dict)  # role -> parent stage id
+    input_fingerprint: str | None = None
+    artifacts: list[Artifact] = Field(default_factory=list)
+    preprocessing: Preprocessing | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    notes: list[str] = Field(default_factory=list)
+    versions: dict[str, str] = Field(default_factory=dict)
+    started_at: str = ""
+    finished_at: str = ""
+    wall_s: float = 0.0
+
+    def artifact(self, name: str) -> Artifact:
+        for art in self.artifacts:
+            if art.name == name:
+                return art
+        raise KeyError(f"stage {self.stage} has no artifact named {name!r}")
+
+    def has(self, name: str) -> bool:
+        return any(a.name == name for a in self.artifacts)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def stage_id(stage: str, config: dict[str, Any], parents: dict[str, str], fingerprint: str | None) -> str:
+    payload = canonical_json({"stage": stage, "config": config, "parents": parents, "inputs": fingerprint})
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def make_artifact(stage_dir: Path, name: str, kind: ArtifactKind, path: Path, **facts: Any) -> Artifact:
+    rel = path.relative_to(stage_dir) if path.is_absolute() else path
+    full = stage_dir / rel
+    return Artifact(
+        name=name, kind=kind, path=rel.as_posix(), sha256=sha256_file(full),
+        size_bytes=full.stat().st_size, facts=facts,
+    )
+
+
+def library_versions(names: tuple[str, ...] = (
+    "edgekd", "torch", "torchvision", "nncf", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino",
+    "tensorrt", "numpy",
+)) -> dict[str, str]:
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def write_json_atomic(path: Path, data: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(data)
+    os.replace(tmp, path)
+
+
+def save_manifest(manifest: Manifest, stage_dir: Path) -> None:
+    write_json_atomic(stage_dir / MANIFEST_NAME, manifest.model_dump_json(indent=2))
+
+
+def load_manifest(stage_dir: Path) -> Manifest:
+    path = stage_dir / MANIFEST_NAME
+    if not path.is_file():
+        raise UsageError(f"{stage_dir} has no {MANIFEST_NAME}: not a finished edgekd stage folder")
+    try:
+        return Manifest.model_validate_json(path.read_text())
+    except ValueError as exc:
+        first = str(exc).splitlines()[0]
+        raise UsageError(f"{path} is not a valid edgekd manifest ({first})") from None
+
+
+def verify_artifacts(manifest: Manifest, stage_dir: Path) -> list[str]:
+    """Return one line per artifact whose file is missing or whose sha256 no longer matches."""
+    problems = []
+    for art in manifest.artifacts:
+        full = stage_dir / art.path
+        if not full.is_file():
+            problems.append(f"{art.path}: missing")
+        elif sha256_file(full) != art.sha256:
+            problems.append(f"{art.path}: sha256 does not match the manifest (file changed after the run)")
+    return problems
+
+
+def finalize_stage_dir(work_dir: Path, final_dir: Path) -> None:
+    """Move a finished work folder into place atomically; an older copy is replaced."""
+    if final_dir.exists():
+        shutil.rmtree(final_dir)
+    os.replace(work_dir, final_dir)
+
+
+def python_executable() -> str:
+    return sys.executable

@@ -1,0 +1,155 @@
+"""From options to stages: the single path that both CLI flags and a YAML pipeline file go through."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edgekd.errors import UsageError
+from edgekd.pipeline import StageSpec
+from edgekd.targets import TargetProfile
+
+Transfer = Literal["feature", "full", "hybrid", "staged", "none"]
+Weighting = Literal["uniform", "teacher_confidence", "teacher_loss"]
+
+
+class CompressOptions(BaseModel):
+    """Every option of `edgekd compress`; a YAML pipeline file holds the same fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target: str = "intel-cpu"
+    data: str = "digits"
+    split_seed: int = 0
+    val_fraction: float = Field(default=0.2, gt=0, lt=1)
+    max_train_per_class: int | None = Field(default=None, ge=1)
+    max_val_per_class: int | None = Field(default=None, ge=1)
+    teacher: str | None = None
+    teacher_weights: str | None = None
+    pretrained: bool = False
+    source_classes: int | None = None
+    student: str = "small_cnn"
+    student_weights: str | None = None
+    transfer: Transfer = "hybrid"
+    teacher_epochs: int = Field(default=6, ge=0)
+    finetune_epochs: int = Field(default=6, ge=0)
+    probe_epochs: int = Field(default=1, ge=0)
+    distill_epochs: int = Field(default=10, ge=0)
+    qad_epochs: int = Field(default=2, ge=0)
+    batch_size: int = Field(default=32, ge=1)
+    lr: float = Field(default=0.05, gt=0)
+    finetune_lr: float = Field(default=0.05, gt=0)
+    qad_lr: float = Field(default=0.002, gt=0)
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+    temperature: float = 4.0
+    alpha: float = 0.9
+    attention: list[str] = Field(default_factory=list)  # "student_layer:teacher_layer"
+    attention_weight: float = 1000.0
+    hint: list[str] = Field(default_factory=list)
+    hint_weight: float = 1.0
+    weighting: Weighting = "uniform"
+    train_only: list[str] | None = None  # distill: parameter-name patterns that train
+    max_update_norm: float | None = None
+    augment: Literal["none", "crop", "crop_flip"] | None = None  # None: crop for 1-channel data, crop_flip for RGB
+    cache_teacher: bool = True
+    calib: str | None = None
+    calib_size: int = Field(default=300, ge=1)
+    ignore_layers: list[str] = Field(default_factory=list)
+    max_drop: float | None = Field(default=None, ge=0)  # top-1 points below the fine-tuned teacher
+    accuracy_floor: float | None = Field(default=None, ge=0, le=1)
+    max_fallback_layers: int = Field(default=3, ge=0)
+    opset: int = Field(default=17, ge=17)
+    seed: int = 0
+    sync_bn: bool = False
+
+
+def load_pipeline_file(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise UsageError(f"cannot read pipeline file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise UsageError(f"pipeline file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"pipeline file {path} must hold a mapping of compress options")
+    return data
+
+
+def validate_options(values: dict) -> CompressOptions:
+    try:
+        return CompressOptions.model_validate(values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        what = "unknown option" if err["type"] == "extra_forbidden" else err["msg"]
+        raise UsageError(f"option '{loc}': {what}") from None
+
+
+def file_sha256(path: str | None, flag: str) -> str | None:
+    if path is None:
+        return None
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"{flag} {path} does not exist")
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def _pairs(items: list[str], flag: str) -> list[dict[str, str]]:
+    out = []
+    for item in items:
+        if item.count(":") != 1 or not all(item.split(":")):
+            raise UsageError(f"{flag} takes STUDENT_LAYER:TEACHER_LAYER (e.g. layer3:layer3), got '{item}'")
+        s, t = item.split(":")
+        out.append({"student": s, "teacher": t})
+    return out
+
+
+def build_specs(opt: CompressOptions, target: TargetProfile, channels: int) -> list[StageSpec]:
+    """The stage list for `compress`. Imports stage configs (torch) lazily through the pipeline."""
+    from edgekd.pipeline import config_of
+
+    augment = opt.augment or ("crop" if channels == 1 else "crop_flip")
+    common = dict(batch_size=opt.batch_size, seed=opt.seed, augment=augment)
+    teacher_arch = opt.teacher or "cifar_resnet20"
+    loss = {
+        "kd": {"temperature": opt.temperature, "alpha": opt.alpha},
+        "attention": {"pairs": _pairs(opt.attention, "--attention"), "weight": opt.attention_weight},
+        "hint": {"pairs": _pairs(opt.hint, "--hint"), "weight": opt.hint_weight},
+        "weighting": {"score": opt.weighting},
+        "label_smoothing": opt.label_smoothing,
+    }
+    accuracy = {"max_drop_points": opt.max_drop if opt.max_drop is not None else target.accuracy.max_drop_points,
+                "floor": opt.accuracy_floor if opt.accuracy_floor is not None else target.accuracy.floor}
+    specs = [
+        StageSpec("teacher", config_of(
+            "teacher", arch=teacher_arch, weights=opt.teacher_weights,
+            weights_sha256=file_sha256(opt.teacher_weights, "--teacher-weights"), pretrained=opt.pretrained,
+            source_classes=opt.source_classes, train=dict(common, epochs=opt.teacher_epochs, lr=opt.lr))),
+        StageSpec("finetune", config_of(
+            "finetune", transfer=opt.transfer, probe_epochs=opt.probe_epochs, label_smoothing=opt.label_smoothing,
+            train=dict(common, epochs=opt.finetune_epochs, lr=opt.finetune_lr)), {"teacher": "teacher"}),
+        StageSpec("distill", config_of(
+            "distill", student=opt.student, student_weights=opt.student_weights,
+            student_weights_sha256=file_sha256(opt.student_weights, "--student-weights"), loss=loss,
+            cache_teacher=opt.cache_teacher, sync_bn=opt.sync_bn,
+            train=dict(common, epochs=opt.distill_epochs, lr=opt.lr, trainable=opt.train_only,
+                       max_update_norm=opt.max_update_norm)), {"teacher": "finetune"}),
+        StageSpec("qad", config_of(
+            "qad", loss=loss, calib_size=opt.calib_size, calib=opt.calib,
+            calib_sha256=file_sha256(opt.calib, "--calib"), ignored_layers=opt.ignore_layers,
+            accuracy=accuracy, max_fallback_layers=opt.max_fallback_layers,
+            train=dict(common, epochs=opt.qad_epochs, lr=opt.qad_lr, bn="frozen", schedule="cosine",
+                       weight_decay=0.0)),
+            {"teacher": "finetune", "student": "distill"}),
+        StageSpec("export", config_of("export", opset=opt.opset),
+                  {"teacher": "finetune", "student": "distill", "quantized": "qad"}),
+        StageSpec("compile", config_of("compile", target=target.model_dump(mode="json")), {"export": "export"}),
+        StageSpec("bench", config_of("bench", target=target.model_dump(mode="json"), accuracy=accuracy),
+                  {"compile": "compile", "export": "export", "qad": "qad", "distill": "distill",
+                   "finetune": "finetune"}),
+    ]
+    return specs

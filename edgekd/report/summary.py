@@ -1,0 +1,137 @@
+"""Assemble report.json from the stage manifests, and print/write it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from edgekd import __version__
+from edgekd.errors import EXIT_BUDGET_FAILED, EXIT_OK
+from edgekd.manifest import write_json_atomic
+
+
+def _stage_summary(outcome) -> dict[str, Any]:
+    m = outcome.manifest
+    metrics = {k: v for k, v in m.metrics.items() if not isinstance(v, (list, dict))}
+    return {"stage": m.stage, "id": m.id, "dir": outcome.stage_dir.name, "reused": outcome.skipped,
+            "wall_s": m.wall_s, "metrics": metrics, "notes": m.notes}
+
+
+def exit_code_for(budgets: list[dict[str, Any]], strict: bool) -> int:
+    """1 when a measured budget fails (or, with --strict, an estimated one); else 0."""
+    for b in budgets:
+        if b["verdict"] == "fail" or (strict and b["verdict"] == "estimated fail"):
+            return EXIT_BUDGET_FAILED
+    return EXIT_OK
+
+
+def overall_verdict(budgets: list[dict[str, Any]]) -> str:
+    verdicts = {b["verdict"] for b in budgets}
+    for word in ("fail", "estimated fail", "estimated pass"):
+        if word in verdicts:
+            return word
+    return "pass"
+
+
+def build_report(outcomes, opts, target, dataset, run_dir: Path, strict: bool = False) -> dict[str, Any]:
+    by_stage = {o.manifest.stage: o for o in outcomes}
+    bench = by_stage["bench"].manifest.metrics
+    budgets = bench.get("budgets", [])
+    return {
+        "edgekd_version": __version__,
+        "run_dir": str(run_dir),
+        "target": {"name": target.name, "runtime": target.runtime.name, "device": target.device.name,
+                   "precision": target.precision, "measured_here": bench.get("measured_on_target", False),
+                   "budgets": target.budgets.model_dump(mode="json")},
+        "data": {"description": dataset.description, "val_split": dataset.val_name,
+                 "fingerprint": dataset.fingerprint, "classes": dataset.preprocessing.class_names},
+        "options": opts.model_dump(mode="json"),
+        "stages": [_stage_summary(o) for o in outcomes],
+        "models": bench.get("rows", []),
+        "budgets": budgets,
+        "methodology": bench.get("methodology", ""),
+        "verdict": overall_verdict(budgets),
+        "exit_code": exit_code_for(budgets, strict),
+        "strict": strict,
+    }
+
+
+def _fmt_ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} KB"
+
+
+def model_rows(report: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for r in report["models"]:
+        lat = r.get("latency") or {}
+        est = r.get("estimated_latency_ms")
+        p50 = _fmt_ms(lat.get("median_ms")) + ("" if lat else (f" (est. {est:.3f})" if est else ""))
+        rows.append([r["stage"], r["model"], f"{r['precision']} / {r['runtime']}",
+                     "-" if r.get("top1") is None else f"{r['top1']:.2%}", p50, _fmt_ms(lat.get("p90_ms")),
+                     _size(r.get("size_bytes")), r.get("verdict", "-")])
+    return rows
+
+
+MODEL_COLUMNS = ("stage", "model", "precision / runtime", "top-1", "p50 ms", "p90 ms", "size", "verdict")
+BUDGET_COLUMNS = ("budget", "limit", "value", "basis", "verdict")
+
+
+def budget_rows(report: dict[str, Any]) -> list[list[str]]:
+    return [[b["name"], b["limit_text"], b["value_text"], b["basis"], b["verdict"]] for b in report["budgets"]]
+
+
+def print_report(report: dict[str, Any], console: Console) -> None:
+    table = Table(title=f"edgekd compress -> {report['target']['name']} ({report['target']['runtime']})")
+    for col in MODEL_COLUMNS:
+        table.add_column(col)
+    for row in model_rows(report):
+        table.add_row(*row)
+    console.print(table)
+    budgets = Table(title="budgets")
+    for col in BUDGET_COLUMNS:
+        budgets.add_column(col)
+    for row in budget_rows(report):
+        style = "red" if "fail" in row[-1] else ("yellow" if "estimated" in row[-1] else "green")
+        budgets.add_row(*row, style=style)
+    console.print(budgets)
+    console.print(f"verdict: [bold]{report['verdict']}[/] (exit {report['exit_code']}); "
+                  f"report: {report['run_dir']}/report.md")
+
+
+def markdown(report: dict[str, Any]) -> str:
+    def table(cols, rows):
+        lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join(lines)
+
+    t = report["target"]
+    parts = [
+        f"# edgekd run: {t['name']}", "",
+        f"- target: {t['name']} - {t['device']} via {t['runtime']} ({t['precision']}); "
+        f"{'measured on this machine' if t['measured_here'] else 'device not here: device numbers are ESTIMATED'}",
+        f"- data: {report['data']['description']}; accuracy on the {report['data']['val_split']} split",
+        f"- verdict: **{report['verdict']}** (exit code {report['exit_code']})", "",
+        "## Models", "", table(MODEL_COLUMNS, model_rows(report)), "",
+        "## Budgets", "", table(BUDGET_COLUMNS, budget_rows(report)), "",
+        "## Stages", "",
+        table(("stage", "id", "reused", "wall s", "notes"),
+              [[s["stage"], s["id"], "yes" if s["reused"] else "no", f"{s['wall_s']:.1f}", " ".join(s["notes"])]
+               for s in report["stages"]]), "",
+        "## Methodology", "", report.get("methodology", ""), "",
+    ]
+    return "\n".join(parts)
+
+
+def write_reports(report: dict[str, Any], run_dir: Path) -> None:
+    write_json_atomic(run_dir / "report.json", json.dumps(report, indent=2, default=str))
+    write_json_atomic(run_dir / "report.md", markdown(report))

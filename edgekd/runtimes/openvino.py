@@ -1,0 +1,296 @@
+"""OpenVINO runtime: ONNX -> IR (.xml/.bin) and pinned, synchronous inference.
+
+Every property that changes numbers or speed is set explicitly and read back from the compiled model:
+PERFORMANCE_HINT, NUM_STREAMS, INFERENCE_NUM_THREADS (when settings.threads is set) and
+INFERENCE_PRECISION_HINT. The precision hint is never left to the default: on CPUs with AMX / AVX512-BF16
+OpenVINO would otherwise silently run fp32 models in bf16. INT8 is not a precision hint: it comes from the
+FakeQuantize ops in the graph (QDQ ONNX -> FakeQuantize), so int8 runs use f32 as the hint for the
+non-quantized parts, and `layer_precisions()` shows which layers actually ran in i8/u8.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekd.errors import UsageError, require
+from edgekd.runtimes.base import CompiledArtifact, Runtime, RuntimeSettings, Session
+
+# settings.precision -> INFERENCE_PRECISION_HINT element type name, and the precisions heavy layers should run in
+_HINT = {"fp32": "f32", "int8": "f32", "fp16": "f16", "bf16": "bf16"}
+_EXPECT = {"fp32": {"f32"}, "int8": {"i8", "u8"}, "fp16": {"f16"}, "bf16": {"bf16"}}
+# runtime-model layer types that do the arithmetic (the ones a precision request is about)
+HEAVY_LAYER_TYPES = frozenset({"Convolution", "GroupConvolution", "Deconvolution", "FullyConnected", "MatMul"})
+
+
+def _ov(why: str = "") -> Any:
+    return require("openvino", "cpu", why)
+
+
+def _check_device(core: Any, device: str) -> None:
+    available = list(core.available_devices)
+    if device.split(":")[0] in ("AUTO", "HETERO", "MULTI", "BATCH"):
+        return  # virtual devices: OpenVINO checks their members itself
+    if device in available or any(d.split(".")[0] == device for d in available):
+        return
+    raise UsageError(
+        f"OpenVINO device '{device}' is not available on this machine; available: {', '.join(available) or 'none'}"
+    )
+
+
+def _ov_type(ov: Any, precision: str) -> Any:
+    if precision not in _HINT:
+        raise UsageError(f"unknown precision '{precision}' for OpenVINO: choose fp32, fp16, bf16 or int8")
+    return {"f32": ov.Type.f32, "f16": ov.Type.f16, "bf16": ov.Type.bf16}[_HINT[precision]]
+
+
+def _rt(rt: Any, key: str) -> str | None:
+    if key not in rt:
+        return None
+    value = rt[key]
+    try:
+        return str(value.astype(str))
+    except Exception:  # pragma: no cover - older bindings return plain strings
+        return str(value)
+
+
+def _count_fake_quantize(model: Any) -> int:
+    return sum(1 for op in model.get_ops() if op.get_type_name() == "FakeQuantize")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple, set)):
+        return [_plain(v) for v in value]
+    name = getattr(value, "name", None)  # enums
+    if isinstance(name, str) and name:
+        return name
+    if hasattr(value, "get_type_name") and hasattr(value, "is_real"):  # ov.Type -> 'f32'
+        return value.get_type_name()
+    return str(value)
+
+
+class OpenVINOSession(Session):
+    """One synchronous InferRequest per compiled input shape (static shapes run faster than dynamic ones)."""
+
+    _PROPERTY_KEYS = (
+        "PERFORMANCE_HINT",
+        "NUM_STREAMS",
+        "INFERENCE_NUM_THREADS",
+        "INFERENCE_PRECISION_HINT",
+        "EXECUTION_MODE_HINT",
+        "ENABLE_CPU_PINNING",
+        "ENABLE_HYPER_THREADING",
+        "SCHEDULING_CORE_TYPE",
+        "EXECUTION_DEVICES",
+    )
+
+    def __init__(self, core: Any, model: Any, path: Path, settings: RuntimeSettings) -> None:
+        self._ov = _ov()
+        self._core = core
+        self._model = model
+        self.path = path
+        self.settings = settings
+        self.input_name = model.inputs[0].get_any_name()
+        self._config = self._properties()
+        self._compiled: dict[tuple[int, ...], tuple[Any, Any]] = {}
+        self._last: Any = None
+        shape = self._static_shape(settings.batch)
+        self._compile(shape)
+
+    def _properties(self) -> dict[str, Any]:
+        ov, s = self._ov, self.settings
+        import openvino.properties as props
+        import openvino.properties.hint as hints
+
+        try:
+            mode = getattr(hints.PerformanceMode, s.performance_hint.upper())
+        except AttributeError:
+            raise UsageError(
+                f"unknown OpenVINO performance hint '{s.performance_hint}': choose LATENCY or THROUGHPUT"
+            ) from None
+        config: dict[str, Any] = {
+            hints.performance_mode: mode,
+            props.num_streams: int(s.streams),
+            hints.inference_precision: _ov_type(ov, s.precision),
+        }
+        if s.threads is not None:
+            config[props.inference_num_threads] = int(s.threads)
+        for key, value in s.extra.get("openvino_properties", {}).items():
+            config[key] = value
+        return config
+
+    def _static_shape(self, batch: int) -> tuple[int, ...] | None:
+        """The input shape with its batch set, or None when other dims are dynamic (kept dynamic then)."""
+        pshape = self._model.inputs[0].get_partial_shape()
+        if pshape.rank.is_dynamic:
+            return None
+        dims = [d.get_length() if d.is_static else -1 for d in pshape]
+        if dims:
+            dims[0] = batch
+        return None if any(d < 0 for d in dims) else tuple(dims)
+
+    def _compile(self, shape: tuple[int, ...] | None) -> tuple[Any, Any]:
+        key = shape or ()
+        if key in self._compiled:
+            return self._compiled[key]
+        if shape is not None:
+            self._model.reshape({self._model.inputs[0]: self._ov.PartialShape(list(shape))})
+        compiled = self._core.compile_model(self._model, self.settings.device, self._config)
+        entry = (compiled, compiled.create_infer_request())
+        self._compiled[key] = entry
+        self._last = compiled
+        return entry
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        entry = self._compiled.get(tuple(batch.shape)) or self._compiled.get(())
+        if entry is None:
+            entry = self._compile(tuple(batch.shape))
+        request = entry[1]
+        # share_inputs: no extra host copy of the input; share_outputs=False: output copied to a numpy array
+        result = request.infer({0: batch}, share_inputs=True, share_outputs=False)
+        return np.asarray(result[0])
+
+    @property
+    def compiled_model(self) -> Any:
+        return self._last
+
+    def properties(self) -> dict[str, Any]:
+        """The properties in force, read back from the compiled model."""
+        compiled = self._last
+        supported = set(compiled.get_property("SUPPORTED_PROPERTIES"))
+        return {k: _plain(compiled.get_property(k)) for k in self._PROPERTY_KEYS if k in supported}
+
+    def layer_precisions(self) -> dict[str, Any]:
+        """Per-precision layer counts from the runtime model, and heavy layers that ran in another precision."""
+        runtime_model = self._last.get_runtime_model()
+        counts: Counter[str] = Counter()
+        heavy: Counter[str] = Counter()
+        by_type: dict[str, Counter[str]] = {}
+        mismatched: list[dict[str, str | None]] = []
+        expected = _EXPECT.get(self.settings.precision, set())
+        for op in runtime_model.get_ordered_ops():
+            rt = op.get_rt_info()
+            layer_type = _rt(rt, "layerType") or op.get_type_name()
+            precision = _rt(rt, "runtimePrecision") or "unknown"
+            if layer_type in ("Const", "Input", "Output", "Parameter", "Result"):
+                continue
+            counts[precision] += 1
+            by_type.setdefault(layer_type, Counter())[precision] += 1
+            if layer_type in HEAVY_LAYER_TYPES:
+                heavy[precision] += 1
+                if precision not in expected:
+                    mismatched.append(
+                        {
+                            "name": op.get_friendly_name(),
+                            "type": layer_type,
+                            "precision": precision,
+                            "primitive": _rt(rt, "primitiveType"),
+                        }
+                    )
+        return {
+            "asked": self.settings.precision,
+            "expected_heavy": sorted(expected),
+            "counts": dict(counts),
+            "heavy_counts": dict(heavy),
+            "by_type": {k: dict(v) for k, v in sorted(by_type.items())},
+            "mismatched": mismatched,
+        }
+
+    def describe(self) -> dict[str, Any]:
+        ov = self._ov
+        try:
+            device_name = self._core.get_property(self.settings.device, "FULL_DEVICE_NAME")
+        except Exception:
+            device_name = None
+        layers = self.layer_precisions()
+        return {
+            "runtime": "openvino",
+            "version": ov.get_version(),
+            "artifact": str(self.path),
+            "device": self.settings.device,
+            "device_name": device_name,
+            "precision": self.settings.precision,
+            "properties": self.properties(),
+            "threads": self.properties().get("INFERENCE_NUM_THREADS"),
+            "compiled_shapes": [list(k) if k else "dynamic" for k in self._compiled],
+            "fake_quantize_ops": _count_fake_quantize(self._model),
+            "layer_precision_counts": layers["counts"],
+            "heavy_layer_precisions": layers["heavy_counts"],
+            "layers_not_in_requested_precision": len(layers["mismatched"]),
+            "inference": "one synchronous InferRequest",
+        }
+
+
+class OpenVINORuntime(Runtime):
+    name = "openvino"
+    extra = "cpu"
+
+    @classmethod
+    def available(cls) -> bool:
+        try:
+            import openvino  # noqa: F401
+        except Exception:
+            return False
+        return True
+
+    def devices(self) -> list[str]:
+        return list(_ov().Core().available_devices)
+
+    def compile(self, onnx_path: Path, out_dir: Path, settings: RuntimeSettings) -> CompiledArtifact:
+        """Convert ONNX to IR with fp32 weights kept (compress_to_fp16=False) and a dynamic batch dim."""
+        ov = _ov("to convert ONNX to OpenVINO IR")
+        onnx_path = Path(onnx_path)
+        if not onnx_path.is_file():
+            raise UsageError(f"ONNX file not found: {onnx_path}")
+        model = ov.convert_model(str(onnx_path))
+        shapes = {}
+        for inp in model.inputs:
+            pshape = inp.get_partial_shape()
+            if pshape.rank.is_static and pshape.rank.get_length() > 0:
+                dims = [d for d in pshape]
+                dims[0] = ov.Dimension(-1)
+                pshape = ov.PartialShape(dims)
+            shapes[inp] = pshape
+        model.reshape(shapes)
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        xml = out_dir / f"{onnx_path.stem}.xml"
+        ov.save_model(model, str(xml), compress_to_fp16=False)
+        fq = _count_fake_quantize(model)
+        return CompiledArtifact(
+            path=xml,
+            kind="openvino_ir",
+            files=(xml, xml.with_suffix(".bin")),
+            facts={
+                "openvino_version": ov.get_version(),
+                "weights": "fp32 (compress_to_fp16=False)",
+                "input_shapes": {i.get_any_name(): str(i.get_partial_shape()) for i in model.inputs},
+                "fake_quantize_ops": fq,
+                "precision": "int8" if fq else "fp32",
+            },
+        )
+
+    def load(self, artifact_path: Path, settings: RuntimeSettings) -> OpenVINOSession:
+        """Load an IR .xml (or an .onnx directly) on settings.device with every property pinned."""
+        ov = _ov("to run OpenVINO models")
+        path = Path(artifact_path)
+        if path.suffix not in (".xml", ".onnx"):
+            raise UsageError(f"OpenVINO loads .xml (IR) or .onnx files, not '{path.name}'")
+        if not path.is_file():
+            raise UsageError(f"model file not found: {path}")
+        _ov_type(ov, settings.precision)
+        core = ov.Core()
+        _check_device(core, settings.device)
+        model = core.read_model(str(path))
+        if settings.precision == "int8" and _count_fake_quantize(model) == 0:
+            raise UsageError(
+                f"precision int8 asked but {path.name} has no FakeQuantize/QDQ ops: OpenVINO would run it in "
+                "floating point; pass the quantized (QDQ) model or ask for fp32"
+            )
+        return OpenVINOSession(core, model, path, settings)

@@ -1,0 +1,301 @@
+"""Estimated latency from an ONNX graph and a device's peak numbers (a roofline model); imports onnx only.
+
+Everything here is an ESTIMATE for a device this machine cannot run: it is labelled so in every field.
+
+Counting (batch made concrete, shapes from onnx.shape_inference):
+- Conv (incl. grouped / depthwise): MACs = N * C_out * prod(out spatial) * (C_in / groups) * prod(kernel)
+  = prod(output shape) * prod(weight.shape[1:]).
+- ConvTranspose: MACs = prod(input shape) * prod(weight.shape[1:]) (= N*C_in*H_in*W_in * C_out/g * k).
+- Gemm: MACs = M * N * K.  MatMul (with broadcast batch dims): MACs = prod(output shape) * K.
+- FLOPs = 2 * MACs (bias adds and all other ops ignored).
+Bytes moved per heavy op: weights at the precision they run (1 byte for QDQ-quantized initializers: int8/uint8
+stored initializers behind DequantizeLinear, or float initializers behind QuantizeLinear->DequantizeLinear),
+plus every activation input and the output, each element at the op's run precision. Elementwise ops,
+pooling, reshapes are assumed fused or negligible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, shape_inference
+
+from edgekd.errors import UsageError
+
+HEAVY_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
+DEFAULT_COMPUTE_EFFICIENCY = 0.3
+DEFAULT_MEMORY_EFFICIENCY = 0.6
+DEFAULT_LAYER_OVERHEAD_MS = 0.005  # 5 us launch/dispatch cost per heavy layer
+
+
+@dataclass(frozen=True)
+class OpCost:
+    """Estimated cost of one heavy op."""
+
+    name: str
+    op_type: str
+    macs: int
+    flops: int
+    weight_elems: int
+    act_elems: int  # activation inputs + output
+    quantized: bool  # weights (and activation inputs) come through DequantizeLinear
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """An estimated (never measured) latency for one model, precision, batch and device."""
+
+    flops: int
+    macs: int
+    bytes: int
+    compute_ms: float
+    memory_ms: float
+    overhead_ms: float
+    latency_ms: float
+    bound: str  # compute | memory
+    precision: str
+    batch: int
+    layers: int
+    assumptions: str
+    estimated: bool = True
+    label: str = "estimated"
+    ops: list[OpCost] = field(default_factory=list, repr=False)
+
+    def to_dict(self, include_ops: bool = False) -> dict[str, Any]:
+        out = asdict(self)
+        if not include_ops:
+            out.pop("ops")
+        return out
+
+
+def _itemsize(data_type: int) -> int:
+    return int(np.dtype(helper.tensor_dtype_to_np_dtype(data_type)).itemsize)
+
+
+def _dims(vi: onnx.ValueInfoProto) -> list[int] | None:
+    t = vi.type.tensor_type
+    if not t.HasField("shape"):
+        return None
+    dims = []
+    for d in t.shape.dim:
+        if not d.HasField("dim_value"):
+            return None
+        dims.append(int(d.dim_value))
+    return dims
+
+
+def _with_batch(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
+    """Fix the first dim of every non-initializer graph input to `batch`, then infer shapes."""
+    inits = {i.name for i in model.graph.initializer}
+    for inp in model.graph.input:
+        if inp.name in inits or not inp.type.tensor_type.HasField("shape"):
+            continue
+        dims = inp.type.tensor_type.shape.dim
+        if len(dims) > 0:
+            dims[0].ClearField("dim_param")
+            dims[0].dim_value = batch
+    # a stale value_info with the old batch would conflict with the new one
+    del model.graph.value_info[:]
+    for out in model.graph.output:
+        if out.type.tensor_type.HasField("shape") and len(out.type.tensor_type.shape.dim) > 0:
+            d0 = out.type.tensor_type.shape.dim[0]
+            d0.ClearField("dim_value")
+            d0.dim_param = "batch"
+    return shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+
+
+def count_ops(onnx_path: Path | str, batch: int = 1) -> list[OpCost]:
+    """Per-op MACs / FLOPs / element counts of the heavy ops, with the batch made concrete."""
+    if batch < 1:
+        raise UsageError(f"batch must be >= 1, got {batch}")
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    model = _with_batch(model, batch)
+    g = model.graph
+    shapes: dict[str, list[int]] = {}
+    for vi in list(g.input) + list(g.value_info) + list(g.output):
+        dims = _dims(vi)
+        if dims is not None:
+            shapes[vi.name] = dims
+    inits = {i.name: i for i in g.initializer}
+    for c in g.node:  # Constant nodes act as initializers
+        if c.op_type == "Constant" and c.attribute and c.attribute[0].type == onnx.AttributeProto.TENSOR:
+            inits[c.output[0]] = c.attribute[0].t
+    for name, t in inits.items():
+        shapes[name] = [int(d) for d in t.dims]
+
+    producer = {o: n for n in g.node for o in n.output}
+
+    def weight_of(name: str) -> tuple[bool, bool]:
+        """(is a weight/constant, is QDQ-quantized) for a tensor name."""
+        if name in inits:
+            return True, _itemsize(inits[name].data_type) == 1
+        node = producer.get(name)
+        if node is not None and node.op_type == "DequantizeLinear":
+            src = node.input[0]
+            if src in inits:
+                return True, True
+            q = producer.get(src)
+            if q is not None and q.op_type == "QuantizeLinear" and q.input[0] in inits:
+                return True, True
+        return False, False
+
+    def from_dq(name: str) -> bool:
+        node = producer.get(name)
+        return node is not None and node.op_type == "DequantizeLinear"
+
+    def n_elems(name: str) -> int:
+        if name not in shapes:
+            raise UsageError(f"cannot infer the shape of '{name}' in {onnx_path}: the roofline needs static shapes")
+        return int(np.prod(shapes[name], dtype=np.int64)) if shapes[name] else 1
+
+    costs: list[OpCost] = []
+    for node in g.node:
+        if node.op_type not in HEAVY_OPS:
+            continue
+        out = node.output[0]
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        ins = [i for i in node.input if i]
+        if node.op_type == "Conv":
+            macs = n_elems(out) * int(np.prod(shapes[ins[1]][1:])) if ins[1] in shapes else None
+            data_inputs = [ins[0]]
+            w_inputs = ins[1:]
+        elif node.op_type == "ConvTranspose":
+            macs = n_elems(ins[0]) * int(np.prod(shapes[ins[1]][1:])) if ins[1] in shapes else None
+            data_inputs, w_inputs = [ins[0]], ins[1:]
+        elif node.op_type == "Gemm":
+            a = shapes.get(ins[0])
+            k = (a[0] if attrs.get("transA", 0) else a[1]) if a else None
+            macs = n_elems(out) * k if k else None
+            data_inputs = [i for i in ins[:2] if not weight_of(i)[0]]
+            w_inputs = [i for i in ins if weight_of(i)[0]]
+        else:  # MatMul
+            a = shapes.get(ins[0])
+            macs = n_elems(out) * a[-1] if a else None
+            data_inputs = [i for i in ins if not weight_of(i)[0]]
+            w_inputs = [i for i in ins if weight_of(i)[0]]
+        if macs is None:
+            raise UsageError(f"cannot count MACs of {node.op_type} '{node.name}': its input shapes are unknown")
+        quantized = any(weight_of(w)[1] for w in w_inputs[:1]) or (
+            not w_inputs and bool(data_inputs) and all(from_dq(i) for i in data_inputs)
+        )
+        costs.append(
+            OpCost(
+                name=node.name or out,
+                op_type=node.op_type,
+                macs=int(macs),
+                flops=2 * int(macs),
+                weight_elems=sum(n_elems(w) for w in w_inputs),
+                act_elems=sum(n_elems(i) for i in data_inputs) + n_elems(out),
+                quantized=quantized,
+            )
+        )
+    return costs
+
+
+def _efficiencies(facts: dict[str, Any]) -> tuple[float, float]:
+    eff = facts.get("efficiency")
+    compute, memory = DEFAULT_COMPUTE_EFFICIENCY, DEFAULT_MEMORY_EFFICIENCY
+    if isinstance(eff, dict):
+        compute = float(eff.get("compute", compute))
+        memory = float(eff.get("memory", memory))
+    elif eff is not None:
+        compute = memory = float(eff)
+    compute = float(facts.get("compute_efficiency", compute))
+    memory = float(facts.get("memory_efficiency", memory))
+    for label, v in (("compute", compute), ("memory", memory)):
+        if not 0 < v <= 1:
+            raise UsageError(f"{label} efficiency must be in (0, 1], got {v}")
+    return compute, memory
+
+
+def _peak_tflops(facts: dict[str, Any], precision: str, notes: list[str]) -> float:
+    """Peak in tera-ops/s (a MAC counts as 2 ops) for `precision`."""
+    if precision == "int8":
+        v = facts.get("peak_tops_int8")
+    elif precision == "fp16":
+        v = facts.get("peak_tflops_fp16")
+    else:
+        v = facts.get("peak_tflops_fp32")
+        if v is None and facts.get("peak_tflops_fp16"):
+            v = float(facts["peak_tflops_fp16"]) / 2
+            notes.append("peak_tflops_fp32 not given: assumed peak_tflops_fp16 / 2")
+    if v is None or float(v) <= 0:
+        key = {"int8": "peak_tops_int8", "fp16": "peak_tflops_fp16"}.get(precision, "peak_tflops_fp32")
+        raise UsageError(f"device facts lack '{key}', needed to estimate {precision} latency")
+    return float(v)
+
+
+def estimate_latency(
+    onnx_path: Path | str,
+    device_facts: dict[str, Any],
+    precision: str = "fp32",
+    batch: int = 1,
+    *,
+    layer_overhead_ms: float = DEFAULT_LAYER_OVERHEAD_MS,
+) -> Estimate:
+    """Estimated latency = max(compute_ms, memory_ms) + layers * layer_overhead_ms.
+
+    device_facts: peak_tops_int8, peak_tflops_fp16, peak_tflops_fp32 (optional), mem_bandwidth_gbs,
+    efficiency (float for both, or {'compute': .., 'memory': ..}; default 0.3 / 0.6). For int8, ops whose
+    weights are not QDQ-quantized run in fp16 when the device states an fp16 peak, else in fp32.
+    """
+    if precision not in _BYTES:
+        raise UsageError(f"unknown precision '{precision}': choose fp32, fp16 or int8")
+    bw = device_facts.get("mem_bandwidth_gbs")
+    if not bw or float(bw) <= 0:
+        raise UsageError("device facts lack 'mem_bandwidth_gbs', needed for the memory-bound estimate")
+    c_eff, m_eff = _efficiencies(device_facts)
+    notes: list[str] = []
+    ops = count_ops(onnx_path, batch)
+    fallback = "fp16" if (precision == "int8" and device_facts.get("peak_tflops_fp16")) else (
+        "fp32" if precision == "int8" else precision
+    )
+
+    compute_s = 0.0
+    total_bytes = 0
+    n_fallback = 0
+    for op in ops:
+        run = "int8" if (precision == "int8" and op.quantized) else fallback
+        if precision == "int8" and not op.quantized:
+            n_fallback += 1
+        peak = _peak_tflops(device_facts, run, notes)
+        compute_s += op.flops / (peak * 1e12 * c_eff)
+        w_bytes = 1 if op.quantized and precision == "int8" else _BYTES[run]
+        total_bytes += op.weight_elems * w_bytes + op.act_elems * _BYTES[run]
+    memory_s = total_bytes / (float(bw) * 1e9 * m_eff)
+    compute_ms, memory_ms = compute_s * 1e3, memory_s * 1e3
+    overhead_ms = len(ops) * layer_overhead_ms
+
+    if precision == "int8":
+        notes.append(
+            f"{len(ops) - n_fallback} of {len(ops)} heavy ops QDQ-quantized (int8 peak, 1-byte weights and "
+            f"activations); the rest run in {fallback}"
+        )
+    notes = list(dict.fromkeys(notes))
+    assumptions = (
+        f"ESTIMATED, not measured: roofline over {len(ops)} Conv/ConvTranspose/Gemm/MatMul ops at batch {batch}, "
+        f"{precision}; FLOPs = 2 x MACs, other ops assumed fused; compute efficiency {c_eff:g} of peak, memory "
+        f"efficiency {m_eff:g} of {float(bw):g} GB/s; bytes = weights + activation inputs/outputs of each heavy "
+        f"op (no cache reuse); latency = max(compute, memory) + {layer_overhead_ms:g} ms per heavy layer"
+        + ("; " + "; ".join(notes) if notes else "")
+    )
+    return Estimate(
+        flops=sum(o.flops for o in ops),
+        macs=sum(o.macs for o in ops),
+        bytes=int(total_bytes),
+        compute_ms=compute_ms,
+        memory_ms=memory_ms,
+        overhead_ms=overhead_ms,
+        latency_ms=max(compute_ms, memory_ms) + overhead_ms,
+        bound="compute" if compute_ms >= memory_ms else "memory",
+        precision=precision,
+        batch=batch,
+        layers=len(ops),
+        assumptions=assumptions,
+        ops=ops,
+    )

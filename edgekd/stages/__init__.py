@@ -1,0 +1,1 @@
+"""One module per stage: `NAME`, `Config`, `READS_DATA`, `DISTRIBUTED`, `run(config, parents, ctx)`."""

@@ -1,0 +1,94 @@
+"""Stage 7, bench: latency and accuracy of the *compiled* artifacts, judged against the target's budgets.
+
+The teacher, the FP32 student and the INT8 student are measured side by side in one run (so "did INT8 pay
+off?" is a ratio measured under the same conditions), each on the held-out split for accuracy and at the
+profile's batch size for latency. The method is stated in the report (edgekd.runtimes.timing.METHODOLOGY).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+from edgekd.benchmark import TimingConfig, estimate, judge, measure, settings_for
+from edgekd.manifest import ArtifactKind, Manifest, make_artifact
+from edgekd.preprocess import normalize_np, write_eval_set
+from edgekd.runtimes.timing import METHODOLOGY
+from edgekd.stages.qad import AccuracyRequirement
+from edgekd.targets import TargetProfile
+
+NAME = "bench"
+READS_DATA = True
+DISTRIBUTED = False
+
+LABELS = {"teacher_fp32": "teacher (fine-tuned)", "student_fp32": "student (distilled)",
+          "student_int8": "student INT8 (QAD)"}
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    target: dict
+    accuracy: AccuracyRequirement = AccuracyRequirement()
+    timing: TimingConfig = TimingConfig()
+
+
+def final_role(target: TargetProfile) -> str:
+    return "student_int8" if target.precision == "int8" else "student_fp32"
+
+
+def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
+    target = TargetProfile.model_validate(cfg.target)
+    data = ctx.data
+    pre = data.preprocessing
+    comp, comp_dir = parents["compile"], ctx.parent_dirs["compile"]
+    export, export_dir = parents["export"], ctx.parent_dirs["export"]
+    here = bool(comp.metrics["measured_on_target"])
+    eval_x = normalize_np(data.val.images, pre)
+    write_eval_set(ctx.work_dir / "eval_set.npz", data.val.images, data.val.labels, pre)
+    archs = {"teacher_fp32": parents["finetune"].artifact("model").facts.get("arch"),
+             "student_fp32": parents["distill"].artifact("model").facts.get("arch")}
+    archs["student_int8"] = archs["student_fp32"]
+    rows, notes = [], []
+    final = final_role(target)
+    for role in ("teacher_fp32", "student_fp32", "student_int8"):
+        art = comp.artifact(role)
+        precision = art.facts["precision"] if role != final or target.precision == "int8" else target.precision
+        settings = settings_for(target, precision, device=None if here else "CPU")
+        m = measure(comp_dir / art.path, art.facts["runtime"], settings, eval_x, data.val.labels,
+                    target.batch_size, cfg.timing, expected_sha256=art.sha256)
+        if m["cv_warning"]:
+            notes.append(f"{LABELS[role]}: {m['cv_warning']}")
+        onnx_art = export.artifact("student_int8_qdq" if role == "student_int8" else role)
+        row = {"role": role, "stage": LABELS[role], "model": archs[role], "precision": precision,
+               "runtime": f"{art.facts['runtime']} {settings.device}", "file": art.path,
+               "measured_on": art.facts["measured_on"], **m}
+        if not here:
+            row["estimate"] = estimate(export_dir / onnx_art.path, target, "int8" if role == "student_int8" else
+                                       ("fp16" if target.device.peak_fp16_tflops else "fp32"), target.batch_size)
+            row["estimated_latency_ms"] = row["estimate"]["latency_ms"]
+            row["size_bytes"] = onnx_art.size_bytes
+            row["file"] = onnx_art.path
+        rows.append(row)
+    by_role = {r["role"]: r for r in rows}
+    teacher_top1 = parents["finetune"].metrics.get("top1_after")
+    required = cfg.accuracy.required(teacher_top1) if teacher_top1 is not None else None
+    budgets = judge(target, by_role[final], required, here)
+    for r in rows:
+        r["verdict"] = "-"
+    by_role[final]["verdict"] = "fail" if any(b["verdict"] == "fail" for b in budgets) else (
+        "estimated fail" if any(b["verdict"] == "estimated fail" for b in budgets) else
+        ("estimated pass" if any("estimated" in b["verdict"] for b in budgets) else "pass"))
+    s32, s8 = by_role["student_fp32"], by_role["student_int8"]
+    payoff = {"speedup_p50": s32["latency"]["median_ms"] / s8["latency"]["median_ms"],
+              "accuracy_cost_points": (s32["top1"] - s8["top1"]) * 100,
+              "measured_with": s8["runtime"]}
+    lp = s8["runtime_facts"].get("layer_precisions")
+    if isinstance(lp, dict) and lp.get("mismatched"):
+        payoff["layers_not_in_int8"] = lp["mismatched"][:20]
+    metrics = {"rows": rows, "budgets": budgets, "int8_payoff": payoff, "measured_on_target": here,
+               "required_top1": required, "teacher_top1_pytorch": teacher_top1,
+               "methodology": METHODOLOGY + f" Batch {target.batch_size}; accuracy on the {data.val_name} split "
+                              f"({len(data.val)} images) with the compiled artifact."}
+    art = make_artifact(ctx.work_dir, "eval_set", ArtifactKind.other, ctx.work_dir / "eval_set.npz",
+                        images=len(data.val))
+    return Manifest(stage=NAME, id="", config={}, artifacts=[art], preprocessing=pre, metrics=metrics, notes=notes)

@@ -1,0 +1,39 @@
+"""Helpers the stages share: saving and loading models through manifests, training plumbing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from edgekd.manifest import Artifact, ArtifactKind, Manifest, make_artifact
+from edgekd.models.checkpoint import load_edgekd_checkpoint, save_edgekd_checkpoint
+from edgekd.train import dist
+from edgekd.train.evaluate import accuracy
+from edgekd.train.loop import Trainer
+
+
+def save_model(work_dir: Path, name: str, model: torch.nn.Module, arch: str, arch_kwargs: dict[str, Any],
+               **facts: Any) -> Artifact:
+    path = work_dir / f"{name}.pt"
+    save_edgekd_checkpoint(path, model, arch, arch_kwargs)
+    return make_artifact(work_dir, name, ArtifactKind.checkpoint, path, arch=arch, **arch_kwargs, **facts)
+
+
+def load_model(stage_dir: Path, manifest: Manifest, name: str = "model") -> tuple[torch.nn.Module, dict]:
+    art = manifest.artifact(name)
+    model, meta = load_edgekd_checkpoint(stage_dir / art.path)
+    return model, meta
+
+
+def trainer_for(model, loss_fn, ctx, extra=None, sync_bn: bool = False) -> Trainer:
+    data = ctx.data
+    device = dist.context().device
+    return Trainer(model, loss_fn, lambda: accuracy(model, data.val, data.preprocessing, device),
+                   data.train, data.preprocessing, ctx.work_dir / "state", ctx.progress, extra=extra,
+                   sync_bn=sync_bn)
+
+
+def example_input(pre, batch: int = 2) -> torch.Tensor:
+    return torch.zeros(batch, pre.channels, *pre.input_size)

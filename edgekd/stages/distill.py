@@ -1,0 +1,109 @@
+"""Stage 3, distill: train a small student from the fine-tuned teacher.
+
+Losses compose (see edgekd/losses): logit KD (Hinton 2015), attention transfer (Zagoruyko & Komodakis 2017),
+FitNets hints (Romero 2015) and per-sample weighting; intermediate tensors come from forward hooks keyed
+by module path, so neither model's code changes. When the teacher sees deterministic inputs (no
+augmentation) and only its logits are needed, its outputs are computed once and reused every epoch.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from edgekd.data.batches import eval_batches
+from edgekd.losses.composite import DistillLoss, DistillLossConfig
+from edgekd.losses.hooks import FeatureTaps
+from edgekd.manifest import Manifest
+from edgekd.models.checkpoint import load_weights
+from edgekd.models.registry import build_model
+from edgekd.stages.common import example_input, load_model, save_model, trainer_for
+from edgekd.train import dist
+from edgekd.train.evaluate import accuracy
+from edgekd.train.loop import Phase, TrainConfig
+
+NAME = "distill"
+READS_DATA = True
+DISTRIBUTED = True
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    student: str
+    student_weights: str | None = None
+    student_weights_sha256: str | None = None
+    loss: DistillLossConfig = DistillLossConfig()
+    train: TrainConfig = TrainConfig(epochs=10)
+    cache_teacher: bool = True
+    sync_bn: bool = False
+
+
+@torch.no_grad()
+def teacher_logits_cache(teacher: torch.nn.Module, data, device) -> torch.Tensor:
+    """The teacher's logits for every training image, in dataset order (inputs without augmentation)."""
+    teacher.eval()
+    return torch.cat([teacher(x.to(device)).float() for x, _ in eval_batches(data.train, data.preprocessing)])
+
+
+def build_distill_loss(cfg: DistillLossConfig, student, teacher, pre, device):
+    """The composite loss plus hooks on both models; used by distill and qad alike."""
+    loss = DistillLoss(cfg, student, teacher, example_input(pre).to(device)).to(device)
+    s_taps = FeatureTaps(student, list(loss.student_paths)) if loss.student_paths else None
+    t_taps = FeatureTaps(teacher, list(loss.teacher_paths)) if loss.teacher_paths else None
+    return loss, s_taps, t_taps
+
+
+def make_step(loss, s_taps, t_taps, teacher, cache: torch.Tensor | None):
+    """The per-batch loss closure the trainer calls: student forward, teacher (cached or live), loss."""
+
+    def step(net, x, y, idx):
+        s_logits = net(x)
+        s_feats = dict(s_taps.outputs) if s_taps else {}
+        if cache is not None:
+            t_logits, t_feats = cache[torch.as_tensor(idx, device=cache.device)], {}
+        else:
+            with torch.no_grad():
+                t_logits = teacher(x)
+            t_feats = dict(t_taps.outputs) if t_taps else {}
+        return loss(s_logits, t_logits, y, s_feats, t_feats)
+
+    return step
+
+
+def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
+    data = ctx.data
+    pre, k = data.preprocessing, data.num_classes
+    device = dist.context().device
+    teacher, _ = load_model(ctx.parent_dirs["teacher"], parents["teacher"])
+    teacher.to(device).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    kwargs = {"num_classes": k, "in_channels": pre.channels, "input_size": pre.input_size[0]}
+    student = build_model(cfg.student, **kwargs).to(device)
+    if cfg.student_weights:
+        load_weights(student, cfg.student_weights, strict=False, skip_head=True)
+    loss, s_taps, t_taps = build_distill_loss(cfg.loss, student, teacher, pre, device)
+    notes: list[str] = []
+    cache = None
+    if cfg.cache_teacher and cfg.train.augment == "none" and not loss.needs_teacher_features:
+        cache = teacher_logits_cache(teacher, data, device)
+        notes.append("Teacher logits computed once and reused every epoch (inputs are not augmented).")
+    elif cfg.cache_teacher:
+        why = "augmentation changes the inputs every epoch" if cfg.train.augment != "none" else \
+            "attention/hint losses need the teacher's intermediate features"
+        notes.append(f"Teacher outputs not cached: {why}.")
+    trainer = trainer_for(student, make_step(loss, s_taps, t_taps, teacher, cache), ctx,
+                          extra=loss, sync_bn=cfg.sync_bn)
+    result = trainer.fit([Phase("distill", cfg.train)])
+    metrics = {
+        "student_top1": result.best_top1, "best_epoch": result.best_epoch, "history": result.history,
+        "teacher_top1": accuracy(teacher, data.val, pre, device), "train_wall_s": result.wall_s,
+        "student_params": sum(p.numel() for p in student.parameters()),
+        "teacher_params": sum(p.numel() for p in teacher.parameters()), "teacher_cached": cache is not None,
+    }
+    for taps in (s_taps, t_taps):
+        if taps:
+            taps.close()
+    art = save_model(ctx.work_dir, "model", student, cfg.student, kwargs)
+    return Manifest(stage=NAME, id="", config={}, artifacts=[art], preprocessing=pre, metrics=metrics, notes=notes)

@@ -1,0 +1,85 @@
+"""Stage 5, export: ONNX for every model, INT8 as QDQ ONNX and OpenVINO IR, each checked on real inputs.
+
+Parity (tolerances in edgekd/export/parity.py) is measured on held-out images at batch 1 and at a batch
+larger than the one traced, and recorded per artifact; a failure or NaN/Inf stops the stage.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgekd.data.batches import normalize_np
+from edgekd.errors import MissingExtra
+from edgekd.export.onnx_export import export_onnx
+from edgekd.export.parity import check_parity, check_parity_with
+from edgekd.manifest import ArtifactKind, Manifest, make_artifact
+from edgekd.quant.nncf_quant import export_openvino_ir, export_qdq_onnx, load_quantized
+from edgekd.runtimes.host import _has
+from edgekd.stages.common import example_input, load_model
+
+NAME = "export"
+READS_DATA = True
+DISTRIBUTED = False
+
+INPUT, OUTPUT = "input", "logits"
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    opset: int = Field(default=17, ge=17)
+    parity_samples: int = Field(default=256, ge=8)
+    openvino_ir: bool = True  # also write the INT8 OpenVINO IR when openvino is installed
+
+
+def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
+    data = ctx.data
+    pre = data.preprocessing
+    work = ctx.work_dir
+    example = example_input(pre)
+    inputs = normalize_np(data.val.images[: cfg.parity_samples], pre)
+    sizes = (1, min(len(inputs), 64))
+    teacher, _ = load_model(ctx.parent_dirs["teacher"], parents["teacher"])
+    student, meta = load_model(ctx.parent_dirs["student"], parents["student"])
+    qart = parents["quantized"].artifact("quantized")
+    qmodel = load_quantized(student, ctx.parent_dirs["quantized"] / qart.path, example)
+    io = {"input_name": INPUT, "output_name": OUTPUT, "input_shape": ["batch", pre.channels, *pre.input_size],
+          "layout": "NCHW", "dtype": "float32"}
+    artifacts, parity, notes = [], {}, []
+    for name, model in (("teacher_fp32", teacher), ("student_fp32", student)):
+        path = work / f"{name}.onnx"
+        facts = export_onnx(model, path, example, opset=cfg.opset, input_name=INPUT, output_name=OUTPUT)
+        report = check_parity(path, model, inputs, "fp32", batch_sizes=sizes)
+        parity[name] = report.model_dump(mode="json")
+        artifacts.append(make_artifact(work, name, ArtifactKind.onnx, path, precision="fp32", opset=cfg.opset,
+                                       nodes=facts.get("nodes"), parity=report.summary(), **io))
+    path = work / "student_int8_qdq.onnx"
+    facts = export_qdq_onnx(qmodel, path, example, opset=cfg.opset, input_name=INPUT, output_name=OUTPUT)
+    report = check_parity(path, qmodel, inputs, "int8", batch_sizes=sizes)
+    parity["student_int8_qdq"] = report.model_dump(mode="json")
+    artifacts.append(make_artifact(work, "student_int8_qdq", ArtifactKind.onnx, path, precision="int8",
+                                   opset=cfg.opset, quantize_linear=facts.get("quantize_linear"),
+                                   dequantize_linear=facts.get("dequantize_linear"),
+                                   float_ops=facts.get("float_ops"), parity=report.summary(), **io))
+    if facts.get("float_nodes"):
+        notes.append(f"INT8 QDQ ONNX keeps {len(facts['float_nodes'])} weighted node(s) in float: "
+                     f"{', '.join(facts['float_nodes'][:5])}.")
+    if cfg.openvino_ir and _has("openvino"):
+        xml = work / "student_int8.xml"
+        ov_facts = export_openvino_ir(qmodel, xml, example)
+        from edgekd.runtimes import get_runtime
+        from edgekd.runtimes.base import RuntimeSettings
+
+        session = get_runtime("openvino").load(xml, RuntimeSettings(device="CPU", precision="int8"))
+        report = check_parity_with(session.infer, qmodel, inputs, "int8", batch_sizes=sizes,
+                                   artifact=xml.name)
+        parity["student_int8_openvino"] = report.model_dump(mode="json")
+        artifacts.append(make_artifact(work, "student_int8_openvino", ArtifactKind.openvino_ir, xml,
+                                       precision="int8", fake_quantize=ov_facts.get("fake_quantize"),
+                                       companion=xml.with_suffix(".bin").name, parity=report.summary(), **io))
+        artifacts.append(make_artifact(work, "student_int8_openvino_bin", ArtifactKind.other, xml.with_suffix(".bin")))
+    elif cfg.openvino_ir:
+        notes.append(f"OpenVINO IR not written: {MissingExtra('openvino', 'cpu')}.")
+    metrics = {"parity": parity, "student_arch": meta["arch"], "opset": cfg.opset,
+               "parity_inputs": f"{len(inputs)} {data.val_name} images at batch sizes {sizes}"}
+    return Manifest(stage=NAME, id="", config={}, artifacts=artifacts, preprocessing=pre, metrics=metrics, notes=notes)

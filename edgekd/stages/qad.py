@@ -1,0 +1,157 @@
+"""Stage 4, qad: INT8 quantization-aware distillation, with a PTQ baseline and a floating-point fallback.
+
+1. The distilled student is quantized with NNCF (symmetric per-channel weights, symmetric per-tensor
+   activations: a preset TensorRT's explicit quantization accepts), calibrated on a stratified calibration
+   set written into this stage's folder. That model, calibrated only, is the PTQ baseline.
+2. A copy is fine-tuned with the teacher still teaching (the distill stage's losses), BatchNorm statistics
+   frozen (right after quantization, train-mode BN makes the loss ~4x worse than eval mode).
+3. The better of PTQ and QAD is kept, and the report says which. When it misses the accuracy requirement,
+   the most sensitive layers go back to floating point (re-quantized and re-trained) until it holds or
+   `max_fallback_layers` is reached; the layers are named. Missing the floor is a budget failure (exit 1),
+   with the best artifact kept.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgekd.data.batches import eval_batches
+from edgekd.data.calibration import read_calibration, sample_calibration, write_calibration
+from edgekd.losses.composite import DistillLossConfig
+from edgekd.manifest import ArtifactKind, Manifest, make_artifact
+from edgekd.quant.nncf_quant import QuantSpec, prepare_for_qat, quantize, save_quantized
+from edgekd.quant.sensitivity import fallback_until
+from edgekd.stages.common import example_input, load_model, trainer_for
+from edgekd.stages.distill import build_distill_loss, make_step
+from edgekd.train import dist
+from edgekd.train.evaluate import accuracy
+from edgekd.train.loop import Phase, TrainConfig
+
+NAME = "qad"
+READS_DATA = True
+DISTRIBUTED = True
+
+
+class AccuracyRequirement(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_drop_points: float | None = Field(default=1.0, ge=0)
+    floor: float | None = Field(default=None, ge=0, le=1)
+
+    def required(self, teacher_top1: float) -> float:
+        """The top-1 the INT8 artifact must reach: the stricter of the absolute floor and the drop."""
+        needs = [v for v in (self.floor, None if self.max_drop_points is None
+                             else teacher_top1 - self.max_drop_points / 100) if v is not None]
+        return max(needs) if needs else 0.0
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    loss: DistillLossConfig = DistillLossConfig()
+    train: TrainConfig = TrainConfig(epochs=2, lr=0.002, bn="frozen", weight_decay=0.0)
+    preset: str = "trt"
+    calib_size: int = Field(default=300, ge=1)
+    min_calibration: int = Field(default=32, ge=1)
+    calib: str | None = None
+    calib_sha256: str | None = None
+    ignored_layers: list[str] = Field(default_factory=list)
+    accuracy: AccuracyRequirement = AccuracyRequirement()
+    max_fallback_layers: int = Field(default=3, ge=0)
+
+
+def _calibration(cfg: Config, data, work_dir: Path):
+    split = read_calibration(Path(cfg.calib), data.preprocessing) if cfg.calib else \
+        sample_calibration(data.train, cfg.calib_size, cfg.train.seed)
+    path = work_dir / "calibration.npz"
+    if dist.context().is_main:
+        write_calibration(path, split, data.preprocessing)
+    return split, path
+
+
+def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
+    data = ctx.data
+    pre = data.preprocessing
+    device = dist.context().device
+    teacher, _ = load_model(ctx.parent_dirs["teacher"], parents["teacher"])
+    teacher.to(device).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    student, meta = load_model(ctx.parent_dirs["student"], parents["student"])
+    student.to(device).eval()
+    calib, calib_path = _calibration(cfg, data, ctx.work_dir)
+    calib_x = [x for x, _ in eval_batches(calib, pre, 64)]
+    example = example_input(pre).to(device)
+    spec = QuantSpec(preset=cfg.preset, subset_size=len(calib), min_calibration=cfg.min_calibration,
+                     ignored_layers=cfg.ignored_layers)
+    teacher_top1 = accuracy(teacher, data.val, pre, device)
+    fp32_top1 = accuracy(student, data.val, pre, device)
+    required = cfg.accuracy.required(teacher_top1)
+    histories: list[dict] = []
+    attempts: list[dict] = []
+
+    def ptq(layers: list[str]) -> torch.nn.Module:
+        return quantize(student, calib_x, spec.model_copy(update={"ignored_layers": layers}), example)
+
+    def qad(layers: list[str]) -> tuple[torch.nn.Module, str, float, float]:
+        """PTQ, then QAD on a copy; returns the better model, which one, and both accuracies."""
+        base = ptq(layers)
+        ptq_top1 = accuracy(base, data.val, pre, device)
+        if cfg.train.epochs == 0:
+            return base, "ptq", ptq_top1, ptq_top1
+        qmodel = prepare_for_qat(copy.deepcopy(base))
+        loss, s_taps, t_taps = build_distill_loss(cfg.loss, qmodel, teacher, pre, device)
+        trainer = trainer_for(qmodel, make_step(loss, s_taps, t_taps, teacher, None), ctx, extra=loss)
+        trainer.state_dir = ctx.work_dir / "state" / ("float-" + "-".join(layers) if layers else "all-int8")
+        result = trainer.fit([Phase("qad", cfg.train)])
+        for taps in (s_taps, t_taps):
+            if taps:
+                taps.close()
+        histories.extend(dict(h, float_layers=len(layers)) for h in result.history)
+        qad_top1 = accuracy(qmodel, data.val, pre, device)
+        attempts.append({"float_layers": layers, "ptq_top1": ptq_top1, "qad_top1": qad_top1})
+        if qad_top1 >= ptq_top1:
+            return qmodel.eval(), "qad", ptq_top1, qad_top1
+        return base, "ptq", ptq_top1, qad_top1
+
+    chosen: dict = {}
+
+    def build(layers: list[str]) -> torch.nn.Module:
+        model, kept, ptq_top1, qad_top1 = qad(layers)
+        chosen[tuple(layers)] = (kept, ptq_top1, qad_top1)
+        return model
+
+    result = fallback_until(build, student, calib_x, lambda m: accuracy(m, data.val, pre, device), required,
+                            max_layers=cfg.max_fallback_layers, base_layers=cfg.ignored_layers)
+    kept, ptq_top1, qad_top1 = chosen[tuple(result.ignored_layers)]
+    notes = []
+    if kept == "ptq":
+        notes.append(f"QAD ended below PTQ ({qad_top1:.2%} < {ptq_top1:.2%}): the PTQ model is kept.")
+    fallback = [l for l in result.ignored_layers if l not in cfg.ignored_layers]
+    if fallback:
+        notes.append(f"Accuracy requirement {required:.2%}: layers returned to floating point: {', '.join(fallback)}.")
+    if not result.met:
+        notes.append(f"No fallback reached the required {required:.2%} (tried {len(result.tried)} settings, best "
+                     f"{result.metric:.2%}); the best artifact is kept.")
+    out = ctx.work_dir / "quantized.pt"
+    q_meta = {"arch": meta["arch"], "arch_kwargs": meta["arch_kwargs"], "spec": spec.model_dump(mode="json"),
+              "ignored_layers": result.ignored_layers, "kept": kept}
+    if dist.context().is_main:
+        save_quantized(result.model, out, q_meta)
+    artifacts = [make_artifact(ctx.work_dir, "quantized", ArtifactKind.quantized_checkpoint, out, **q_meta)] \
+        if dist.context().is_main else []
+    if dist.context().is_main:
+        artifacts.append(make_artifact(ctx.work_dir, "calibration", ArtifactKind.calibration, calib_path,
+                                       images=len(calib), source=cfg.calib or "stratified sample of the training split"))
+    metrics = {
+        "teacher_top1": teacher_top1, "fp32_top1": fp32_top1, "ptq_top1": ptq_top1, "qad_top1": qad_top1,
+        "int8_top1": result.metric, "kept": kept, "required_top1": required, "requirement_met": result.met,
+        "float_layers": result.ignored_layers, "fallback_layers": fallback, "attempts": attempts,
+        "sensitivity": [{"layer": r.layer, "kl_recovered": r.metric} for r in result.ranking[:10]],
+        "calibration_images": len(calib), "history": histories,
+    }
+    return Manifest(stage=NAME, id="", config={}, artifacts=artifacts, preprocessing=pre, metrics=metrics, notes=notes)

@@ -1,0 +1,98 @@
+"""Stage 1, teacher: a large model by name, from a local checkpoint, or trained on a source task.
+
+With no pretrained weights the teacher is trained on a *source task* - the first half of the dataset's
+classes - so that the finetune stage performs a real transfer (new head, new classes) rather than a no-op.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from edgekd.data.sources import Split
+from edgekd.errors import UsageError
+from edgekd.manifest import Manifest
+from edgekd.models.checkpoint import read_state_dict
+from edgekd.models.heads import find_head
+from edgekd.models.registry import build_model
+from edgekd.stages.common import save_model, trainer_for
+from edgekd.train.evaluate import accuracy
+from edgekd.train.loop import Phase, TrainConfig
+
+NAME = "teacher"
+READS_DATA = True
+DISTRIBUTED = True
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    arch: str
+    weights: str | None = None  # a local checkpoint file
+    weights_sha256: str | None = None  # identity of the weights file (set by the CLI)
+    pretrained: bool = False  # the registry's pretrained weights (torchvision weights enum, timm)
+    source_classes: int | None = None  # training from scratch: the first N classes form the source task
+    train: TrainConfig = TrainConfig(epochs=10)
+
+
+def _classes_in_checkpoint(state: dict[str, torch.Tensor], model: torch.nn.Module) -> int | None:
+    head_name, _ = find_head(model)
+    weight = state.get(f"{head_name}.weight")
+    return int(weight.shape[0]) if weight is not None else None
+
+
+def _source_split(split: Split, n: int) -> Split:
+    return split.subset(np.flatnonzero(split.labels < n))
+
+
+def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
+    data = ctx.data
+    pre = data.preprocessing
+    k, chans = data.num_classes, pre.channels
+    kwargs = {"in_channels": chans, "input_size": pre.input_size[0]}
+    metrics: dict = {}
+    notes: list[str] = []
+    if cfg.weights:
+        state = read_state_dict(Path(cfg.weights))
+        probe = build_model(cfg.arch, num_classes=k, **kwargs)
+        classes = _classes_in_checkpoint(state, probe) or k
+        model = build_model(cfg.arch, num_classes=classes, **kwargs) if classes != k else probe
+        from edgekd.models.checkpoint import load_weights
+
+        load_weights(model, state, strict=True, source=cfg.weights, arch=cfg.arch)
+        origin = f"checkpoint {Path(cfg.weights).name}"
+    elif cfg.pretrained:
+        model = build_model(cfg.arch, num_classes=None, pretrained=True, **kwargs)
+        classes = find_head(model)[1].out_features
+        origin = f"{cfg.arch} pretrained weights"
+    else:
+        n_src = cfg.source_classes or max(2, k // 2)
+        if not 2 <= n_src <= k:
+            raise UsageError(f"--source-classes must be between 2 and {k}, got {n_src}")
+        classes = n_src
+        model = build_model(cfg.arch, num_classes=n_src, **kwargs)
+        src_train, src_val = _source_split(data.train, n_src), _source_split(data.val, n_src)
+
+        def ce(net, x, y, _idx):
+            loss = torch.nn.functional.cross_entropy(net(x), y)
+            return loss, {}
+
+        trainer = trainer_for(model, ce, ctx)
+        trainer.train_split = src_train
+        trainer.evaluate = lambda: accuracy(model, src_val, pre, trainer.ctx.device)
+        result = trainer.fit([Phase("teacher-source", cfg.train)])
+        origin = (f"trained from scratch on a source task: classes {pre.class_names[0]}..{pre.class_names[n_src - 1]} "
+                  f"({n_src} of {k}) of the training split")
+        metrics.update(source_task_top1=result.best_top1, history=result.history, train_wall_s=result.wall_s)
+        notes.append(f"No pretrained teacher was given: the teacher was {origin}; the finetune stage transfers it "
+                     f"to all {k} classes.")
+    model.eval()
+    if classes == k:
+        metrics["top1_before_transfer"] = accuracy(model, data.val, pre)
+    metrics.update(origin=origin, head_classes=classes,
+                   params=sum(p.numel() for p in model.parameters()))
+    art = save_model(ctx.work_dir, "model", model, cfg.arch, {"num_classes": classes, **kwargs})
+    return Manifest(stage=NAME, id="", config={}, artifacts=[art], preprocessing=pre, metrics=metrics, notes=notes)

@@ -1,0 +1,167 @@
+"""Target device profiles: `targets/*.yaml`, validated strictly (extra="forbid").
+
+A profile holds device and runtime facts and the device budgets (latency at a named percentile, size,
+memory, precisions allowed). Accuracy requirements are run options whose defaults a profile may set.
+Every number in a shipped profile carries its source in `sources`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edgekd.errors import UsageError
+
+Precision = Literal["fp32", "fp16", "bf16", "int8"]
+RuntimeName = Literal["openvino", "onnxruntime", "tensorrt"]
+Percentile = Literal["p50", "p90", "p95", "p99"]
+
+# What each runtime can execute at all; a profile asking for more is refused when it is loaded.
+RUNTIME_PRECISIONS: dict[str, dict[str, set[str]]] = {
+    "openvino": {"CPU": {"fp32", "bf16", "int8", "fp16"}, "GPU": {"fp32", "fp16", "int8"},
+                 "NPU": {"fp16", "int8"}},
+    "onnxruntime": {"CPU": {"fp32", "int8"}, "XNNPACK": {"fp32", "int8"}, "CUDA": {"fp32", "fp16", "int8"},
+                    "TensorRT": {"fp32", "fp16", "int8"}},
+    "tensorrt": {"GPU": {"fp32", "fp16", "int8"}, "DLA": {"fp16", "int8"}},
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DeviceFacts(_Strict):
+    name: str
+    kind: Literal["cpu", "gpu", "npu", "soc"]
+    arch: str = "x86_64"
+    peak_int8_tops: float | None = None  # dense
+    peak_fp16_tflops: float | None = None  # dense
+    peak_fp32_tflops: float | None = None
+    memory_bandwidth_gbs: float | None = None
+    memory_gb: float | None = None
+
+
+class RuntimeOptions(_Strict):
+    name: RuntimeName
+    device: str = "CPU"  # OpenVINO CPU/GPU/NPU; ORT CPU/XNNPACK/CUDA/TensorRT; TensorRT GPU/DLA
+    threads: int | None = None
+    streams: int = 1
+    performance_hint: Literal["LATENCY", "THROUGHPUT"] = "LATENCY"
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
+    workspace_mb: int = 1024
+    dla_core: int | None = None
+
+
+class Budgets(_Strict):
+    model_class: str  # which model the budgets are for, e.g. "ResNet-20-class classifier, 32x32, batch 1"
+    latency_ms: float | None = Field(default=None, gt=0)
+    latency_percentile: Percentile = "p90"
+    model_size_mb: float | None = Field(default=None, gt=0)
+    peak_memory_mb: float | None = Field(default=None, gt=0)
+
+
+class AccuracyDefaults(_Strict):
+    max_drop_points: float | None = Field(default=1.0, ge=0)  # vs the fine-tuned teacher, top-1 points
+    floor: float | None = Field(default=None, ge=0, le=1)  # absolute top-1
+
+
+class TargetProfile(_Strict):
+    name: str
+    description: str
+    device: DeviceFacts
+    runtime: RuntimeOptions
+    precision: Precision
+    precisions_allowed: list[Precision]
+    fallback_precision: Precision | None = None
+    input_size: tuple[int, int] | None = None  # None: the dataset decides
+    batch_size: int = Field(default=1, ge=1)
+    budgets: Budgets
+    accuracy: AccuracyDefaults = AccuracyDefaults()
+    sources: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> "TargetProfile":
+        if self.precision not in self.precisions_allowed:
+            raise ValueError(f"precision {self.precision} is not in precisions_allowed {self.precisions_allowed}")
+        caps = RUNTIME_PRECISIONS[self.runtime.name]
+        if self.runtime.device not in caps:
+            raise ValueError(
+                f"runtime {self.runtime.name} has no device {self.runtime.device!r} (known: {', '.join(caps)})")
+        cannot = [p for p in self.precisions_allowed if p not in caps[self.runtime.device]]
+        if cannot:
+            raise ValueError(
+                f"{self.runtime.name} on {self.runtime.device} cannot run {', '.join(cannot)} "
+                f"(it runs {', '.join(sorted(caps[self.runtime.device]))})")
+        return self
+
+    @property
+    def host_measurable(self) -> bool:
+        """Whether this machine can run the target's runtime on its device (else: host runtime + estimate)."""
+        from edgekd.runtimes.host import host_can_run
+
+        return host_can_run(self.runtime.name, self.runtime.device, self.device.arch)
+
+
+def targets_dirs() -> list[Path]:
+    dirs = []
+    if env := os.environ.get("EDGEKD_TARGETS_DIR"):
+        dirs.append(Path(env))
+    dirs.append(Path(__file__).resolve().parent.parent / "targets")  # source checkout / editable install
+    dirs.append(Path(sys.prefix) / "share" / "edgekd" / "targets")  # wheel install (data-files)
+    return [d for d in dirs if d.is_dir()]
+
+
+def available_targets() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for d in targets_dirs():
+        for path in sorted(d.glob("*.yaml")):
+            found.setdefault(path.stem, path)
+    return found
+
+
+def _format_validation(err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        return f"unknown field '{loc}'"
+    return f"field '{loc}': {first['msg']}"
+
+
+def load_target_file(path: Path) -> TargetProfile:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise UsageError(f"cannot read target file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise UsageError(f"target file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"target file {path} must hold a mapping of fields, got {type(data).__name__}")
+    try:
+        return TargetProfile.model_validate(data)
+    except ValidationError as exc:
+        raise UsageError(
+            f"target file {path}: {_format_validation(exc)} (see targets/README.md for the fields)"
+        ) from None
+
+
+def load_target(name_or_path: str) -> TargetProfile:
+    """A shipped profile by name (`jetson`) or a YAML file path."""
+    if name_or_path.endswith((".yaml", ".yml")) or os.sep in name_or_path:
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise UsageError(f"target file {path} does not exist")
+        return load_target_file(path)
+    known = available_targets()
+    if name_or_path not in known:
+        near = difflib.get_close_matches(name_or_path, list(known), n=3, cutoff=0.4)
+        hint = f"did you mean {', '.join(near)}? " if near else ""
+        raise UsageError(
+            f"unknown target '{name_or_path}': {hint}(`edgekd targets` lists {len(known)} targets; "
+            "or pass a path to a YAML file)")
+    return load_target_file(known[name_or_path])

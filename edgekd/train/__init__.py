@@ -1,0 +1,1 @@
+"""The one training engine shared by finetune, distill and qad: seeded, resumable, distributed-ready."""

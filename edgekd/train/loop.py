@@ -1,0 +1,304 @@
+"""The training engine: phases of epochs over an in-memory split, resumable and DDP-aware.
+
+One `fit` serves finetune (probe, full, hybrid, staged unfreezing), distill and qad. It owns what every
+stage needs and none should rewrite: seeding, optimizer and schedule, label smoothing (through the stage's
+loss), gradient clipping, an optional cap on each step's update norm, trainable-parameter selection by
+name patterns, frozen or updated BatchNorm statistics, a NaN/Inf stop that names the step, per-epoch
+validation with the best weights kept, and a checkpoint after every epoch (model, optimizer, scheduler,
+RNG state) so an interrupted stage resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgekd.data.batches import Augment, num_train_steps, train_batches
+from edgekd.data.sources import Split
+from edgekd.errors import StageFailed, UsageError
+from edgekd.manifest import Preprocessing
+from edgekd.train import dist
+
+LossFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, np.ndarray], tuple[torch.Tensor, dict[str, float]]]
+
+
+class TrainConfig(BaseModel):
+    """Options of one training phase. `batch_size` is the global batch (all ranks together)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(default=5, ge=0)
+    batch_size: int = Field(default=64, ge=1)
+    lr: float = Field(default=0.05, gt=0)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    weight_decay: float = Field(default=5e-4, ge=0)
+    schedule: Literal["cosine", "onecycle", "constant"] = "cosine"
+    warmup_epochs: float = Field(default=0.0, ge=0)
+    grad_clip_norm: float | None = Field(default=5.0, gt=0)
+    max_update_norm: float | None = Field(default=None, gt=0)
+    trainable: list[str] | None = None  # fnmatch patterns over parameter names; None: all
+    bn: Literal["train", "frozen"] = "train"
+    augment: Augment = "crop"
+    seed: int = 0
+
+
+@dataclass
+class Phase:
+    """A run of epochs with its own trainable set and learning-rate multipliers (by parameter name)."""
+
+    name: str
+    config: TrainConfig
+    trainable: Callable[[str], bool] | None = None  # in addition to config.trainable
+    lr_mult: Callable[[str], float] = field(default=lambda _name: 1.0)
+
+
+@dataclass
+class FitResult:
+    best_top1: float
+    best_epoch: int
+    history: list[dict[str, float]]
+    wall_s: float
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def select_trainable(model: torch.nn.Module, patterns: Sequence[str] | None,
+                     extra: Callable[[str], bool] | None = None) -> list[str]:
+    """Set requires_grad by name patterns; unknown patterns are an error that lists some names."""
+    names = [n for n, p in model.named_parameters() if p.is_floating_point()]
+    if patterns:
+        for pat in patterns:
+            if not any(fnmatch.fnmatchcase(n, pat) for n in names):
+                raise UsageError(f"--train-only pattern '{pat}' matches no parameter; names look like "
+                                 f"{', '.join(names[:3])}, ..., {names[-1]}")
+    chosen = []
+    for name, p in model.named_parameters():
+        if not p.is_floating_point():
+            continue
+        on = (not patterns or any(fnmatch.fnmatchcase(name, pat) for pat in patterns)) and (extra is None or extra(name))
+        p.requires_grad_(on)
+        if on:
+            chosen.append(name)
+    if not chosen:
+        raise UsageError("no parameter is left to train: widen --train-only")
+    return chosen
+
+
+def set_bn_mode(model: torch.nn.Module, mode: str) -> None:
+    if mode == "frozen":
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
+def _make_optimizer(params: list[dict], cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _make_schedule(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    total = max(1, cfg.epochs * steps_per_epoch)
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=[g["lr"] for g in opt.param_groups], total_steps=total)
+    warm = int(cfg.warmup_epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if cfg.schedule == "constant":
+            return 1.0
+        return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def _rng_state() -> dict:
+    """RNG states as tensors and plain values, so the checkpoint loads with weights_only=True."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss,
+                                                     cached], "python": list(random.getstate())}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+class Trainer:
+    """Runs phases over `model` (+ `extra` modules such as hint adapters) and keeps the best weights."""
+
+    def __init__(self, model: torch.nn.Module, loss_fn: LossFn, evaluate: Callable[[], float],
+                 train: Split, pre: Preprocessing, state_dir: Path, progress=None,
+                 extra: torch.nn.Module | None = None, sync_bn: bool = False) -> None:
+        self.ctx = dist.context()
+        self.model = model.to(self.ctx.device)
+        self.extra = extra.to(self.ctx.device) if extra is not None else None
+        self.loss_fn = loss_fn
+        self.evaluate = evaluate
+        self.train_split = train
+        self.pre = pre
+        self.state_dir = state_dir
+        self.progress = progress
+        self.history: list[dict[str, float]] = []
+        self.best_top1, self.best_epoch = -1.0, -1
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.sync_bn = sync_bn
+
+    # -- checkpointing ------------------------------------------------------------------------------
+    def _ckpt_path(self, phase: str) -> Path:
+        return self.state_dir / f"{phase}.last.pt"
+
+    def _save(self, phase: str, epoch: int, opt, sched) -> None:
+        if not self.ctx.is_main:
+            return
+        state = {
+            "epoch": epoch, "model": self.model.state_dict(), "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(), "rng": _rng_state(), "history": self.history,
+            "best_top1": self.best_top1, "best_epoch": self.best_epoch, "best_state": self.best_state,
+            "world": self.ctx.world,
+        }
+        if self.extra is not None:
+            state["extra"] = self.extra.state_dict()
+        tmp = self._ckpt_path(phase).with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(self._ckpt_path(phase))
+
+    def _resume(self, phase: str, opt, sched) -> int:
+        path = self._ckpt_path(phase)
+        if not path.is_file():
+            return 0
+        state = torch.load(path, map_location=self.ctx.device, weights_only=True)
+        if state.get("world", 1) != self.ctx.world:
+            raise UsageError(f"{path} was written by a run with {state['world']} processes; resume it with the "
+                             f"same world size (now {self.ctx.world}) or delete {self.state_dir}")
+        self.model.load_state_dict(state["model"])
+        if self.extra is not None and "extra" in state:
+            self.extra.load_state_dict(state["extra"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+        self.history = state["history"]
+        self.best_top1, self.best_epoch, self.best_state = state["best_top1"], state["best_epoch"], state["best_state"]
+        return int(state["epoch"]) + 1
+
+    # -- training -----------------------------------------------------------------------------------
+    def run_phase(self, phase: Phase) -> None:
+        cfg = phase.config
+        if cfg.epochs == 0:
+            return
+        if cfg.batch_size % self.ctx.world:
+            raise UsageError(f"global batch {cfg.batch_size} does not divide by the world size {self.ctx.world}: "
+                             "choose a batch that is a multiple of the number of processes")
+        seed_everything(cfg.seed)
+        chosen = set(select_trainable(self.model, cfg.trainable, phase.trainable))
+        groups: dict[float, list[torch.nn.Parameter]] = {}
+        for name, p in self.model.named_parameters():
+            if name in chosen and p.requires_grad:
+                groups.setdefault(phase.lr_mult(name), []).append(p)
+        params = [{"params": ps, "lr": cfg.lr * mult} for mult, ps in sorted(groups.items())]
+        if self.extra is not None:
+            params.append({"params": [p for p in self.extra.parameters() if p.requires_grad], "lr": cfg.lr})
+        opt = _make_optimizer(params, cfg)
+        steps = num_train_steps(len(self.train_split), cfg.batch_size)
+        if steps == 0:
+            raise UsageError(f"the training split has {len(self.train_split)} images, fewer than one batch of "
+                             f"{cfg.batch_size}: lower --batch-size")
+        sched = _make_schedule(opt, cfg, steps)
+        start = self._resume(phase.name, opt, sched)
+        net = self._wrap()
+        trained = [p for g in params for p in g["params"]]
+        for epoch in range(start, cfg.epochs):
+            t0 = time.perf_counter()
+            loss_sum, parts_sum, n_steps = torch.zeros(()), {}, 0
+            net.train()
+            set_bn_mode(self.model, cfg.bn)
+            task = self.progress.add_task(f"{phase.name} epoch {epoch + 1}/{cfg.epochs}", total=steps) if self.progress else None
+            for step, (x, y, idx) in enumerate(train_batches(
+                    self.train_split, self.pre, batch_size=cfg.batch_size, seed=cfg.seed, epoch=epoch,
+                    augment=cfg.augment, rank=self.ctx.rank, world=self.ctx.world)):
+                x, y = x.to(self.ctx.device, non_blocking=True), y.to(self.ctx.device, non_blocking=True)
+                loss, parts = self.loss_fn(net, x, y, idx)
+                if not torch.isfinite(loss):
+                    raise StageFailed(f"{phase.name}: the loss became {loss.item()} at epoch {epoch + 1}, step "
+                                      f"{step + 1}: lower --lr or enable gradient clipping (stage stopped; the last "
+                                      f"good checkpoint is kept in {self.state_dir})")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip_norm:
+                    torch.nn.utils.clip_grad_norm_(trained, cfg.grad_clip_norm)
+                before = [p.detach().clone() for p in trained] if cfg.max_update_norm else None
+                opt.step()
+                if before is not None:
+                    _cap_update(trained, before, cfg.max_update_norm)
+                sched.step()
+                loss_sum += loss.detach().cpu()
+                for k, v in parts.items():
+                    parts_sum[k] = parts_sum.get(k, 0.0) + v
+                n_steps += 1
+                if task is not None:
+                    self.progress.update(task, advance=1)
+            reduced = dist.all_reduce_sum(torch.tensor([loss_sum.item(), float(n_steps)]))
+            top1 = self.evaluate()
+            record = {"phase": phase.name, "epoch": epoch + 1, "loss": float(reduced[0] / max(reduced[1], 1)),
+                      "val_top1": top1, "lr": opt.param_groups[0]["lr"], "epoch_s": time.perf_counter() - t0}
+            record.update({k: v / max(n_steps, 1) for k, v in parts_sum.items()})
+            self.history.append(record)
+            if top1 > self.best_top1:
+                self.best_top1, self.best_epoch = top1, len(self.history)
+                self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+            if task is not None:
+                self.progress.update(task, description=f"{phase.name} epoch {epoch + 1}/{cfg.epochs} "
+                                                       f"loss {record['loss']:.3f} val {top1:.1%}")
+            self._save(phase.name, epoch, opt, sched)
+
+    def _wrap(self) -> torch.nn.Module:
+        if not self.ctx.distributed:
+            return self.model
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model) if self.sync_bn else self.model
+        ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
+        return DDP(model, device_ids=ids, find_unused_parameters=True)
+
+    def fit(self, phases: Sequence[Phase], keep: Literal["best", "last"] = "best") -> FitResult:
+        t0 = time.perf_counter()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        for phase in phases:
+            self.run_phase(phase)
+        if keep == "best" and self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        for p in self.model.parameters():
+            if p.is_floating_point():
+                p.requires_grad_(True)
+        return FitResult(self.best_top1, self.best_epoch, self.history, time.perf_counter() - t0)
+
+
+@torch.no_grad()
+def _cap_update(params: list[torch.Tensor], before: list[torch.Tensor], cap: float) -> None:
+    """Scale this step's update so that its global L2 norm is at most `cap` (the seed's bounded update)."""
+    deltas = [p - b for p, b in zip(params, before)]
+    norm = torch.sqrt(sum((d.float() ** 2).sum() for d in deltas))
+    if norm > cap:
+        scale = cap / norm
+        for p, b, d in zip(params, before, deltas):
+            p.copy_(b + d * scale)

@@ -38,9 +38,12 @@ def settings_for(target: TargetProfile, precision: str, runtime: str | None = No
                            workspace_mb=r.workspace_mb, dla_core=r.dla_core)
 
 
-def measure(path: Path, runtime: str, settings: RuntimeSettings, eval_x: np.ndarray, labels: np.ndarray,
+def measure(path: Path, runtime: str, settings: RuntimeSettings, eval_x: np.ndarray, labels: np.ndarray | None,
             batch: int, timing: TimingConfig = TimingConfig(), expected_sha256: str | None = None) -> dict[str, Any]:
-    """Load once, measure top-1 on the held-out split, then latency at `batch` on a real preallocated input."""
+    """Load once, measure top-1 on the held-out split, then latency at `batch` on a real preallocated input.
+
+    `labels=None`: no accuracy (top1 None); `eval_x` is then only the input for the latency measurement.
+    """
     from edgekd.runtimes import get_runtime
     from edgekd.runtimes.memory import current_rss_bytes, model_size_bytes
     from edgekd.runtimes.timing import high_cv_warning, measure_latency
@@ -61,7 +64,7 @@ def measure(path: Path, runtime: str, settings: RuntimeSettings, eval_x: np.ndar
     rss1 = current_rss_bytes()
     files = [path] + [p for p in (path.with_suffix(".bin"),) if path.suffix == ".xml" and p.is_file()]
     return {
-        "top1": float((logits.argmax(1) == labels).mean()),
+        "top1": None if labels is None else float((logits.argmax(1) == labels).mean()),
         "logits_sample": logits[:4].round(5).tolist(),
         "latency": stats.to_dict(include_samples=False),
         "latency_samples_ms": [round(s, 5) for s in stats.samples_ms],
@@ -125,3 +128,107 @@ def judge(target: TargetProfile, final: dict[str, Any], required_top1: float | N
                     "limit_text": f">= {required_top1:.2%}", "value_text": f"{final['top1']:.2%}", "basis": basis,
                     "verdict": "pass" if final["top1"] >= required_top1 else "fail"})
     return out
+
+
+# ------------------------------------------------------------------------------ where to measure, repeats
+class MeasurePlan(BaseModel):
+    """Where an artifact for `target` is measured on this machine, and why."""
+
+    model_config = ConfigDict(frozen=True)
+
+    runtime: str
+    device: str
+    on_target: bool  # False: a host runtime substitutes; device latency is estimated
+    reason: str = ""
+
+
+def _nvidia_gpu_here() -> bool:
+    import shutil
+
+    return bool(shutil.which("nvidia-smi")) or Path("/dev/nvidia0").exists() or Path("/etc/nv_tegra_release").exists()
+
+
+def _target_hardware_here(target: TargetProfile) -> bool:
+    """Whether this machine has the target's kind of hardware (so a missing runtime is the user's to install)."""
+    from edgekd.runtimes.host import host_arch
+
+    r = target.runtime
+    if target.device.arch not in (host_arch(), "any"):
+        return False
+    if r.device in ("CPU",) and r.name in ("openvino", "onnxruntime"):
+        return True
+    if r.name == "tensorrt" or r.device in ("CUDA", "TensorRT"):
+        return _nvidia_gpu_here()
+    return False
+
+
+def plan_measurement(target: TargetProfile, allow_substitute: bool = True) -> MeasurePlan:
+    """Measure on the target's runtime and device when this machine has them; else (when allowed) on a host
+    runtime, labelled as a substitute. A runtime missing on hardware that could run it is MissingExtra."""
+    from edgekd.errors import MissingExtra, UsageError
+    from edgekd.runtimes.host import _has, host_arch
+
+    r = target.runtime
+    package = {"openvino": "openvino", "onnxruntime": "onnxruntime", "tensorrt": "tensorrt"}[r.name]
+    extra = "gpu" if r.name == "tensorrt" or r.device in ("CUDA", "TensorRT") else "cpu"
+    if target.host_measurable:
+        return MeasurePlan(runtime=r.name, device=r.device, on_target=True)
+    hardware = _target_hardware_here(target)
+    if hardware and not _has(package):
+        raise MissingExtra(package, extra, f"target {target.name} runs {r.name} on {r.device}, which this machine has")
+    why = (f"target {target.name} runs {r.name} on {r.device} ({target.device.name}, {target.device.arch}); this "
+           f"machine ({host_arch()}) " + ("lacks that device" if target.device.arch in (host_arch(), "any")
+                                          else "is another architecture"))
+    if not allow_substitute:
+        raise UsageError(why)
+    for name in dict.fromkeys(((r.name,) if r.name == "openvino" else ()) + ("onnxruntime", "openvino")):
+        if _has(name):
+            return MeasurePlan(runtime=name, device="CPU", on_target=False,
+                               reason=f"{why}: measured with {name} on this CPU instead, device latency estimated")
+    raise MissingExtra("onnxruntime", "cpu", f"no runtime here to measure on instead of {r.name} {r.device}")
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """Run-to-run spread of repeated measurements (e.g. the p50 of each repeat): min, max, median, CV."""
+    arr = np.asarray(values, dtype=float)
+    mean = float(arr.mean())
+    cv = float(arr.std(ddof=1) / mean) if arr.size > 1 and mean > 0 else 0.0
+    return {"n": int(arr.size), "min": float(arr.min()), "max": float(arr.max()), "median": float(np.median(arr)),
+            "mean": mean, "cv": cv, "range_over_median": float((arr.max() - arr.min()) / np.median(arr))}
+
+
+def choose_precision(target: TargetProfile, artifact_precision: str, runtime: str, on_target: bool,
+                     label: str) -> str:
+    """The precision to run an artifact at for `target`: its own, or fp16 for an fp32 model on a runtime that
+    converts (OpenVINO, TensorRT) when the target allows fp16 but not fp32. Anything else is a UsageError."""
+    from edgekd.errors import UsageError
+
+    allowed = target.precisions_allowed
+    if artifact_precision in allowed or not on_target:
+        return artifact_precision
+    if artifact_precision == "fp32" and "fp16" in allowed and runtime in ("openvino", "tensorrt"):
+        return "fp16"
+    raise UsageError(f"target {target.name} ({target.runtime.name} on {target.runtime.device}) runs "
+                     f"{', '.join(allowed)} only; {label} is {artifact_precision}: pick another --role or target")
+
+
+def eval_inputs(eval_set: Path | None, input_shape: tuple[int, ...] | None, batch: int,
+                expected_sha256: str | None = None, label: str = "eval set",
+                ) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
+    """(model inputs, labels, class names) from an eval_set.npz, or seeded random inputs (no labels) when
+    there is none. The eval set's sha256 is checked against its manifest first when one is given."""
+    from edgekd.errors import UsageError
+    from edgekd.preprocess import normalize_np, read_eval_set
+
+    if eval_set is not None:
+        from edgekd.artifacts import verify_file
+
+        if not eval_set.is_file():
+            raise UsageError(f"{label}: file is missing ({eval_set})")
+        verify_file(eval_set, expected_sha256, label)
+        images, labels, pre = read_eval_set(eval_set)
+        return normalize_np(images, pre), labels, pre.class_names
+    if input_shape is None:
+        raise UsageError("no eval set and the model's input shape is not static: pass --eval-set eval_set.npz")
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((max(batch, 8), *input_shape)).astype(np.float32), None, None

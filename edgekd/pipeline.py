@@ -8,8 +8,14 @@ reused, anything else runs in `.work-<stage>-<id>/` and is renamed into place wh
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import importlib
+import secrets
 import shutil
+import signal
+import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +25,9 @@ from typing import Any, Callable
 from pydantic import BaseModel
 from rich.console import Console
 
+from edgekd.errors import UsageError
 from edgekd.manifest import (
-    Manifest, load_manifest, library_versions, now_iso, save_manifest, stage_id, finalize_stage_dir,
+    Manifest, canonical_json, load_manifest, library_versions, now_iso, save_manifest, stage_id, finalize_stage_dir,
 )
 
 STAGE_MODULES = ("teacher", "finetune", "distill", "qad", "export", "compile", "bench")
@@ -65,50 +72,209 @@ def stage_dir_name(name: str, sid: str) -> str:
     return f"{name}-{sid}"
 
 
-def run_pipeline(specs: list[StageSpec], run_dir: Path, *, fingerprint: Callable[[], str],
-                 data_loader: Callable[[], Any], console: Console, progress: Any,
-                 on_stage: Callable[[StageOutcome], None] | None = None) -> list[StageOutcome]:
-    from edgekd.train import dist  # torch only when a pipeline really runs
+@dataclass
+class _Planned:
+    spec: StageSpec
+    mod: ModuleType
+    cfg_dump: dict[str, Any]
+    parent_ids: dict[str, str]
+    fingerprint: str | None
+    sid: str
+    final: Path
 
-    ctx_dist = dist.context()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    done: dict[str, StageOutcome] = {}
-    outcomes: list[StageOutcome] = []
+
+def _plan(specs: list[StageSpec], run_dir: Path, fingerprint: Callable[[], str]) -> list[_Planned]:
+    """Every stage's id before anything runs (a parent's id is known from its own name, config and parents)."""
+    planned: list[_Planned] = []
+    ids: dict[str, str] = {}
+    fp_cache: list[str] = []
     for spec in specs:
         mod = stage_module(spec.name)
         cfg_dump = spec.config.model_dump(mode="json")
-        parent_ids = {role: done[src].manifest.id for role, src in spec.parents.items()}
-        fp = fingerprint() if getattr(mod, "READS_DATA", False) else None
+        parent_ids = {role: ids[src] for role, src in spec.parents.items()}
+        fp = None
+        if getattr(mod, "READS_DATA", False):
+            if not fp_cache:
+                fp_cache.append(fingerprint())
+            fp = fp_cache[0]
         sid = stage_id(spec.name, cfg_dump, parent_ids, fp)
-        final = run_dir / stage_dir_name(spec.name, sid)
-        if (final / "manifest.json").is_file():
-            outcome = StageOutcome(spec, load_manifest(final), final, skipped=True)
-        else:
-            work = run_dir / f".work-{spec.name}-{sid}"
-            trains = getattr(mod, "DISTRIBUTED", False)
-            if ctx_dist.is_main or trains:
-                if ctx_dist.is_main:
-                    work.mkdir(parents=True, exist_ok=True)
+        ids[spec.name] = sid
+        planned.append(_Planned(spec, mod, cfg_dump, parent_ids, fp, sid, run_dir / stage_dir_name(spec.name, sid)))
+    return planned
+
+
+def run_pipeline(specs: list[StageSpec], run_dir: Path, *, fingerprint: Callable[[], str],
+                 data_loader: Callable[[], Any], console: Console, progress: Any,
+                 on_stage: Callable[[StageOutcome], None] | None = None) -> list[StageOutcome]:
+    """Run (or reuse) each stage in order. Under torchrun, stages with DISTRIBUTED = True run on every rank,
+    the others on rank 0 alone; only rank 0 writes into the run directory (manifests, checkpoints, renames).
+    Before anything trains, the ranks check that they agree on every stage's config and data, that they
+    share the run directory, and that each training stage's global batch divides by the world size."""
+    from edgekd.train import dist  # torch only when a pipeline really runs
+
+    ctx_dist = dist.context()
+    planned = _plan(specs, run_dir, fingerprint)
+    if ctx_dist.distributed:
+        _check_ranks_agree(planned, ctx_dist)
+    _check_global_batches(planned, ctx_dist.world)
+    if ctx_dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    if ctx_dist.distributed:
+        _check_shared_run_dir(run_dir, ctx_dist)
+    done: dict[str, StageOutcome] = {}
+    outcomes: list[StageOutcome] = []
+    with _stop_cleanly_on_sigterm(ctx_dist):
+        for item in planned:
+            spec, mod, final = item.spec, item.mod, item.final
+            if (final / "manifest.json").is_file():
+                outcome = StageOutcome(spec, load_manifest(final), final, skipped=True)
+            else:
+                work = run_dir / f".work-{spec.name}-{item.sid}"
+                if ctx_dist.is_main or getattr(mod, "DISTRIBUTED", False):
+                    _run_stage(item, work, done, run_dir, console, progress, data_loader, ctx_dist)
                 dist.barrier()
-                ctx = StageContext(run_dir, work, console, progress, data_loader,
-                                   {role: done[src].stage_dir for role, src in spec.parents.items()})
-                started, t0 = now_iso(), time.perf_counter()
-                manifest = mod.run(spec.config, {r: done[s].manifest for r, s in spec.parents.items()}, ctx)
-                if ctx_dist.is_main:
-                    manifest = manifest.model_copy(update=dict(
-                        stage=spec.name, id=sid, config=cfg_dump, parents=parent_ids, input_fingerprint=fp,
-                        versions=library_versions(), started_at=started, finished_at=now_iso(),
-                        wall_s=round(time.perf_counter() - t0, 3)))
-                    _clean_work_state(work)
-                    save_manifest(manifest, work)
-                    finalize_stage_dir(work, final)
-            dist.barrier()
-            outcome = StageOutcome(spec, load_manifest(final), final, skipped=False)
-        done[spec.name] = outcome
-        outcomes.append(outcome)
-        if on_stage is not None and ctx_dist.is_main:
-            on_stage(outcome)
+                outcome = StageOutcome(spec, load_manifest(final), final, skipped=False)
+            done[spec.name] = outcome
+            outcomes.append(outcome)
+            if on_stage is not None and ctx_dist.is_main:
+                on_stage(outcome)
     return outcomes
+
+
+def _run_stage(item: _Planned, work: Path, done: dict[str, StageOutcome], run_dir: Path, console: Console,
+               progress: Any, data_loader: Callable[[], Any], ctx_dist) -> None:
+    """One stage on this rank. Rank 0 works in `.work-<stage>-<id>/`; other ranks in a private scratch folder,
+    so nothing but rank 0 ever writes into the run directory."""
+    from edgekd.errors import StageFailed
+    from edgekd.train import dist
+
+    spec = item.spec
+    if ctx_dist.is_main:
+        work.mkdir(parents=True, exist_ok=True)
+        stage_work = work
+    else:
+        stage_work = Path(tempfile.mkdtemp(prefix=f"edgekd-rank{ctx_dist.rank}-{spec.name}-"))
+    try:
+        dist.barrier()
+        ctx = StageContext(run_dir, stage_work, console, progress if ctx_dist.is_main else None, data_loader,
+                           {role: done[src].stage_dir for role, src in spec.parents.items()})
+        started, t0 = now_iso(), time.perf_counter()
+        from edgekd.train.loop import seed_everything
+
+        # Random initialisations (new heads, students, adapters) follow from the stage id: the same inputs give
+        # the same weights, and every rank starts from the same ones.
+        seed_everything(int(item.sid, 16) % 2**31)
+        try:
+            manifest = item.mod.run(spec.config, {r: done[s].manifest for r, s in spec.parents.items()}, ctx)
+        except Exception as exc:
+            if ctx_dist.distributed and dist.is_comm_failure(exc):
+                first = (str(exc).strip().splitlines() or ["no detail"])[0][:200]
+                raise StageFailed(
+                    f"stage {spec.name} stopped on rank {ctx_dist.rank}: another process died, was killed or hung "
+                    f"for over {ctx_dist.timeout_s:g}s (EDGEKD_DIST_TIMEOUT_S) [{first}]; the last good "
+                    f"checkpoint is kept in {work / 'state'}: rerun the same command with the same number of "
+                    "processes to resume") from None
+            raise
+        if ctx_dist.is_main:
+            manifest = manifest.model_copy(update=dict(
+                stage=spec.name, id=item.sid, config=item.cfg_dump, parents=item.parent_ids,
+                input_fingerprint=item.fingerprint, versions=library_versions(), started_at=started,
+                finished_at=now_iso(), wall_s=round(time.perf_counter() - t0, 3)))
+            _clean_work_state(work)
+            save_manifest(manifest, work)
+            finalize_stage_dir(work, item.final)
+    finally:
+        if not ctx_dist.is_main:
+            shutil.rmtree(stage_work, ignore_errors=True)
+
+
+def _short_hash(value: Any) -> str:
+    return hashlib.sha256(canonical_json(value).encode()).hexdigest()[:12]
+
+
+def _check_ranks_agree(planned: list[_Planned], ctx_dist) -> None:
+    """Every rank must run the same stages with the same configs on the same data (one all_gather)."""
+    from edgekd.train import dist
+
+    mine = [(p.spec.name, _short_hash(p.cfg_dump), p.fingerprint) for p in planned]
+    every = dist.all_gather_object(mine)
+    ref = every[0]
+    for rank, theirs in enumerate(every[1:], start=1):
+        if [n for n, _, _ in theirs] != [n for n, _, _ in ref]:
+            raise UsageError(f"rank {rank} runs different stages ({', '.join(n for n, _, _ in theirs)}) than rank 0 "
+                             f"({', '.join(n for n, _, _ in ref)}): start every rank with the same command")
+        for (name, h, fp), (_, h0, fp0) in zip(theirs, ref):
+            if h != h0:
+                raise UsageError(f"rank {rank} has a different config for stage {name} (hash {h} vs {h0} on rank 0): "
+                                 "start every rank with the same command")
+            if fp != fp0:
+                raise UsageError(f"rank {rank} sees different data for stage {name} (fingerprint {str(fp)[:12]} vs "
+                                 f"{str(fp0)[:12]} on rank 0): every rank must read the same --data")
+
+
+def _check_shared_run_dir(run_dir: Path, ctx_dist) -> None:
+    """Rank 0 writes the run directory and every rank reads it back: on several machines it must be shared."""
+    from edgekd.train import dist
+
+    token = dist.broadcast_object(secrets.token_hex(8) if ctx_dist.is_main else None)
+    probe = run_dir / f".edgekd-rank-check-{token}"
+    if ctx_dist.is_main:
+        probe.write_text(token)
+    dist.barrier()
+    try:
+        seen = probe.is_file() and probe.read_text() == token
+    except OSError:
+        seen = False
+    every = dist.all_gather_object(seen)
+    dist.barrier()
+    if ctx_dist.is_main:
+        probe.unlink(missing_ok=True)
+    blind = [r for r, ok in enumerate(every) if not ok]
+    if blind:
+        raise UsageError(f"rank {blind[0]} does not see the run directory {run_dir} that rank 0 writes: on several "
+                         "machines, put --run-dir on a filesystem that every node shares (same path)")
+
+
+def _train_configs(config: BaseModel) -> list[BaseModel]:
+    from edgekd.train.loop import TrainConfig
+
+    return [v for v in (getattr(config, f) for f in type(config).model_fields) if isinstance(v, TrainConfig)]
+
+
+def _check_global_batches(planned: list[_Planned], world: int) -> None:
+    """Each training stage that will run splits its global batch into `world` equal slices: check it first."""
+    if world == 1:
+        return
+    for p in planned:
+        if not getattr(p.mod, "DISTRIBUTED", False) or (p.final / "manifest.json").is_file():
+            continue
+        for train in _train_configs(p.spec.config):
+            if train.epochs > 0 and train.batch_size % world:
+                lower = train.batch_size - train.batch_size % world
+                hint = f"{lower} or {lower + world}" if lower else f"{world}"
+                raise UsageError(f"global batch {train.batch_size} of stage {p.spec.name} does not divide by the "
+                                 f"{world} processes: choose a --batch-size that is a multiple of {world} (e.g. {hint})")
+
+
+@contextlib.contextmanager
+def _stop_cleanly_on_sigterm(ctx_dist):
+    """Under torchrun, a failed rank makes the launcher SIGTERM the others: say so in one line instead of dying
+    silently (or with a traceback from inside a collective)."""
+    if not ctx_dist.distributed or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    from edgekd.errors import StageFailed
+
+    def handler(_signum, _frame):
+        raise StageFailed(f"rank {ctx_dist.rank} stopped by the launcher: another process failed (see torchrun's "
+                          "summary); finished stages and the last per-epoch checkpoint are kept: rerun the same "
+                          "command with the same number of processes to resume")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _clean_work_state(work: Path) -> None:

@@ -108,6 +108,23 @@ def _pairs(items: list[str], flag: str) -> list[dict[str, str]]:
     return out
 
 
+def loss_options(opt: CompressOptions) -> dict:
+    """The distillation loss config (edgekd.losses.composite.DistillLossConfig) as plain data."""
+    return {
+        "kd": {"temperature": opt.temperature, "alpha": opt.alpha},
+        "attention": {"pairs": _pairs(opt.attention, "--attention"), "weight": opt.attention_weight},
+        "hint": {"pairs": _pairs(opt.hint, "--hint"), "weight": opt.hint_weight},
+        "weighting": {"score": opt.weighting},
+        "label_smoothing": opt.label_smoothing,
+    }
+
+
+def quant_preset(target: TargetProfile) -> str:
+    """TensorRT's explicit quantization wants symmetric signed activations ('trt'); ONNX Runtime and
+    OpenVINO run real INT8 kernels on NNCF's mixed preset (unsigned activations after ReLU)."""
+    return "trt" if target.runtime.name == "tensorrt" or target.runtime.device == "TensorRT" else "mixed"
+
+
 def build_specs(opt: CompressOptions, target: TargetProfile, channels: int) -> list[StageSpec]:
     """The stage list for `compress`. Imports stage configs (torch) lazily through the pipeline."""
     from edgekd.pipeline import config_of
@@ -115,22 +132,18 @@ def build_specs(opt: CompressOptions, target: TargetProfile, channels: int) -> l
     augment = opt.augment or ("crop" if channels == 1 else "crop_flip")
     common = dict(batch_size=opt.batch_size, seed=opt.seed, augment=augment)
     teacher_arch = opt.teacher or "cifar_resnet20"
-    loss = {
-        "kd": {"temperature": opt.temperature, "alpha": opt.alpha},
-        "attention": {"pairs": _pairs(opt.attention, "--attention"), "weight": opt.attention_weight},
-        "hint": {"pairs": _pairs(opt.hint, "--hint"), "weight": opt.hint_weight},
-        "weighting": {"score": opt.weighting},
-        "label_smoothing": opt.label_smoothing,
-    }
+    loss = loss_options(opt)
     accuracy = {"max_drop_points": opt.max_drop if opt.max_drop is not None else target.accuracy.max_drop_points,
                 "floor": opt.accuracy_floor if opt.accuracy_floor is not None else target.accuracy.floor}
     specs = [
         StageSpec("teacher", config_of(
             "teacher", arch=teacher_arch, weights=opt.teacher_weights,
             weights_sha256=file_sha256(opt.teacher_weights, "--teacher-weights"), pretrained=opt.pretrained,
-            source_classes=opt.source_classes, train=dict(common, epochs=opt.teacher_epochs, lr=opt.lr))),
+            source_classes=opt.source_classes, sync_bn=opt.sync_bn,
+            train=dict(common, epochs=opt.teacher_epochs, lr=opt.lr))),
         StageSpec("finetune", config_of(
             "finetune", transfer=opt.transfer, probe_epochs=opt.probe_epochs, label_smoothing=opt.label_smoothing,
+            sync_bn=opt.sync_bn,
             train=dict(common, epochs=opt.finetune_epochs, lr=opt.finetune_lr)), {"teacher": "teacher"}),
         StageSpec("distill", config_of(
             "distill", student=opt.student, student_weights=opt.student_weights,
@@ -139,7 +152,7 @@ def build_specs(opt: CompressOptions, target: TargetProfile, channels: int) -> l
             train=dict(common, epochs=opt.distill_epochs, lr=opt.lr, trainable=opt.train_only,
                        max_update_norm=opt.max_update_norm)), {"teacher": "finetune"}),
         StageSpec("qad", config_of(
-            "qad", loss=loss, calib_size=opt.calib_size, calib=opt.calib,
+            "qad", loss=loss, calib_size=opt.calib_size, preset=quant_preset(target), calib=opt.calib,
             calib_sha256=file_sha256(opt.calib, "--calib"), ignored_layers=opt.ignore_layers,
             accuracy=accuracy, max_fallback_layers=opt.max_fallback_layers,
             train=dict(common, epochs=opt.qad_epochs, lr=opt.qad_lr, bn="frozen", schedule="cosine",

@@ -42,6 +42,7 @@ def compress(
     max_drop: Annotated[Optional[float], Opt(help="Largest allowed top-1 drop (points) of the INT8 artifact below the fine-tuned teacher. Default: the target's.")] = None,
     accuracy_floor: Annotated[Optional[float], Opt(help="Absolute top-1 floor (0..1) for the INT8 artifact, instead of --max-drop.")] = None,
     seed: Annotated[Optional[int], Opt(help="Seed of every random choice.")] = None,
+    sync_bn: Annotated[Optional[bool], Opt("--sync-bn/--no-sync-bn", help="Under torchrun on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm) in the teacher, finetune and distill stages.")] = None,
     config: Annotated[Optional[Path], Opt("--config", help="YAML pipeline file with the same options (flags override it).")] = None,
     run_dir: Annotated[Optional[Path], Opt(help="Run directory. Default: runs/<data>-<target>.")] = None,
     strict: Annotated[bool, Opt(help="Exit 1 also when a budget judged only on an estimate fails.")] = False,
@@ -104,6 +105,9 @@ def run_compress(opts: CompressOptions, run_dir: Path | None, *, strict: bool = 
     load = functools.lru_cache(maxsize=1)(lambda: load_data(data_cfg, run_dir / ".cache"))
     dataset = load()  # bad data fails here, before any stage folder is written
     specs = build_specs(opts, target, dataset.preprocessing.channels)
+    from edgekd.preflight import preflight
+
+    preflight(opts, dataset.num_classes, dataset.preprocessing.channels, dataset.preprocessing.input_size[0])
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=console, disable=quiet or as_json, transient=True)
 

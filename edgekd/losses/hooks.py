@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from edgekd.errors import UsageError
 
 #: The command a user runs to list every layer path of a model; named in the unknown-layer error.
-INSPECT_COMMAND = "edgekd inspect-model"
+INSPECT_COMMAND = "edgekd models --layers"
 _MAX_SUGGESTIONS = 5
 
 

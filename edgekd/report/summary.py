@@ -133,5 +133,8 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def write_reports(report: dict[str, Any], run_dir: Path) -> None:
+    from edgekd.report.html import write_rich_reports  # plots, per-class accuracy, report.html (issue 7)
+
     write_json_atomic(run_dir / "report.json", json.dumps(report, indent=2, default=str))
-    write_json_atomic(run_dir / "report.md", markdown(report))
+    _, sections = write_rich_reports(report, run_dir)
+    write_json_atomic(run_dir / "report.md", markdown(report) + "\n" + sections)

@@ -82,7 +82,7 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     kwargs = {"num_classes": k, "in_channels": pre.channels, "input_size": pre.input_size[0]}
     student = build_model(cfg.student, **kwargs).to(device)
     if cfg.student_weights:
-        load_weights(student, cfg.student_weights, strict=False, skip_head=True)
+        load_weights(student, cfg.student_weights, strict=True, skip_head=True, arch=cfg.student)
     loss, s_taps, t_taps = build_distill_loss(cfg.loss, student, teacher, pre, device)
     notes: list[str] = []
     cache = None

@@ -40,6 +40,7 @@ class Config(BaseModel):
     bn: Literal["train", "frozen"] = "train"
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
     train: TrainConfig = TrainConfig(epochs=5, lr=0.01)
+    sync_bn: bool = False  # torchrun on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm)
 
 
 def _phases(cfg: Config, model: torch.nn.Module) -> list[Phase]:
@@ -90,7 +91,7 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
             loss = torch.nn.functional.cross_entropy(net(x), y, label_smoothing=cfg.label_smoothing)
             return loss, {}
 
-        result = trainer_for(model, ce, ctx).fit(_phases(cfg, model))
+        result = trainer_for(model, ce, ctx, sync_bn=cfg.sync_bn).fit(_phases(cfg, model))
         metrics.update(top1_after=result.best_top1, best_epoch=result.best_epoch, history=result.history,
                        train_wall_s=result.wall_s)
     art = save_model(ctx.work_dir, "model", model, meta["arch"], kwargs)

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Literal
 from pathlib import Path
 
 import torch
@@ -54,7 +55,7 @@ class Config(BaseModel):
 
     loss: DistillLossConfig = DistillLossConfig()
     train: TrainConfig = TrainConfig(epochs=2, lr=0.002, bn="frozen", weight_decay=0.0)
-    preset: str = "trt"
+    preset: Literal["trt", "mixed"] = "mixed"
     calib_size: int = Field(default=300, ge=1)
     min_calibration: int = Field(default=32, ge=1)
     calib: str | None = None

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 from edgekd.data.sources import Split
 from edgekd.errors import UsageError
 from edgekd.manifest import Manifest
-from edgekd.models.checkpoint import read_state_dict
+from edgekd.models.checkpoint import load_weights, read_state_dict
 from edgekd.models.heads import find_head
 from edgekd.models.registry import build_model
 from edgekd.stages.common import save_model, trainer_for
@@ -36,6 +36,7 @@ class Config(BaseModel):
     pretrained: bool = False  # the registry's pretrained weights (torchvision weights enum, timm)
     source_classes: int | None = None  # training from scratch: the first N classes form the source task
     train: TrainConfig = TrainConfig(epochs=10)
+    sync_bn: bool = False  # torchrun on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm)
 
 
 def _classes_in_checkpoint(state: dict[str, torch.Tensor], model: torch.nn.Module) -> int | None:
@@ -60,14 +61,12 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
         probe = build_model(cfg.arch, num_classes=k, **kwargs)
         classes = _classes_in_checkpoint(state, probe) or k
         model = build_model(cfg.arch, num_classes=classes, **kwargs) if classes != k else probe
-        from edgekd.models.checkpoint import load_weights
-
-        load_weights(model, state, strict=True, source=cfg.weights, arch=cfg.arch)
+        load_weights(model, state, strict=True, arch=cfg.arch)
         origin = f"checkpoint {Path(cfg.weights).name}"
     elif cfg.pretrained:
-        model = build_model(cfg.arch, num_classes=None, pretrained=True, **kwargs)
-        classes = find_head(model)[1].out_features
-        origin = f"{cfg.arch} pretrained weights"
+        model = build_model(cfg.arch, num_classes=k, pretrained=True, **kwargs)
+        classes = k
+        origin = f"{cfg.arch} pretrained weights (published head replaced by a new {k}-class head)"
     else:
         n_src = cfg.source_classes or max(2, k // 2)
         if not 2 <= n_src <= k:
@@ -80,7 +79,7 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
             loss = torch.nn.functional.cross_entropy(net(x), y)
             return loss, {}
 
-        trainer = trainer_for(model, ce, ctx)
+        trainer = trainer_for(model, ce, ctx, sync_bn=cfg.sync_bn)
         trainer.train_split = src_train
         trainer.evaluate = lambda: accuracy(model, src_val, pre, trainer.ctx.device)
         result = trainer.fit([Phase("teacher-source", cfg.train)])

@@ -2,15 +2,24 @@
 
 `torchrun --nproc-per-node N -m edgekd compress ...` sets RANK, WORLD_SIZE and LOCAL_RANK; the training
 stages then use DistributedDataParallel (NCCL on GPUs, gloo on CPUs). Only rank 0 writes files.
+
+Collectives time out after EDGEKD_DIST_TIMEOUT_S seconds (default 600): a rank that dies or hangs stops
+the others with an error instead of a silent wait.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+
+from edgekd.errors import UsageError
+
+DEFAULT_TIMEOUT_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -19,6 +28,8 @@ class DistContext:
     world: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    backend: str | None = None  # "nccl" or "gloo" when distributed
+    timeout_s: float = DEFAULT_TIMEOUT_S
 
     @property
     def is_main(self) -> bool:
@@ -32,41 +43,125 @@ class DistContext:
 _CTX: DistContext | None = None
 
 
+def _env_int(name: str, default: str) -> int:
+    raw = os.environ.get(name, default)
+    try:
+        return int(raw)
+    except ValueError:
+        raise UsageError(f"{name}={raw!r} is not an integer: launch with torchrun, which sets it") from None
+
+
+def timeout_s() -> float:
+    """EDGEKD_DIST_TIMEOUT_S (seconds, > 0), default 600."""
+    raw = os.environ.get("EDGEKD_DIST_TIMEOUT_S", str(DEFAULT_TIMEOUT_S))
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise UsageError(f"EDGEKD_DIST_TIMEOUT_S must be a positive number of seconds, got {raw!r}")
+    return value
+
+
 def context() -> DistContext:
     """The process's context, initialising the process group on first use under torchrun."""
     global _CTX
     if _CTX is not None:
         return _CTX
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
+    world = _env_int("WORLD_SIZE", "1")
+    rank = _env_int("RANK", "0")
+    local = _env_int("LOCAL_RANK", "0")
     cuda = torch.cuda.is_available()
     device = torch.device("cuda", local) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if cuda else "gloo")
-    _CTX = DistContext(rank, world, local, device)
+    backend, limit = None, timeout_s()
+    if world > 1:
+        backend = "nccl" if cuda else "gloo"
+        if not dist.is_initialized():
+            dist.init_process_group(backend=backend, timeout=timedelta(seconds=limit))
+            atexit.register(_shutdown)
+    _CTX = DistContext(rank, world, local, device, backend, limit)
     return _CTX
 
 
-def barrier() -> None:
+def _shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
+        try:
+            dist.destroy_process_group()
+        except Exception:  # noqa: BLE001 - best effort at interpreter exit
+            pass
+
+
+def _active() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def barrier() -> None:
+    if _active():
         dist.barrier()
 
 
 def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
-    """Sum a tensor over ranks (identity in a single process)."""
-    if dist.is_available() and dist.is_initialized():
-        values = values.clone()
-        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    """Sum a tensor over ranks (identity in a single process). The result is on the caller's device."""
+    if _active():
+        ctx = context()
+        out = values.detach().clone().to(ctx.device if ctx.backend == "nccl" else "cpu")
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out.to(values.device)
     return values
 
 
 def broadcast_object(obj):
-    """Rank 0's object on every rank (identity in a single process)."""
-    if dist.is_available() and dist.is_initialized():
+    """Rank 0's object on every rank (identity in a single process). Tensors inside should be on the CPU."""
+    if _active():
         box = [obj]
         dist.broadcast_object_list(box, src=0)
         return box[0]
     return obj
+
+
+def all_gather_object(obj) -> list:
+    """Every rank's object, in rank order ([obj] in a single process)."""
+    if _active():
+        out = [None] * dist.get_world_size()
+        dist.all_gather_object(out, obj)
+        return out
+    return [obj]
+
+
+@torch.no_grad()
+def broadcast_module(module: torch.nn.Module) -> None:
+    """Rank 0's parameters and buffers into `module` on every rank (what DDP does for the model it wraps)."""
+    if _active():
+        for tensor in module.state_dict().values():
+            dist.broadcast(tensor, src=0)
+
+
+def average_gradients(params: list[torch.nn.Parameter]) -> None:
+    """Average the gradients of parameters that DDP does not own (e.g. hint adapters in the loss) over ranks.
+
+    One flat all-reduce; parameters without a gradient on this rank count as zeros, so every rank takes
+    part in the same collective whatever it computed.
+    """
+    if not _active() or not params:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    flat = all_reduce_sum(flat) / dist.get_world_size()
+    offset = 0
+    for p, g in zip(params, grads):
+        n = g.numel()
+        p.grad = flat[offset:offset + n].view_as(p).to(p.dtype).clone()
+        offset += n
+
+
+def is_comm_failure(exc: BaseException) -> bool:
+    """Whether an exception comes from a collective failing (a peer died, closed its socket, or timed out)."""
+    if isinstance(exc, dist.DistError):
+        return True
+    if not isinstance(exc, RuntimeError) or not _active():
+        return False
+    text = str(exc).lower()
+    return any(k in text for k in ("gloo", "nccl", "connection closed", "connection reset", "timed out",
+                                   "broken pipe", "socket", "c10d"))

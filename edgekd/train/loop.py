@@ -6,13 +6,24 @@ loss), gradient clipping, an optional cap on each step's update norm, trainable-
 name patterns, frozen or updated BatchNorm statistics, a NaN/Inf stop that names the step, per-epoch
 validation with the best weights kept, and a checkpoint after every epoch (model, optimizer, scheduler,
 RNG state) so an interrupted stage resumes where it stopped.
+
+Under torchrun the model is wrapped in DistributedDataParallel (optionally with SyncBatchNorm), each rank
+trains on an equal slice of every global batch and computes the mean loss over its slice; DDP averages the
+gradients over ranks, which equals the gradient of the mean loss over the global batch (BatchNorm in train
+mode aside: its batch statistics are per rank unless SyncBatchNorm is on). Parameters outside the model
+(hint adapters in the loss) are averaged by one extra all-reduce. Losses are reduced over ranks; the
+validation accuracy is rank 0's (broadcast, so every rank keeps the same best weights). Only rank 0 writes
+the per-epoch checkpoint, recording the world size; a resume reads it on rank 0 and broadcasts it, and
+refuses a different world size.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import math
+import os
 import random
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -169,8 +180,13 @@ class Trainer:
         return self.state_dir / f"{phase}.last.pt"
 
     def _save(self, phase: str, epoch: int, opt, sched) -> None:
-        if not self.ctx.is_main:
-            return
+        """Rank 0 writes the checkpoint atomically; every rank waits until it is on disk."""
+        if self.ctx.is_main:
+            self._write_checkpoint(phase, epoch, opt, sched)
+        dist.barrier()
+
+    def _write_checkpoint(self, phase: str, epoch: int, opt, sched) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
         state = {
             "epoch": epoch, "model": self.model.state_dict(), "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(), "rng": _rng_state(), "history": self.history,
@@ -183,11 +199,16 @@ class Trainer:
         torch.save(state, tmp)
         tmp.replace(self._ckpt_path(phase))
 
-    def _resume(self, phase: str, opt, sched) -> int:
+    def _resume(self, phase: str, opt, sched, epochs: int) -> int:
+        """The epoch to start from: rank 0 reads its checkpoint (if any) and broadcasts it to every rank."""
         path = self._ckpt_path(phase)
-        if not path.is_file():
+        state = None
+        if self.ctx.is_main and path.is_file():
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        if self.ctx.distributed:
+            state = dist.broadcast_object(state)
+        if state is None:
             return 0
-        state = torch.load(path, map_location=self.ctx.device, weights_only=True)
         if state.get("world", 1) != self.ctx.world:
             raise UsageError(f"{path} was written by a run with {state['world']} processes; resume it with the "
                              f"same world size (now {self.ctx.world}) or delete {self.state_dir}")
@@ -199,7 +220,11 @@ class Trainer:
         _set_rng_state(state["rng"])
         self.history = state["history"]
         self.best_top1, self.best_epoch, self.best_state = state["best_top1"], state["best_epoch"], state["best_state"]
-        return int(state["epoch"]) + 1
+        start = int(state["epoch"]) + 1
+        if self.ctx.is_main:
+            sys.stderr.write(f"{phase}: resuming at epoch {start + 1}/{epochs} from {path} "
+                             f"({self.ctx.world} process{'es' if self.ctx.world > 1 else ''})\n")
+        return start
 
     # -- training -----------------------------------------------------------------------------------
     def run_phase(self, phase: Phase) -> None:
@@ -224,9 +249,12 @@ class Trainer:
             raise UsageError(f"the training split has {len(self.train_split)} images, fewer than one batch of "
                              f"{cfg.batch_size}: lower --batch-size")
         sched = _make_schedule(opt, cfg, steps)
-        start = self._resume(phase.name, opt, sched)
+        start = self._resume(phase.name, opt, sched, cfg.epochs)
         net = self._wrap()
+        if self.ctx.distributed and self.extra is not None:
+            dist.broadcast_module(self.extra)  # DDP syncs the model's initial weights; this, the loss's adapters
         trained = [p for g in params for p in g["params"]]
+        outside = [p for p in self.extra.parameters() if p.requires_grad] if self.extra is not None else []
         for epoch in range(start, cfg.epochs):
             t0 = time.perf_counter()
             loss_sum, parts_sum, n_steps = torch.zeros(()), {}, 0
@@ -238,12 +266,13 @@ class Trainer:
                     augment=cfg.augment, rank=self.ctx.rank, world=self.ctx.world)):
                 x, y = x.to(self.ctx.device, non_blocking=True), y.to(self.ctx.device, non_blocking=True)
                 loss, parts = self.loss_fn(net, x, y, idx)
-                if not torch.isfinite(loss):
+                if not self._finite(loss):
                     raise StageFailed(f"{phase.name}: the loss became {loss.item()} at epoch {epoch + 1}, step "
                                       f"{step + 1}: lower --lr or enable gradient clipping (stage stopped; the last "
                                       f"good checkpoint is kept in {self.state_dir})")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                dist.average_gradients(outside)
                 if cfg.grad_clip_norm:
                     torch.nn.utils.clip_grad_norm_(trained, cfg.grad_clip_norm)
                 before = [p.detach().clone() for p in trained] if cfg.max_update_norm else None
@@ -257,11 +286,16 @@ class Trainer:
                 n_steps += 1
                 if task is not None:
                     self.progress.update(task, advance=1)
-            reduced = dist.all_reduce_sum(torch.tensor([loss_sum.item(), float(n_steps)]))
+            keys = sorted(parts_sum)
+            reduced = dist.all_reduce_sum(torch.tensor([loss_sum.item(), float(n_steps)] +
+                                                       [float(parts_sum[k]) for k in keys], dtype=torch.float64))
+            total_steps = max(float(reduced[1]), 1.0)
             top1 = self.evaluate()
-            record = {"phase": phase.name, "epoch": epoch + 1, "loss": float(reduced[0] / max(reduced[1], 1)),
+            if self.ctx.distributed:
+                top1 = dist.broadcast_object(top1)  # one verdict for all ranks, so they keep the same best weights
+            record = {"phase": phase.name, "epoch": epoch + 1, "loss": float(reduced[0]) / total_steps,
                       "val_top1": top1, "lr": opt.param_groups[0]["lr"], "epoch_s": time.perf_counter() - t0}
-            record.update({k: v / max(n_steps, 1) for k, v in parts_sum.items()})
+            record.update({k: float(reduced[2 + i]) / total_steps for i, k in enumerate(keys)})
             self.history.append(record)
             if top1 > self.best_top1:
                 self.best_top1, self.best_epoch = top1, len(self.history)
@@ -270,19 +304,34 @@ class Trainer:
                 self.progress.update(task, description=f"{phase.name} epoch {epoch + 1}/{cfg.epochs} "
                                                        f"loss {record['loss']:.3f} val {top1:.1%}")
             self._save(phase.name, epoch, opt, sched)
+            _test_die_hook(phase.name, epoch + 1, self.ctx)
+
+    def _finite(self, loss: torch.Tensor) -> bool:
+        """Whether the loss is finite on every rank (so all ranks stop together, with the same message)."""
+        ok = bool(torch.isfinite(loss.detach()).all())
+        if self.ctx.distributed:
+            ok = float(dist.all_reduce_sum(torch.tensor([0.0 if ok else 1.0]))[0]) == 0.0
+        return ok
 
     def _wrap(self) -> torch.nn.Module:
         if not self.ctx.distributed:
             return self.model
         from torch.nn.parallel import DistributedDataParallel as DDP
 
+        has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in self.model.modules())
+        if self.sync_bn and has_bn and self.ctx.device.type == "cpu":
+            raise UsageError("--sync-bn needs GPUs (NCCL): PyTorch's SyncBatchNorm does not run on CPU; drop "
+                             "--sync-bn for a CPU/gloo run (each process then normalises over its own slice)")
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model) if self.sync_bn else self.model
         ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
-        return DDP(model, device_ids=ids, find_unused_parameters=True)
+        # static_graph: the set of used parameters is the same every step (it is fixed per phase), so DDP handles
+        # parameters a model never uses without find_unused_parameters's extra graph traversal each step.
+        return DDP(model, device_ids=ids, static_graph=True)
 
     def fit(self, phases: Sequence[Phase], keep: Literal["best", "last"] = "best") -> FitResult:
         t0 = time.perf_counter()
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if self.ctx.is_main:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
         for phase in phases:
             self.run_phase(phase)
         if keep == "best" and self.best_state is not None:
@@ -291,6 +340,20 @@ class Trainer:
             if p.is_floating_point():
                 p.requires_grad_(True)
         return FitResult(self.best_top1, self.best_epoch, self.history, time.perf_counter() - t0)
+
+
+def _test_die_hook(phase: str, epoch: int, ctx: dist.DistContext) -> None:
+    """Test hook: EDGEKD_TEST_DIE_AFTER_EPOCH=N (or PHASE:N) makes one rank (EDGEKD_TEST_DIE_RANK, default the
+    last) exit abruptly after epoch N's checkpoint is on disk, as a crashed or killed process would."""
+    spec = os.environ.get("EDGEKD_TEST_DIE_AFTER_EPOCH")
+    if not spec:
+        return
+    want_phase, _, want_epoch = spec.rpartition(":")
+    victim = int(os.environ.get("EDGEKD_TEST_DIE_RANK", str(ctx.world - 1)))
+    if int(want_epoch) == epoch and want_phase in ("", phase) and ctx.rank == victim:
+        sys.stderr.write(f"rank {ctx.rank}: exiting after {phase} epoch {epoch} (EDGEKD_TEST_DIE_AFTER_EPOCH)\n")
+        sys.stderr.flush()
+        os._exit(17)
 
 
 @torch.no_grad()

@@ -67,7 +67,7 @@ def test_unknown_path_suggests_nearest_names() -> None:
         FeatureTaps(Named(), ["layer4"], "cifar_resnet20")
     message = str(info.value)
     assert message.startswith("layer 'layer4' not found in cifar_resnet20; nearest: layer3, ")
-    assert message.endswith("(all: edgekd inspect-model cifar_resnet20)")
+    assert message.endswith("(all: edgekd models --layers cifar_resnet20)")
     nearest = message.split("nearest: ")[1].split(" (all")[0].split(", ")
     assert 1 <= len(nearest) <= 5 and "layer2" in nearest and "fc" not in nearest
     assert "\n" not in message

@@ -1,0 +1,1 @@
+"""Artifact bundles for mobile and device teams: models, preprocessing, labels, metrics, hashes."""

@@ -1,0 +1,226 @@
+"""write_bundle: a run -> a verified bundle folder and its .tar.gz (see edgekd/bundle/schema.py).
+
+The bundle is built in a temporary folder beside `out_dir` and renamed into place only when every artifact
+was written and checked, so a failed export never leaves a bundle that looks complete.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekd.bundle.formats import WRITERS, Planned, parse_formats
+from edgekd.bundle.reference import pick_samples, write_reference
+from edgekd.bundle.run_info import RunView, open_run
+from edgekd.bundle.schema import Bundle, BundleArtifact, BundleInput, LatencyClaim
+from edgekd.bundle.verify import (NotRunnable, bundle_file, compare, content_sha256, openvino_integer_report,
+                                  qdq_integer_report, run_batched, runner)
+from edgekd.errors import MissingExtra, UsageError
+from edgekd.manifest import library_versions, now_iso, verify_artifacts, write_json_atomic
+from edgekd.preprocess import normalize_np, read_eval_set
+
+REFERENCE_SAMPLES = 16
+COMPARE_IMAGES = 512
+
+
+def write_bundle(run_dir: Path, out_dir: Path, formats: list[str] | None = None, *, force: bool = False) -> Path:
+    """Write the bundle folder `out_dir` (and `<out_dir>.tar.gz`) from a finished run; returns out_dir.
+
+    formats: names from edgekd.bundle.formats.ALL_FORMATS (None: onnx, ort, openvino, and tensorrt when the
+    run built a plan). A missing package, an unknown format or a format that cannot hold the model is a
+    UsageError (exit 2) before the bundle appears.
+    """
+    run = open_run(Path(run_dir))
+    names = parse_formats(formats, run)
+    for stage in ("finetune", "distill", "qad", "export", "compile", "bench"):
+        problems = verify_artifacts(run.manifest(stage), run.dirs[stage]) if run.has(stage) else []
+        if problems:
+            raise UsageError(f"run {run.run_dir}: {run.dirs[stage].name}/{problems[0]}; refusing to bundle it")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not force:
+        raise UsageError(f"{out_dir} exists and is not empty: choose another --out or pass --force to replace it")
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "models").mkdir(parents=True)
+    try:
+        planned = [p for name in names for p in WRITERS[name](run, tmp / "models")]
+        bundle = _assemble(run, tmp, planned, names)
+        from edgekd.report.card import model_card
+
+        (tmp / "model_card.md").write_text(model_card(bundle))
+        bundle.extra_files = [bundle_file(tmp, tmp / "model_card.md")]
+        archive = out_dir.with_name(out_dir.name + ".tar.gz")
+        bundle.archive = archive.name
+        bundle.content_sha256 = content_sha256(bundle)
+        write_json_atomic(tmp / "bundle.json", bundle.model_dump_json(indent=2))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    _pack(out_dir, archive)
+    return out_dir
+
+
+def _pack(folder: Path, archive: Path) -> None:
+    part = archive.with_name(f".{archive.name}.tmp-{os.getpid()}")
+    with tarfile.open(part, "w:gz") as tar:
+        tar.add(folder, arcname=folder.name)
+    os.replace(part, archive)
+
+
+def _assemble(run: RunView, root: Path, planned: list[Planned], names: list[str]) -> Bundle:
+    bench_dir = run.dirs["bench"]
+    shutil.copy2(bench_dir / run.manifest("bench").artifact("eval_set").path, root / "eval_set.npz")
+    images, labels, pre = read_eval_set(root / "eval_set.npz")
+    eval_x = normalize_np(images, pre)
+    idx = pick_samples(labels, REFERENCE_SAMPLES)
+    ref_x = eval_x[idx]
+    cmp_x = eval_x[:COMPARE_IMAGES]  # independent references are compared on this many held-out images
+    torch_refs = _torch_references(run, cmp_x)
+    artifacts, expected, failures, not_run = [], {}, [], []
+    qdq_out = None
+    for p in planned:
+        art = BundleArtifact(name=p.name, role=p.role, format=p.format, precision=p.precision, runtimes=p.runtimes,
+                             files=[f for path in p.files for f in _files(root, path)], facts=p.facts,
+                             latency=_latency(run, p))
+        verified: dict[str, Any] = {"where": "this machine, CPU, at bundle time"}
+        try:
+            infer = runner(root, art)
+            expected[p.name] = run_batched(infer, ref_x)
+            logits = run_batched(infer, eval_x)
+            out = logits[:len(cmp_x)]
+            art.top1 = float((logits.argmax(1) == labels).mean())
+            art.top1_runtime = p.runtimes[0] if p.format != "openvino_ir" else "openvino CPU"
+            verified["loaded_and_run"] = True
+            ref_name = "pytorch_fp32" if p.precision == "fp32" else "pytorch_fake_quant"
+            if ref_name in torch_refs.get(p.role, {}):
+                verified[f"vs_{ref_name}"] = compare(torch_refs[p.role][ref_name], out, p.precision)
+            if p.name == "student_int8_qdq":
+                qdq_out = out
+            elif p.precision == "int8" and qdq_out is not None:
+                verified["vs_student_int8_qdq"] = compare(qdq_out, out, "int8")
+            bench_top1 = _bench_top1(run, p)
+            if bench_top1 is not None:
+                verified["top1_in_run_bench"] = bench_top1
+        except NotRunnable as exc:
+            verified["loaded_and_run"] = False
+            verified["not_run"] = str(exc)
+            not_run.append(p.name)
+        if p.precision == "int8" and p.format == "onnx":
+            verified["integer"] = qdq_integer_report(root / art.files[0].path)
+        elif p.precision == "int8" and p.format == "openvino_ir":
+            verified["integer"] = openvino_integer_report(root / art.files[0].path)
+        elif p.format == "trt_engine":
+            verified["fingerprint"] = {"ok": p.facts.get("fingerprint_matches_plan"),
+                                       "note": "engine sha256 recorded at build time vs the bundled plan"}
+        elif p.precision == "int8" and p.format == "ort":
+            verified["integer"] = {"ok": None, "note": "ORT format is not inspected: it is student_int8_qdq.onnx "
+                                                       "with Q/DQ fused into integer kernels by ONNX Runtime"}
+        checks = [v for v in verified.values() if isinstance(v, dict) and "ok" in v and v["ok"] is not None]
+        verified["passed"] = bool(verified.get("loaded_and_run")) and all(c["ok"] for c in checks)
+        if verified.get("loaded_and_run") and not verified["passed"]:
+            failures.append(p.name)
+        art.verified = verified
+        artifacts.append(art)
+    write_reference(root / "reference.npz", images[idx], ref_x, labels[idx], idx, expected)
+    return Bundle(
+        name=root.name.lstrip(".").split(".tmp-")[0], created_at=now_iso(), classes=list(pre.class_names),
+        input=BundleInput(shape=["batch", pre.channels, *pre.input_size]), preprocessing=pre,
+        pipeline=_pipeline(run), artifacts=artifacts, eval_set=bundle_file(root, root / "eval_set.npz"),
+        reference=bundle_file(root, root / "reference.npz"), versions=library_versions(),
+        verification={"passed": not failures, "failed": failures, "not_run_here": not_run, "formats": names,
+                      "reference_samples": len(idx), "eval_images": len(labels), "compared_images": len(cmp_x),
+                      "method": "each artifact loaded back from the bundle folder; its outputs on the first "
+                                f"{len(cmp_x)} held-out images compared with PyTorch (FP32: the checkpoint; INT8: "
+                                "the fake-quant model) and, for INT8, with the QDQ ONNX; top-1 on the whole eval set"},
+    )
+
+
+def _files(root: Path, path: Path) -> list:
+    if path.is_dir():  # a .mlpackage is a folder
+        return [bundle_file(root, f) for f in sorted(path.rglob("*")) if f.is_file()]
+    return [bundle_file(root, path)]
+
+
+def _row(run: RunView, role: str) -> dict[str, Any] | None:
+    return next((r for r in run.report.get("models", []) if r.get("role") == role), None)
+
+
+def _bench_top1(run: RunView, p: Planned) -> float | None:
+    row = _row(run, p.role)
+    return None if row is None or row.get("precision") != p.precision else row.get("top1")
+
+
+def _latency(run: RunView, p: Planned) -> list[LatencyClaim]:
+    row = _row(run, p.role)
+    if row is None or row.get("precision") != p.precision:
+        return []
+    target = run.target.get("name", "?")
+    runtime = str(row.get("runtime", ""))
+    fmt_runtime = "openvino" if p.format == "openvino_ir" else ("tensorrt" if p.format == "trt_engine" else "onnxruntime")
+    claims = []
+    lat = row.get("latency") or {}
+    if lat and runtime.startswith(fmt_runtime) and p.format in ("onnx", "openvino_ir", "trt_engine"):
+        where = "this run's host" if row.get("measured_on") != "target" else target
+        for pct, key in (("p50", "median_ms"), ("p90", "p90_ms")):
+            if lat.get(key) is not None:
+                claims.append(LatencyClaim(target=target, percentile=pct, value_ms=float(lat[key]), basis="measured",
+                                           runtime=runtime, note=f"measured on {where} ({row.get('measured_on')}), "
+                                                                 f"batch {row.get('batch', 1)}, file {row.get('file')}"))
+    est = row.get("estimated_latency_ms")
+    if est is not None and p.format in ("onnx", "trt_engine"):
+        claims.append(LatencyClaim(target=target, percentile="p50", value_ms=float(est), basis="estimated",
+                                   runtime=str(run.target.get("runtime")), note="roofline estimate for the target "
+                                   "device; not measured"))
+    return claims
+
+
+def _pipeline(run: RunView) -> dict[str, Any]:
+    opts = run.report.get("options", {})
+    q = run.manifest("qad").metrics if run.has("qad") else {}
+    teacher_cfg = run.manifest("teacher").config if run.has("teacher") else {}
+    return {
+        "teacher": {"arch": teacher_cfg.get("arch", opts.get("teacher")), "pretrained": opts.get("pretrained"),
+                    "weights": opts.get("teacher_weights")},
+        "transfer": opts.get("transfer"), "student": opts.get("student"),
+        "losses": {"kd": {"temperature": opts.get("temperature"), "alpha": opts.get("alpha")},
+                   "attention": opts.get("attention"), "hint": opts.get("hint"), "weighting": opts.get("weighting")},
+        "quantization": {"method": "NNCF INT8 (symmetric per-channel weights, per-tensor activations)",
+                         "kept": q.get("kept"), "fp32_top1": q.get("fp32_top1"), "ptq_top1": q.get("ptq_top1"),
+                         "qad_top1": q.get("qad_top1"), "calibration_images": q.get("calibration_images")},
+        "float_layers": q.get("float_layers", []),
+        "target": run.target.get("name"), "data": run.report.get("data", {}).get("description"),
+        "stages": {s["stage"]: s["id"] for s in run.report.get("stages", [])},
+        "run_dir": str(run.run_dir),
+    }
+
+
+def _torch_references(run: RunView, x: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+    """PyTorch outputs on the reference inputs: FP32 teacher/student, and the fake-quant INT8 student."""
+    try:
+        import torch
+
+        from edgekd.models.checkpoint import load_edgekd_checkpoint
+    except ImportError:
+        return {}
+    out: dict[str, dict[str, np.ndarray]] = {}
+    with torch.no_grad():
+        xt = torch.from_numpy(x)
+        for role, stage in (("teacher_fp32", "finetune"), ("student_fp32", "distill")):
+            model, _ = load_edgekd_checkpoint(run.path(stage, "model"))
+            out[role] = {"pytorch_fp32": model.eval()(xt).numpy()}
+        try:
+            from edgekd.quant.nncf_quant import load_quantized
+
+            student, _ = load_edgekd_checkpoint(run.path("distill", "model"))
+            q = load_quantized(student.eval(), run.path("qad", "quantized"), xt[:2]).eval()
+            out["student_int8"] = {"pytorch_fake_quant": q(xt).numpy()}
+        except (ImportError, MissingExtra):  # nncf missing: INT8 artifacts are compared with each other only
+            pass
+    return out

@@ -1,0 +1,242 @@
+"""Checks of a bundle: file hashes (no runtime needed), reference outputs, and INT8-ness of each artifact.
+
+- `check_files`: every file bundle.json lists exists and has its sha256, and bundle.json itself is intact
+  (`content_sha256`, a hash of its own canonical content). Used by `edgekd inspect`.
+- `runner`: loads one artifact with the runtimes installed here and returns `infer(x) -> logits`, or raises
+  NotRunnable with the reason (a TensorRT plan without a GPU, Core ML off macOS, ...).
+- `qdq_integer_report` / `openvino_integer_report`: whether the INT8 artifact is really integer where the
+  format promises it; operators that stay in floating point are listed.
+- `check_reference`: reload each artifact and compare it with reference.npz (what a device team does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from edgekd.bundle.schema import BUNDLE_JSON, Bundle, BundleArtifact, BundleFile
+from edgekd.errors import UsageError
+from edgekd.manifest import sha256_file
+
+Infer = Callable[[np.ndarray], np.ndarray]
+INT8_MIN_TOP1_AGREEMENT = 0.99  # edgekd.export.parity: INT8 kernels round differently at boundaries
+FP32_MAX_ABS, FP32_MAX_REL = 1e-4, 1e-3
+_WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+_STRUCTURAL = {"QuantizeLinear", "DequantizeLinear", "Constant", "Shape", "Reshape", "Flatten", "Identity",
+               "Squeeze", "Unsqueeze", "Gather", "Concat"}
+
+
+class NotRunnable(Exception):
+    """This artifact cannot be run on this machine (the reason is the message)."""
+
+
+# ----------------------------------------------------------------------------------------------- hashes
+def content_sha256(bundle: Bundle) -> str:
+    data = bundle.model_dump(mode="json")
+    data["content_sha256"] = None
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def load_bundle(bundle_dir: Path) -> Bundle:
+    path = Path(bundle_dir) / BUNDLE_JSON
+    if not path.is_file():
+        raise UsageError(f"{bundle_dir} has no {BUNDLE_JSON}: not an edgekd bundle (or the file was removed)")
+    try:
+        return Bundle.model_validate_json(path.read_bytes())
+    except ValueError as exc:
+        first = str(exc).splitlines()[0]
+        raise UsageError(f"{BUNDLE_JSON}: altered or not a valid edgekd bundle ({first})") from None
+
+
+def all_files(bundle: Bundle) -> list[BundleFile]:
+    files = [f for a in bundle.artifacts for f in a.files]
+    files += [f for f in (bundle.eval_set, bundle.reference) if f is not None]
+    return files + list(bundle.extra_files)
+
+
+def check_files(bundle_dir: Path, bundle: Bundle) -> list[str]:
+    """One line per problem: bundle.json altered, a listed file missing, resized or with another sha256."""
+    problems = []
+    if bundle.content_sha256 and content_sha256(bundle) != bundle.content_sha256:
+        problems.append(f"{BUNDLE_JSON}: altered (its content no longer matches its content_sha256)")
+    for f in all_files(bundle):
+        full = Path(bundle_dir) / f.path
+        if not full.is_file():
+            problems.append(f"{f.path}: missing")
+        elif full.stat().st_size != f.size_bytes or sha256_file(full) != f.sha256:
+            problems.append(f"{f.path}: altered (sha256 does not match {BUNDLE_JSON})")
+    return problems
+
+
+def bundle_file(bundle_dir: Path, path: Path) -> BundleFile:
+    return BundleFile(path=path.relative_to(bundle_dir).as_posix(), sha256=sha256_file(path),
+                      size_bytes=path.stat().st_size)
+
+
+# ---------------------------------------------------------------------------------------------- runners
+def runner(bundle_dir: Path, art: BundleArtifact) -> Infer:
+    """infer(x) for this artifact with a runtime available here; NotRunnable says why not."""
+    from edgekd.runtimes import get_runtime
+    from edgekd.runtimes.base import RuntimeSettings
+
+    main = Path(bundle_dir) / art.files[0].path
+    settings = RuntimeSettings(device="CPU", precision=art.precision, threads=None)
+    if art.format in ("onnx", "ort", "openvino_ir"):
+        name = "openvino" if art.format == "openvino_ir" else "onnxruntime"
+        rt = get_runtime(name)
+        if not rt.available():
+            raise NotRunnable(f"{name} is not installed here (pip install 'edgekd[cpu]')")
+        return rt.load(main, settings).infer
+    if art.format == "trt_engine":
+        raise NotRunnable("a TensorRT plan runs only on the GPU and TensorRT version in its fingerprint")
+    if art.format == "pte":
+        return _one_by_one(_pte(main))
+    if art.format == "mlpackage":
+        if platform.system() != "Darwin":
+            raise NotRunnable("Core ML models run only on macOS/iOS")
+        import coremltools as ct
+
+        ml = ct.models.MLModel(str(main))
+        return _one_by_one(lambda x: np.asarray(ml.predict({"input": x})["logits"]))
+    if art.format == "tflite":
+        return _one_by_one(_tflite(main))
+    raise NotRunnable(f"no runner for format {art.format}")
+
+
+def _one_by_one(fn: Infer) -> Infer:
+    """Static-shape formats (batch 1): run each sample alone."""
+    return lambda x: np.concatenate([fn(np.ascontiguousarray(x[i:i + 1], dtype=np.float32)) for i in range(len(x))])
+
+
+def _pte(path: Path) -> Infer:
+    try:
+        import torch
+        from executorch.runtime import Runtime
+    except ImportError:
+        raise NotRunnable("executorch is not installed here") from None
+    method = Runtime.get().load_program(str(path)).load_method("forward")
+    return lambda x: method.execute([torch.from_numpy(x)])[0].numpy()
+
+
+def _tflite(path: Path) -> Infer:
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        raise NotRunnable("ai-edge-litert is not installed here") from None
+    interp = Interpreter(model_path=str(path))
+    interp.allocate_tensors()
+    inp, out = interp.get_input_details()[0]["index"], interp.get_output_details()[0]["index"]
+
+    def infer(x: np.ndarray) -> np.ndarray:
+        interp.set_tensor(inp, x)
+        interp.invoke()
+        return np.array(interp.get_tensor(out))
+
+    return infer
+
+
+def run_batched(infer: Infer, x: np.ndarray, batch: int = 64) -> np.ndarray:
+    return np.concatenate([np.asarray(infer(x[i:i + batch])) for i in range(0, len(x), batch)])
+
+
+# ------------------------------------------------------------------------------------------ comparisons
+def compare(ref: np.ndarray, out: np.ndarray, precision: str) -> dict[str, Any]:
+    """max_abs, max_rel, top-1 agreement and whether it is within the tolerance of this precision."""
+    ref, out = np.asarray(ref, np.float64), np.asarray(out, np.float64)
+    if ref.shape != out.shape:
+        return {"ok": False, "why": f"output shape {list(out.shape)} != expected {list(ref.shape)}"}
+    finite = bool(np.isfinite(out).all())
+    max_abs = float(np.max(np.abs(out - ref))) if finite else float("inf")
+    scale = float(np.max(np.abs(ref))) or 1.0
+    agree = float(np.mean(ref.argmax(1) == out.argmax(1)))
+    if precision == "int8":
+        ok = finite and agree >= INT8_MIN_TOP1_AGREEMENT
+        tol = f"top-1 agreement >= {INT8_MIN_TOP1_AGREEMENT:.0%}"
+    else:
+        ok = finite and (max_abs <= FP32_MAX_ABS or max_abs / scale <= FP32_MAX_REL)
+        tol = f"max_abs <= {FP32_MAX_ABS} or max_rel <= {FP32_MAX_REL}"
+    return {"ok": ok, "max_abs": round(max_abs, 7), "max_rel": round(max_abs / scale, 7),
+            "top1_agreement": agree, "tolerance": tol}
+
+
+# ------------------------------------------------------------------------------------------- INT8 checks
+def qdq_integer_report(path: Path) -> dict[str, Any]:
+    """Every Conv/Gemm/MatMul weight must come through DequantizeLinear; list what stays in float."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    producers = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list[Any]] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    inits = {i.name for i in graph.initializer}
+
+    def from_dq(name: str) -> bool:
+        p = producers.get(name)
+        return p is not None and p.op_type == "DequantizeLinear"
+
+    weighted = [n for n in graph.node if n.op_type in _WEIGHTED and len(n.input) > 1]
+    float_weights = [f"{n.op_type} {n.name}" for n in weighted if not from_dq(n.input[1])]
+    float_ops: list[str] = []
+    for n in graph.node:
+        if n.op_type in _STRUCTURAL or n.op_type in _WEIGHTED:
+            continue
+        acts = [i for i in n.input if i and i not in inits and producers.get(i) is not None]
+        into_q = all(c.op_type == "QuantizeLinear" for o in n.output for c in consumers.get(o, [])) and \
+            any(consumers.get(o) for o in n.output)
+        if acts and not any(from_dq(i) for i in acts) and not into_q:
+            float_ops.append(f"{n.op_type} {n.name}")
+    ops = Counter(n.op_type for n in graph.node)
+    return {"ok": bool(weighted) and not float_weights and ops["QuantizeLinear"] > 0,
+            "weighted_ops": len(weighted), "weighted_ops_int8": len(weighted) - len(float_weights),
+            "weights_in_float": float_weights, "quantize_linear": ops["QuantizeLinear"],
+            "dequantize_linear": ops["DequantizeLinear"], "float_ops": float_ops,
+            "rule": "a Conv/Gemm/MatMul is INT8 when its weight comes through DequantizeLinear; float_ops are "
+                    "other operators whose inputs do not come from DequantizeLinear and whose output is not "
+                    "re-quantized"}
+
+
+def openvino_integer_report(path: Path, precision: str = "int8") -> dict[str, Any]:
+    """FakeQuantize nodes in the IR, and the layer precisions the CPU plugin actually chose at run time."""
+    from edgekd.runtimes import get_runtime
+    from edgekd.runtimes.base import RuntimeSettings
+
+    session = get_runtime("openvino").load(path, RuntimeSettings(device="CPU", precision=precision))
+    layers = session.layer_precisions()
+    fq = session.describe()["fake_quantize_ops"]
+    heavy = layers["heavy_counts"]
+    in_int8 = sum(v for k, v in heavy.items() if k.lower().startswith(("i8", "u8")))
+    return {"ok": fq > 0 and in_int8 > 0 and not layers["mismatched"], "fake_quantize": fq,
+            "runtime_heavy_layer_precisions": heavy, "runtime_layer_precisions": layers["counts"],
+            "layers_not_int8": [f"{m['type']} {m['name']} ({m['precision']})" for m in layers["mismatched"]],
+            "device": "CPU (OpenVINO CPU plugin on this machine)"}
+
+
+# --------------------------------------------------------------------------------------- reference check
+def check_reference(bundle_dir: Path, bundle: Bundle) -> dict[str, dict[str, Any]]:
+    """Reload every artifact, run reference.npz's inputs, compare with its expected outputs."""
+    from edgekd.bundle.reference import read_reference
+
+    ref = read_reference(Path(bundle_dir) / bundle.reference.path) if bundle.reference else None
+    if ref is None:
+        raise UsageError("the bundle has no reference.npz")
+    out: dict[str, dict[str, Any]] = {}
+    for art in bundle.artifacts:
+        if art.name not in ref["expected"]:
+            out[art.name] = {"status": "no expected outputs in reference.npz"}
+            continue
+        try:
+            got = runner(bundle_dir, art)(ref["inputs"])
+        except NotRunnable as exc:
+            out[art.name] = {"status": f"not run: {exc}"}
+            continue
+        cmp = compare(ref["expected"][art.name], got, art.precision)
+        out[art.name] = {"status": "ok" if cmp["ok"] else "mismatch", **cmp}
+    return out

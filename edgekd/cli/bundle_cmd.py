@@ -1,0 +1,52 @@
+"""`edgekd export-bundle RUN --formats ... --out DIR`: a verified bundle for mobile and device teams."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from edgekd.cli.common import console, guarded, print_json
+
+FORMATS_HELP = ("Comma-separated or repeated: onnx, ort, openvino, tensorrt (when the run built a plan), and "
+                "with their packages installed executorch, coreml, tflite. Default: onnx,ort,openvino(,tensorrt).")
+
+
+@guarded
+def export_bundle(
+    run: Annotated[Path, typer.Argument(help="A finished run directory (it holds report.json).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Bundle folder to write; <out>.tar.gz is written beside it.")],
+    formats: Annotated[Optional[list[str]], typer.Option("--formats", "-f", help=FORMATS_HELP)] = None,
+    force: Annotated[bool, typer.Option(help="Replace --out if it exists.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print bundle.json to stdout.")] = False,
+) -> None:
+    """Write models, model card, preprocessing, eval set and reference outputs as a folder and a .tar.gz.
+
+    Every artifact is loaded back and run on the reference inputs; the results are recorded in bundle.json
+    ('verified'). Exit 1 when an artifact fails its check, 2 for bad input or a missing package.
+    """
+    from edgekd.bundle.build import write_bundle
+    from edgekd.bundle.verify import load_bundle
+
+    folder = write_bundle(run, out, formats, force=force)
+    bundle = load_bundle(folder)
+    if as_json:
+        print_json(bundle.model_dump(mode="json"))
+    else:
+        for a in bundle.artifacts:
+            v = a.verified
+            state = ("[green]verified[/]" if v.get("passed") else "[red]FAILED[/]") if v.get("loaded_and_run") \
+                else f"[yellow]not run here[/] ({v.get('not_run')})"
+            top1 = "-" if a.top1 is None else f"{a.top1:.2%}"
+            console.print(f"{a.name:<24} {a.format:<12} {a.precision:<5} top-1 {top1:>7}  {state}")
+        console.print(f"bundle: {folder}  archive: {folder.with_name(bundle.archive or '')}")
+    if not bundle.verification.get("passed", False):
+        failed = ", ".join(bundle.verification.get("failed", []))
+        from edgekd.cli.common import fail
+
+        raise fail(f"verification failed for: {failed} (see {folder}/bundle.json 'verified')", 1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export-bundle")(export_bundle)

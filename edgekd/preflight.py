@@ -1,0 +1,41 @@
+"""Checks that run before any stage writes: names, checkpoints and layer paths that would fail later.
+
+Every failure here is a one-line UsageError (exit 2) and leaves the run directory untouched.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgekd.plan import CompressOptions
+
+
+def preflight(opts: CompressOptions, num_classes: int, channels: int, input_size: int) -> None:
+    from edgekd.models.checkpoint import load_weights, read_state_dict
+    from edgekd.models.heads import find_head
+    from edgekd.models.registry import build_model
+
+    kwargs = {"in_channels": channels, "input_size": input_size}
+    teacher_arch = opts.teacher or "cifar_resnet20"
+    teacher = build_model(teacher_arch, num_classes=num_classes, **kwargs)
+    student = build_model(opts.student, num_classes=num_classes, **kwargs)
+    if opts.teacher_weights:
+        state = read_state_dict(Path(opts.teacher_weights))
+        head, _ = find_head(teacher)
+        weight = state.get(f"{head}.weight")
+        if weight is not None and weight.shape[0] != num_classes:
+            teacher = build_model(teacher_arch, num_classes=int(weight.shape[0]), **kwargs)
+        load_weights(teacher, state, strict=True, arch=teacher_arch)
+    if opts.student_weights:
+        load_weights(student, read_state_dict(Path(opts.student_weights)), strict=True, skip_head=True,
+                     arch=opts.student)
+    if opts.attention or opts.hint:
+        import torch
+
+        from edgekd.losses.composite import DistillLoss, DistillLossConfig
+        from edgekd.plan import loss_options
+
+        cfg = DistillLossConfig.model_validate(loss_options(opts))
+        example = torch.zeros(2, channels, input_size, input_size)
+        # validates layer paths on both models and that each pair's spatial sizes can be matched
+        DistillLoss(cfg, student, teacher, example, student_name=opts.student, teacher_name=teacher_arch)

@@ -1,0 +1,86 @@
+"""model_card.md: the facts of bundle.json for people (what it is, how to feed it, how good and fast it is)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgekd.bundle.schema import Bundle
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2%}"
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} KB"
+
+
+def _table(cols: tuple[str, ...], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    return out + ["| " + " | ".join(str(c).replace("|", "/") for c in r) + " |" for r in rows]
+
+
+def _verified(v: dict[str, Any]) -> str:
+    if not v:
+        return "-"
+    if not v.get("loaded_and_run"):
+        return f"not run here: {v.get('not_run', '?')}"
+    parts = ["passed" if v.get("passed") else "FAILED"]
+    for key, c in v.items():
+        if key.startswith("vs_") and isinstance(c, dict) and "top1_agreement" in c:
+            parts.append(f"{key[3:]}: max_abs {c['max_abs']:.2g}, top-1 agree {c['top1_agreement']:.0%}")
+    integer = v.get("integer") or {}
+    if "weighted_ops" in integer:
+        parts.append(f"INT8 weights {integer['weighted_ops_int8']}/{integer['weighted_ops']}")
+    if "fake_quantize" in integer:
+        parts.append(f"{integer['fake_quantize']} FakeQuantize; runtime {integer['runtime_heavy_layer_precisions']}")
+    return "; ".join(parts)
+
+
+def model_card(b: Bundle) -> str:
+    pre, p = b.preprocessing, b.pipeline
+    q = p.get("quantization", {})
+    lines = [
+        f"# Model card: {b.name}", "",
+        f"{b.task} with {len(b.classes)} classes, made by edgekd for target `{p.get('target')}` on {b.created_at}.", "",
+        "## Input and output", "",
+        f"- input `{b.input.name}`: {b.input.dtype}, shape {b.input.shape}, layout {b.input.layout}; "
+        f"output `{b.output_name}`: raw logits, one per class (apply softmax for probabilities)",
+        f"- classes, in output order: {', '.join(b.classes)}",
+        "", "## Preprocessing (apply exactly this on the device)", "",
+        f"1. channel order {pre.channel_order}, {pre.channels} channel(s); raw values in [0, {pre.value_scale:g}]",
+        f"2. {'resize the shorter side to ' + str(pre.resize) + ', then ' if pre.resize else ''}"
+        f"center crop / size {pre.input_size[0]}x{pre.input_size[1]}",
+        f"3. x = (raw / {pre.value_scale:g} - mean) / std with mean {pre.mean} and std {pre.std}, per channel",
+        f"4. layout {pre.layout}, float32",
+        "", "## How it was made", "",
+        f"- teacher: {p.get('teacher', {}).get('arch')} (pretrained: {p.get('teacher', {}).get('pretrained')}), "
+        f"transfer mode {p.get('transfer')}",
+        f"- student: {p.get('student')}; losses: {p.get('losses')}",
+        f"- quantization: {q.get('method')}; kept {q.get('kept')} (PTQ {_pct(q.get('ptq_top1'))}, QAD "
+        f"{_pct(q.get('qad_top1'))}, FP32 {_pct(q.get('fp32_top1'))}); layers left in float: "
+        f"{', '.join(p.get('float_layers') or []) or 'none'}",
+        f"- data: {p.get('data')}; stage ids: {p.get('stages')}",
+        "", "## Artifacts", "",
+        *_table(("artifact", "format", "precision", "runtimes", "top-1 (held-out)", "size", "main file"),
+                [[a.name, a.format, a.precision, ", ".join(a.runtimes), _pct(a.top1),
+                  _size(sum(f.size_bytes for f in a.files)), a.files[0].path] for a in b.artifacts]),
+        "", f"Top-1 is measured on eval_set.npz ({b.verification.get('eval_images', '?')} held-out images) with "
+            "the artifact itself, on this machine's CPU runtime.",
+        "", "## Latency", "",
+    ]
+    lat_rows = [[a.name, c.target, c.percentile, f"{c.value_ms:.3f} ms", c.basis.upper() if c.basis == "estimated"
+                 else c.basis, c.runtime, c.note] for a in b.artifacts for c in a.latency]
+    lines += _table(("artifact", "target", "percentile", "latency", "basis", "runtime", "note"), lat_rows) if lat_rows \
+        else ["No latency was measured or estimated for these artifacts."]
+    lines += ["", "## Verification", "",
+              f"Overall: **{'passed' if b.verification.get('passed') else 'FAILED'}**. Each artifact was loaded back "
+              "from this folder and run on reference.npz's inputs and on the eval set.", ""]
+    lines += _table(("artifact", "result"), [[a.name, _verified(a.verified)] for a in b.artifacts])
+    lines += ["", "## Integration test", "",
+              "reference.npz holds `raw` sample inputs, the preprocessed `inputs`, and `expected/<artifact>` logits. "
+              "Preprocess `raw` with your code and compare with `inputs`; run your model on `inputs` and compare "
+              "with `expected/<artifact>` (FP32: max_abs <= 1e-4 or max_rel <= 1e-3; INT8: the same top-1 class). "
+              "`edgekd inspect BUNDLE` checks every file's sha256 against bundle.json.",
+              "", "## Library versions", "", ", ".join(f"{k} {v}" for k, v in b.versions.items()), ""]
+    return "\n".join(lines)

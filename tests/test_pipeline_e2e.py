@@ -1,0 +1,58 @@
+"""End to end on the embedded digits: every stage runs, reruns skip, one changed knob reruns the tail only."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from edgekd.manifest import load_manifest, verify_artifacts
+from tests.conftest import TINY
+
+STAGES = ["teacher", "finetune", "distill", "qad", "export", "compile", "bench"]
+
+
+def _report(run_dir):
+    return json.loads((run_dir / "report.json").read_text())
+
+
+def test_every_stage_ran_and_wrote_a_true_manifest(tiny_run):
+    report = _report(tiny_run)
+    assert [s["stage"] for s in report["stages"]] == STAGES
+    for s in report["stages"]:
+        stage_dir = tiny_run / s["dir"]
+        manifest = load_manifest(stage_dir)
+        assert manifest.id == s["id"] and manifest.stage == s["stage"]
+        assert verify_artifacts(manifest, stage_dir) == []
+        assert manifest.preprocessing is not None and manifest.preprocessing.input_size == (8, 8)
+    assert not list(tiny_run.glob(".work-*")), "a finished run leaves no work folders"
+
+
+def test_report_rows_are_measured_on_the_compiled_artifacts(tiny_run):
+    report = _report(tiny_run)
+    rows = {r["role"]: r for r in report["models"]}
+    assert set(rows) == {"teacher_fp32", "student_fp32", "student_int8"}
+    for row in rows.values():
+        assert 0.0 <= row["top1"] <= 1.0
+        assert row["latency"]["n"] >= 300 and row["latency"]["median_ms"] > 0
+        assert row["runtime"].startswith("openvino")
+    assert rows["student_int8"]["runtime_facts"]["properties"]["INFERENCE_PRECISION_HINT"] in ("f32", "<Type: 'float32'>")
+    names = {b["name"] for b in report["budgets"]}
+    assert {"latency p90", "model size", "accuracy (top-1)"} <= names
+    assert report["exit_code"] == (1 if any(b["verdict"] == "fail" for b in report["budgets"]) else 0)
+    qad = next(s for s in report["stages"] if s["stage"] == "qad")["metrics"]
+    assert qad["kept"] in ("qad", "ptq") and 0 <= qad["ptq_top1"] <= 1
+
+
+def test_rerun_skips_and_changed_temperature_reruns_only_the_tail(tiny_run, tmp_path):
+    from edgekd.cli.compress import run_compress
+    from edgekd.plan import CompressOptions
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    run_compress(CompressOptions(**TINY), run_dir, quiet=True)
+    assert all(s["reused"] for s in _report(run_dir)["stages"])
+
+    run_compress(CompressOptions(**TINY, temperature=2.0), run_dir, quiet=True)
+    reused = {s["stage"]: s["reused"] for s in _report(run_dir)["stages"]}
+    assert reused == {"teacher": True, "finetune": True, "distill": False, "qad": False, "export": False,
+                      "compile": False, "bench": False}

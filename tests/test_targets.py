@@ -1,0 +1,59 @@
+"""Target profiles: every shipped YAML validates; bad fields and impossible precisions are refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edgekd.errors import UsageError
+from edgekd.targets import available_targets, load_target
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_required_targets_ship():
+    assert {"intel-cpu", "cpu-ort", "jetson"} <= set(available_targets())
+
+
+@pytest.mark.parametrize("name", sorted(available_targets()))
+def test_every_profile_loads_and_sources_its_budgets(name):
+    prof = load_target(name)
+    assert prof.budgets.model_class
+    assert "latency_ms" in prof.sources or prof.budgets.latency_ms is None
+
+
+def _write(tmp_path, mutate) -> Path:
+    data = yaml.safe_load((ROOT / "targets" / "intel-cpu.yaml").read_text())
+    mutate(data)
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_unknown_field_is_named(tmp_path):
+    path = _write(tmp_path, lambda d: d["budgets"].update(latncy_ms=3))
+    with pytest.raises(UsageError, match=r"unknown field 'budgets.latncy_ms'"):
+        load_target(str(path))
+
+
+def test_precision_the_runtime_cannot_run(tmp_path):
+    def mutate(d):
+        d["runtime"]["device"] = "NPU"
+        d["precisions_allowed"] = ["int8", "fp32"]
+
+    with pytest.raises(UsageError, match="cannot run fp32"):
+        load_target(str(_write(tmp_path, mutate)))
+
+
+def test_yaml_is_read_safely(tmp_path):
+    path = tmp_path / "evil.yaml"
+    path.write_text("!!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(UsageError, match="not valid YAML"):
+        load_target(str(path))
+
+
+def test_unknown_name_suggests():
+    with pytest.raises(UsageError, match="did you mean intel-cpu"):
+        load_target("intel-cpv")

@@ -1,0 +1,94 @@
+"""The training engine: resume after an interruption gives the same weights; NaN stops with the step."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from edgekd.data.sources import Split
+from edgekd.errors import StageFailed, UsageError
+from edgekd.manifest import Preprocessing
+from edgekd.train.loop import Phase, TrainConfig, Trainer, _cap_update, select_trainable
+
+PRE = Preprocessing(input_size=(4, 4), channels=1, mean=[0.5], std=[0.5], value_scale=255.0, class_names=["a", "b"])
+
+
+def _data(n=64):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, n)
+    images = (rng.integers(0, 120, (n, 1, 4, 4)) + labels[:, None, None, None] * 120).astype(np.uint8)
+    return Split(images, labels.astype(np.int64))
+
+
+def _model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 2))
+
+
+def _ce(net, x, y, _idx):
+    return torch.nn.functional.cross_entropy(net(x), y), {}
+
+
+CFG = TrainConfig(epochs=3, batch_size=16, lr=0.1, augment="crop", seed=3)
+
+
+def _fit(state_dir, loss=_ce):
+    model = _model()
+    trainer = Trainer(model, loss, lambda: 0.5, _data(), PRE, state_dir)
+    trainer.fit([Phase("p", CFG)], keep="last")
+    return model
+
+
+def test_resume_after_interruption_matches_uninterrupted(tmp_path):
+    reference = _fit(tmp_path / "a")
+    calls = {"n": 0}
+
+    def dies_in_epoch_three(net, x, y, idx):
+        calls["n"] += 1
+        if calls["n"] == 9:  # 4 steps per epoch: the first step of epoch 3
+            raise KeyboardInterrupt
+        return _ce(net, x, y, idx)
+
+    with pytest.raises(KeyboardInterrupt):
+        _fit(tmp_path / "b", dies_in_epoch_three)
+    resumed = _fit(tmp_path / "b")
+    for p, q in zip(reference.state_dict().values(), resumed.state_dict().values()):
+        torch.testing.assert_close(p, q)
+
+
+def test_nan_loss_names_the_step(tmp_path):
+    def nan_at_step_two(net, x, y, idx, seen=[]):  # noqa: B006 - a counter across calls
+        seen.append(1)
+        loss = _ce(net, x, y, idx)[0]
+        return (loss * float("nan") if len(seen) == 2 else loss), {}
+
+    with pytest.raises(StageFailed, match="epoch 1, step 2"):
+        _fit(tmp_path, nan_at_step_two)
+
+
+def test_update_norm_is_capped():
+    p = torch.zeros(10)
+    before = [p.clone()]
+    p += 3.0
+    _cap_update([p], before, cap=1.0)
+    assert float(p.norm()) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_trainable_patterns_select_and_reject():
+    model = _model()
+    chosen = select_trainable(model, ["5.*"])
+    assert chosen == ["5.weight", "5.bias"]
+    assert not model[0].weight.requires_grad
+    with pytest.raises(UsageError, match="matches no parameter"):
+        select_trainable(model, ["head.*"])
+
+
+def test_batch_must_divide_by_world(tmp_path, monkeypatch):
+    from edgekd.train import dist
+
+    monkeypatch.setattr(dist, "_CTX", dist.DistContext(rank=0, world=3))
+    trainer = Trainer(_model(), _ce, lambda: 0.5, _data(), PRE, tmp_path)
+    with pytest.raises(UsageError, match="does not divide by the world size 3"):
+        trainer.fit([Phase("p", CFG)])

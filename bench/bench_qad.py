@@ -35,6 +35,8 @@ def parse_args(argv=None):
     p.add_argument("--latency-threads", default="2,1", help="thread counts for the latency table (first = main)")
     p.add_argument("--latency-rounds", type=int, default=2)
     p.add_argument("--eval-threads", type=int, default=1, help="OpenVINO threads for the accuracy passes")
+    p.add_argument("--teacher-calib", type=int, default=128, help="calibration images for ResNet-56 PTQ (NNCF "
+                   "statistics are collected one image at a time: ~0.7 s/image here under load)")
     p.add_argument("--eval-max", type=int, default=None, help="smoke tests: evaluate only the first N test images")
     p.set_defaults(parts="qad,report")
     return p.parse_args(argv)
@@ -90,7 +92,8 @@ def part_qad(b: btd.Bench) -> None:
     teacher.eval(), student.eval()
     calib = read_calibration(q.dir / q.manifest.artifact("calibration").path, pre)
     calib_x = [x for x, _ in eval_batches(calib, pre, 64)]
-    spec = QuantSpec(preset="trt", subset_size=len(calib))  # what the qad stage used (its Config.preset)
+    preset = q.manifest.config.get("preset", "trt")  # the qad stage's own preset (edgekd.plan.quant_preset)
+    spec = QuantSpec(preset=preset, subset_size=len(calib))
     art_dir = b.args.work / "qad-artifacts" / q.manifest.id
     art_dir.mkdir(parents=True, exist_ok=True)
     ov = get_runtime("openvino")
@@ -117,7 +120,8 @@ def part_qad(b: btd.Bench) -> None:
     t = time.perf_counter()
     int8_ir("student_int8_ptq", quantize(student, calib_x, spec, example), t)
     t = time.perf_counter()
-    teacher_int8 = quantize(teacher, calib_x, spec, example)
+    teacher_int8 = quantize(teacher, calib_x, spec.model_copy(update={"subset_size": min(a.teacher_calib, len(calib))}),
+                            example)
     int8_ir("teacher_int8_ptq", teacher_int8, t)
     precision = {k: ("int8" if "int8" in k else "fp32") for k in paths}
 
@@ -181,7 +185,8 @@ def part_qad(b: btd.Bench) -> None:
     b.save("qad", {"stage": stage, "accuracy_openvino": acc, "latency_rounds": lat, "latency_p50_ms": p50,
                    "ratios": ratios, "describe": describe, "build_s": build_s, "eval_s": eval_s,
                    "latency_s": latency_s, "total_s": time.perf_counter() - t_all, "qad_student": a.qad_student,
-                   "qad_epochs": a.qad_epochs, "latency_threads": threads_list, "rounds": a.latency_rounds,
+                   "qad_epochs": a.qad_epochs, "preset": preset,
+                   "teacher_calib": min(a.teacher_calib, len(calib)), "latency_threads": threads_list, "rounds": a.latency_rounds,
                    "held_out_images": int((~in_subset).sum()), "artifacts": {k: str(v) for k, v in paths.items()}})
 
 
@@ -201,7 +206,8 @@ def render(parts: dict) -> str:
              f"Student: ResNet-20 `{r['qad_student']}` from bench_transfer_distill.py (stage {st['distill_stage']}), "
              f"teacher: fine-tuned ResNet-56 (`{a['distill_teacher']}`). QAD: edgekd's qad stage, {r['qad_epochs']} "
              f"epoch(s) on the SUBSET of {10 * int(a['train_per_class'])} training images, lr 0.002 cosine, BN frozen, "
-             f"KD loss as in distillation, preset `trt` (symmetric), {st['calibration_images']} calibration images, "
+             f"KD loss as in distillation, NNCF preset `{r['preset']}` (the stage's; the same for the PTQ baselines), "
+             f"{st['calibration_images']} calibration images ({r['teacher_calib']} of them for ResNet-56 PTQ), "
              f"fallback disabled; stage wall {st['stage_wall_s']:.0f} s. Kept: {st['kept']}.", "",
              "### Accuracy (top-1)", "",
              "| model | PyTorch, qad stage (test subset, " + f"{10 * int(a['test_per_class'])} imgs) | OpenVINO artifact, "

@@ -229,10 +229,10 @@ def part_distill(b: Bench) -> None:
     payload = {"alpha0_check": check_alpha_zero_is_ce(), "teacher_mode": a.distill_teacher, "rows": []}
     log(f"alpha=0 check: {payload['alpha0_check']}")
     teacher = b.teacher_specs(a.distill_teacher)
-    plan = [("scratch", v, a.distill_epochs, a.lr, None) for v in a.variants.split(",") if v]
-    plan += [("pretrained", v, a.pretrained_epochs, a.pretrained_lr, str(a.models / STUDENT_FILE))
-             for v in a.pretrained_variants.split(",") if v]
-    for init, variant, epochs, lr, weights in plan:
+    plan = [("pretrained", v) for v in a.pretrained_variants.split(",") if v]  # first: bench_qad.py needs it
+    plan += [("scratch", v) for v in a.variants.split(",") if v]
+    for init, variant in plan:
+        epochs, lr = (a.distill_epochs, a.lr) if init == "scratch" else (a.pretrained_epochs, a.pretrained_lr)
         log(f"distill {init} {variant} ({epochs} epochs) ...")
         t0 = time.perf_counter()
         out = b.run(teacher + b.specs(distill_options(b, init, variant), "distill")[2:])

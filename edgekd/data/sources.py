@@ -9,6 +9,7 @@ cache file keyed by the data fingerprint so a second run does not decode again.
 from __future__ import annotations
 
 import hashlib
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,7 +121,7 @@ def load_images(index: FolderIndex, size: tuple[int, int], channels: int, cache_
     split = Split(np.stack(arrays), np.asarray(index.labels, dtype=np.int64))
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(cache.name + ".tmp.npz")
+        tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp.npz")  # per process: torchrun ranks load at once
         np.savez(tmp, images=split.images, labels=split.labels)
         tmp.replace(cache)
     return split

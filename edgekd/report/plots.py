@@ -74,7 +74,7 @@ def accuracy_latency_png(report: dict[str, Any]) -> bytes:
         ax.scatter([p["x"]], [p["y"] * 100], s=90, marker=marker, edgecolors=color, linewidths=2,
                    facecolors="none" if p["estimated"] else color, zorder=3)
         label = ROLE_LABELS.get(p["role"], p["role"]) + (" (estimated)" if p["estimated"] else "")
-        ax.annotate(label, (p["x"], p["y"] * 100), textcoords="offset points", xytext=(7, 5), fontsize=8,
+        ax.annotate(label, (p["x"], p["y"] * 100), textcoords="offset points", xytext=(7, -13) if p["estimated"] else (7, 5), fontsize=8,
                     color=color)
     limit = budgets.get("latency_ms")
     if limit:

@@ -50,7 +50,11 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     archs["student_int8"] = archs["student_fp32"]
     rows, notes = [], []
     final = final_role(target)
-    for role in ("teacher_fp32", "student_fp32", "student_int8"):
+    roles = ("teacher_fp32", "student_fp32", "student_int8")
+    task = ctx.progress.add_task("bench", total=len(roles)) if ctx.progress is not None else None
+    for role in roles:
+        if task is not None:
+            ctx.progress.update(task, description=f"bench {LABELS[role]}: accuracy, then latency")
         art = comp.artifact(role)
         precision = art.facts["precision"] if role != final or target.precision == "int8" else target.precision
         settings = settings_for(target, precision, device=None if here else "CPU")
@@ -69,6 +73,8 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
             row["size_bytes"] = onnx_art.size_bytes
             row["file"] = onnx_art.path
         rows.append(row)
+        if task is not None:
+            ctx.progress.advance(task)
     by_role = {r["role"]: r for r in rows}
     teacher_top1 = parents["finetune"].metrics.get("top1_after")
     required = cfg.accuracy.required(teacher_top1) if teacher_top1 is not None else None

@@ -24,15 +24,31 @@ runner = CliRunner()
 FAST = ["--rounds", "12", "--runs-per-round", "30"]
 
 
+def variant(src: Path, dst: Path, runtime: str | None = None, **pre: object) -> Path:
+    """A copy of a run whose manifests say something else (checks that refuse before loading need no model)."""
+    import shutil
+
+    shutil.copytree(src, dst)
+    for m in dst.glob("*/manifest.json"):
+        data = json.loads(m.read_text())
+        if data.get("preprocessing"):
+            data["preprocessing"].update(pre)
+        for art in data["artifacts"] if runtime and data["stage"] == "compile" else []:
+            art["facts"]["runtime"] = runtime
+        m.write_text(json.dumps(data))
+    return dst
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("gate")
+    base = build_run(root / "base")
     return {
-        "base": build_run(root / "base"),
+        "base": base,
         "heavy": build_run(root / "heavy", width=96, depth=6),
-        "gray": build_run(root / "gray", in_ch=1),
-        "other_classes": build_run(root / "cls", classes=[f"k{i}" for i in range(10)]),
-        "ort": build_run(root / "ort", runtime="onnxruntime", target="cpu-ort"),
+        "gray": variant(base, root / "gray", channels=1, mean=[0.5], std=[0.25]),
+        "other_classes": variant(base, root / "cls", class_names=[f"k{i}" for i in range(10)]),
+        "ort": variant(base, root / "ort", runtime="onnxruntime"),
     }
 
 

@@ -130,8 +130,9 @@ def run_pipeline(specs: list[StageSpec], run_dir: Path, *, fingerprint: Callable
                 outcome = StageOutcome(spec, load_manifest(final), final, skipped=True)
             else:
                 work = run_dir / f".work-{spec.name}-{item.sid}"
-                if ctx_dist.is_main or getattr(mod, "DISTRIBUTED", False):
-                    _run_stage(item, work, done, run_dir, console, progress, data_loader, ctx_dist)
+                every_rank = getattr(mod, "DISTRIBUTED", False)
+                if ctx_dist.is_main or every_rank:
+                    _run_stage(item, work, done, run_dir, console, progress, data_loader, ctx_dist, every_rank)
                 dist.barrier()
                 outcome = StageOutcome(spec, load_manifest(final), final, skipped=False)
             done[spec.name] = outcome
@@ -142,7 +143,7 @@ def run_pipeline(specs: list[StageSpec], run_dir: Path, *, fingerprint: Callable
 
 
 def _run_stage(item: _Planned, work: Path, done: dict[str, StageOutcome], run_dir: Path, console: Console,
-               progress: Any, data_loader: Callable[[], Any], ctx_dist) -> None:
+               progress: Any, data_loader: Callable[[], Any], ctx_dist, every_rank: bool) -> None:
     """One stage on this rank. Rank 0 works in `.work-<stage>-<id>/`; other ranks in a private scratch folder,
     so nothing but rank 0 ever writes into the run directory."""
     from edgekd.errors import StageFailed
@@ -155,7 +156,8 @@ def _run_stage(item: _Planned, work: Path, done: dict[str, StageOutcome], run_di
     else:
         stage_work = Path(tempfile.mkdtemp(prefix=f"edgekd-rank{ctx_dist.rank}-{spec.name}-"))
     try:
-        dist.barrier()
+        if every_rank:
+            dist.barrier()  # rank 0 has created the work folder; a rank-0-only stage has no partner here
         ctx = StageContext(run_dir, stage_work, console, progress if ctx_dist.is_main else None, data_loader,
                            {role: done[src].stage_dir for role, src in spec.parents.items()})
         started, t0 = now_iso(), time.perf_counter()

@@ -46,6 +46,7 @@ def compress(
     config: Annotated[Optional[Path], Opt("--config", help="YAML pipeline file with the same options (flags override it).")] = None,
     run_dir: Annotated[Optional[Path], Opt(help="Run directory. Default: runs/<data>-<target>.")] = None,
     strict: Annotated[bool, Opt(help="Exit 1 also when a budget judged only on an estimate fails.")] = False,
+    bundle: Annotated[bool, Opt("--bundle/--no-bundle", help="Write a verified artifact bundle into RUN_DIR/bundle (and bundle.tar.gz) at the end.")] = True,
     as_json: Annotated[bool, Opt("--json", help="Print report.json to stdout instead of tables.")] = False,
     quiet: Annotated[bool, Opt("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
@@ -55,14 +56,14 @@ def compress(
     and the ones after it.
     """
     flags = {k: v for k, v in locals().items() if k not in ("config", "run_dir", "strict", "as_json", "quiet",
-                                                            "epochs") and v is not None}
+                                                            "epochs", "bundle") and v is not None}
     values: dict[str, Any] = load_pipeline_file(config) if config else {}
     if epochs is not None:
         values.update(distill_epochs=epochs, teacher_epochs=max(1, epochs * 2 // 3),
                       finetune_epochs=max(1, epochs // 3), qad_epochs=max(1, epochs // 6))
     values.update({k: (str(v) if isinstance(v, Path) else v) for k, v in flags.items()})
     opts = validate_options(values)
-    code = run_compress(opts, run_dir, strict=strict, as_json=as_json, quiet=quiet)
+    code = run_compress(opts, run_dir, strict=strict, as_json=as_json, quiet=quiet, bundle=bundle)
     raise typer.Exit(code)
 
 
@@ -86,7 +87,7 @@ def check_extras(target) -> None:
 
 
 def run_compress(opts: CompressOptions, run_dir: Path | None, *, strict: bool = False, as_json: bool = False,
-                 quiet: bool = False) -> int:
+                 quiet: bool = False, bundle: bool = False) -> int:
     from edgekd.targets import load_target
 
     target = load_target(opts.target)
@@ -125,11 +126,25 @@ def run_compress(opts: CompressOptions, run_dir: Path | None, *, strict: bool = 
         return 0
     report = build_report(outcomes, opts, target, dataset, run_dir, strict=strict)
     write_reports(report, run_dir)
+    if bundle:
+        from edgekd.bundle.build import write_bundle
+
+        folder = write_bundle(run_dir, run_dir / "bundle", force=True)
+        report["bundle"] = str(folder)
+        if not as_json:
+            console.print(f"bundle: {folder} (and {folder.name}.tar.gz), verified: "
+                          f"{'yes' if _bundle_passed(folder) else 'NO - see bundle.json'}")
     if as_json:
         print_json(report)
     else:
         print_report(report, console)
     return int(report["exit_code"])
+
+
+def _bundle_passed(folder: Path) -> bool:
+    from edgekd.bundle.verify import load_bundle
+
+    return bool(load_bundle(folder).verification.get("passed", False))
 
 
 def register(app: typer.Typer) -> None:

@@ -445,6 +445,17 @@ def render(parts: dict, args: argparse.Namespace) -> str:
                   f"{'reached' if ti['cache_speedup_per_epoch'] >= 1.8 else 'NOT reached'}); the one-time cache "
                   f"build took {ti['cache_build_s']:.1f} s ({ti['cache_speedup_incl_build_1_epoch']:.2f}x for a single "
                   "epoch including the build).", ""]
+    lines += ["### Notes", "",
+              "- Compute: the 2 cores ran 4-6 other processes (load average 7-15) during these runs. Measured before "
+              "the runs under that load: ResNet-56 training 9.5 img/s with 2 torch threads vs 24.8 img/s with 1 "
+              "thread (eval 30 vs 90 img/s); ResNet-20 22 vs 79 img/s. Oversubscribed OpenMP threads wait on each "
+              "other, so every process here used 1 thread and at most two of this bench's processes ran at once.",
+              "- Why subsets: at ~25 img/s one full-CIFAR (50k) ResNet-56 epoch is ~35 min on this shared machine; "
+              "all training numbers above are on the stated subset and epochs and are not full-data results. The "
+              "test-subset top-1 has a binomial standard error of ~0.7 points at 87% on 2,000 images.",
+              "- Run folder: edgekd's data fingerprint does not include max_train/val_per_class, so the script adds the "
+              "subset to the fingerprint it gives the pipeline (otherwise a stage trained on one subset would be "
+              "reused for another).", ""]
     done = ", ".join(f"{k} finished {v.get('finished')}" for k, v in parts.items())
     lines += [f"Parts: {done}.", "",
               f"<!-- {SECTION}:end -->"]

@@ -6,9 +6,9 @@ import hashlib
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from edgekd.configio import first_error, read_yaml_mapping
 from edgekd.errors import UsageError
 from edgekd.pipeline import StageSpec
 from edgekd.targets import TargetProfile
@@ -68,25 +68,14 @@ class CompressOptions(BaseModel):
 
 
 def load_pipeline_file(path: Path) -> dict:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise UsageError(f"cannot read pipeline file {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise UsageError(f"pipeline file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise UsageError(f"pipeline file {path} must hold a mapping of compress options")
-    return data
+    return read_yaml_mapping(path, "pipeline file")
 
 
 def validate_options(values: dict) -> CompressOptions:
     try:
         return CompressOptions.model_validate(values)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        what = "unknown option" if err["type"] == "extra_forbidden" else err["msg"]
-        raise UsageError(f"option '{loc}': {what}") from None
+        raise UsageError(first_error(exc, unknown="unknown option").replace("field '", "option '")) from None
 
 
 def file_sha256(path: str | None, flag: str) -> str | None:

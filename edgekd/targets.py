@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from edgekd.configio import first_error, read_yaml_mapping
 from edgekd.errors import UsageError
 
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
@@ -125,28 +125,13 @@ def available_targets() -> dict[str, Path]:
     return found
 
 
-def _format_validation(err: ValidationError) -> str:
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    if first["type"] == "extra_forbidden":
-        return f"unknown field '{loc}'"
-    return f"field '{loc}': {first['msg']}"
-
-
 def load_target_file(path: Path) -> TargetProfile:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise UsageError(f"cannot read target file {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise UsageError(f"target file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise UsageError(f"target file {path} must hold a mapping of fields, got {type(data).__name__}")
+    data = read_yaml_mapping(path, "target file")
     try:
         return TargetProfile.model_validate(data)
     except ValidationError as exc:
         raise UsageError(
-            f"target file {path}: {_format_validation(exc)} (see targets/README.md for the fields)"
+            f"target file {path}: {first_error(exc)} (see targets/README.md for the fields)"
         ) from None
 
 

@@ -7,6 +7,7 @@ module never pulls in openvino, onnxruntime or tensorrt.
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,11 +61,16 @@ class Runtime(ABC):
 
     name: str
     extra: str
+    library: str  # the Python module the runtime needs
 
     @classmethod
-    @abstractmethod
     def available(cls) -> bool:
         """True when the runtime's library imports on this machine (never raises)."""
+        try:
+            importlib.import_module(cls.library)
+        except Exception:
+            return False
+        return True
 
     @abstractmethod
     def devices(self) -> list[str]:

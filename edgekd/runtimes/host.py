@@ -43,11 +43,19 @@ def host_can_run(runtime: str, device: str, arch: str) -> bool:
                   "CUDA": "CUDAExecutionProvider", "TensorRT": "TensorrtExecutionProvider"}.get(device)
         return wanted in ort.get_available_providers()
     if runtime == "tensorrt":
-        return _has("tensorrt") and _has("torch") and _cuda()
+        return _has("tensorrt") and _nvidia_gpu()
     return False
 
 
-def _cuda() -> bool:
-    import torch
+def _nvidia_gpu() -> bool:
+    """An NVIDIA GPU answers `nvidia-smi -L` (no torch needed: a device may have only TensorRT)."""
+    import shutil
+    import subprocess
 
-    return bool(torch.cuda.is_available())
+    if shutil.which("nvidia-smi") is None:
+        return False
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0 and "GPU" in out.stdout

@@ -209,14 +209,8 @@ def to_ort_format(onnx_path: Path | str, out_path: Path | str, level: str = "ext
 class OnnxRuntimeRuntime(Runtime):
     name = "onnxruntime"
     extra = "cpu"
+    library = "onnxruntime"
 
-    @classmethod
-    def available(cls) -> bool:
-        try:
-            import onnxruntime  # noqa: F401
-        except Exception:
-            return False
-        return True
 
     def devices(self) -> list[str]:
         available = set(_ort().get_available_providers())

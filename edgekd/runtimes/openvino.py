@@ -230,14 +230,8 @@ class OpenVINOSession(Session):
 class OpenVINORuntime(Runtime):
     name = "openvino"
     extra = "cpu"
+    library = "openvino"
 
-    @classmethod
-    def available(cls) -> bool:
-        try:
-            import openvino  # noqa: F401
-        except Exception:
-            return False
-        return True
 
     def devices(self) -> list[str]:
         return list(_ov().Core().available_devices)

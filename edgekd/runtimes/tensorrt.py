@@ -359,14 +359,8 @@ class TensorRTSession(Session):
 class TensorRTRuntime(Runtime):
     name = "tensorrt"
     extra = "gpu"
+    library = "tensorrt"
 
-    @classmethod
-    def available(cls) -> bool:
-        try:
-            import tensorrt  # noqa: F401
-        except Exception:
-            return False
-        return True
 
     def devices(self) -> list[str]:
         if not self.available():

@@ -369,15 +369,23 @@ def render(parts: dict, args: argparse.Namespace) -> str:
     mach = any_part.get("machine", {})
     a = any_part.get("args", {})
     lines = [f"<!-- {SECTION}:start -->", "## bench_transfer_distill.py (issue 3): transfer, distillation, timing", ""]
-    lines += [f"Machine: {mach.get('cpu')} , {mach.get('cores')} cores shared with 3-4 other engineers' jobs "
-              f"(load average {mach.get('load_avg_at_start', 0):.1f} at start), torch {mach.get('torch')} CPU, "
+    loads = [p["machine"]["load_avg_at_start"] for p in parts.values()]
+    lines += [f"Machine: {mach.get('cpu')}, {mach.get('cores')} cores shared with 3-4 other engineers' jobs "
+              f"(1-min load average {min(loads):.1f}-{max(loads):.1f} when the parts started), torch {mach.get('torch')} CPU, "
               f"{mach.get('torch_threads')} torch thread(s) per process. Data: {any_part.get('data')}.", ""]
-    lines += ["Command:", "```",
-              "python bench/bench_transfer_distill.py --data-tar ../shared/data/cifar10-jpeg \\",
-              "    --models ../shared/models/cifar10-resnet --work /tmp/edgekd-bench \\",
-              f"    --train-per-class {a.get('train_per_class')} --test-per-class {a.get('test_per_class')} "
-              f"--finetune-epochs {a.get('finetune_epochs')} --distill-epochs {a.get('distill_epochs')} "
-              f"--threads {a.get('threads')} --results-md bench/RESULTS.md", "```", ""]
+    lines += ["Commands (one process per part; the parts share the run folder):", "```"]
+    for name, part in parts.items():
+        pa = part["args"]
+        flags = {"transfer": ["train_per_class", "test_per_class", "finetune_epochs", "finetune_lr", "modes"],
+                 "distill": ["train_per_class", "test_per_class", "finetune_epochs", "distill_epochs",
+                             "pretrained_epochs", "variants", "pretrained_variants"],
+                 "timing": ["train_per_class", "test_per_class", "finetune_epochs", "timing_per_class",
+                            "timing_rounds"]}[name]
+        opts = " ".join(f"--{f.replace('_', '-')} {pa[f]}" for f in flags)
+        lines.append(f"python bench/bench_transfer_distill.py --data-tar ../shared/data/cifar10-jpeg "
+                     f"--models ../shared/models/cifar10-resnet --work /tmp/edgekd-bench --parts {name} {opts}")
+    lines += ["python bench/bench_transfer_distill.py ... --parts report --results-md bench/RESULTS.md", "```", ""]
+    a = parts.get("distill", any_part).get("args", a)
     sub = (f"SUBSET: {a.get('train_per_class')} train images/class ({10 * int(a.get('train_per_class', 0))} of 50,000), "
            f"first {a.get('test_per_class')} test images/class ({10 * int(a.get('test_per_class', 0))} of 10,000)")
     tr = parts.get("transfer")
@@ -406,8 +414,9 @@ def render(parts: dict, args: argparse.Namespace) -> str:
                   f"{sub}; batch {a.get('batch_size')}, augment none (so KD can use cached teacher logits; the same "
                   "for every variant), seed 0 for all, SGD cosine. CE = alpha 0; KD = alpha 0.9, T 4; KD+AT adds "
                   "attention transfer layer3:layer3 (beta 1000). `scratch` = randomly initialised student (the honest "
-                  "KD test); `pretrained` = backbone from resnet20-12fca82f.th (the distill stage re-initialises the "
-                  "head, see bugs).", "",
+                  "KD test); `pretrained` = backbone from resnet20-12fca82f.th; edgekd's distill stage loads student "
+                  "weights with skip_head=True, so the checkpoint's 10-class head is re-initialised although the "
+                  "classes match (its 81.03% JPEG top-1 is not the starting point).", "",
                   f"alpha=0 check: |kd_loss(alpha=0) - F.cross_entropy| = {chk['kd_loss_alpha0_minus_ce']:.1e}, "
                   f"max |grad diff| = {chk['grad_max_abs_diff']:.1e} -> pure CE: {chk['pure_ce']}.", "",
                   "| init | loss | epochs | lr | student top-1 | teacher top-1 | gap (points) | teacher cached | stage wall |",

@@ -33,10 +33,11 @@ OPTS = {"teacher": "small_cnn", "teacher_epochs": 3, "finetune_epochs": 2, "prob
 # Single process and 2 processes see the same samples per step and (checked below) get the same gradient,
 # except BatchNorm: in train mode each rank normalises over its 16-image slice instead of the 32-image batch
 # (SyncBatchNorm does not run on CPU). That changes the trajectories slightly over three chained stages;
-# measured on this data: 0.3 points (1 of 360 validation images). 2.5 points (9 images) allows for that
-# drift and still fails on a real fault (a rank training on the wrong slice, gradients not averaged,
-# unsynchronised weights), which costs far more on digits.
-TOLERANCE = 0.025
+# measured on this data with two seedings: distill 0.3 and 1.9 points apart (1 and 7 of 360 validation
+# images), teacher 0.6, finetune 0.0. 4 points (14 images) allows for that drift; it catches gross faults
+# (unsynchronised weights, a rank that does not learn). Subtle ones are caught by the exact checks: the
+# gradient test (1e-6) and the resumed run equal to the uninterrupted one.
+TOLERANCE = 0.04
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -121,7 +122,7 @@ def test_ranks_with_different_configs_stop_before_training(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-# -- slow: training for real ----------------------------------------------------------------------------
+# -- training for real (about three minutes on two cores) ----------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
@@ -139,7 +140,6 @@ def runs(tmp_path_factory):
     return out
 
 
-@pytest.mark.slow
 def test_two_processes_match_one(runs):
     (_, _, one), (run2, log2, two) = runs[1][:3], runs[2][:3]
     assert [s["id"] for s in one.values()] == [s["id"] for s in two.values()]  # world size is not in the id
@@ -155,7 +155,6 @@ def test_two_processes_match_one(runs):
     assert list(runs["scratch"].glob("edgekd-rank*")) == []
 
 
-@pytest.mark.slow
 def test_rank_dies_then_the_rerun_resumes_from_the_last_checkpoint(runs, tmp_path):
     run2, _, uninterrupted = runs[2]
     run_dir = tmp_path / "run"
@@ -190,7 +189,6 @@ def test_rank_dies_then_the_rerun_resumes_from_the_last_checkpoint(runs, tmp_pat
     assert not list(run_dir.glob(".work-*"))
 
 
-@pytest.mark.slow
 def test_compress_under_torchrun_writes_reports_once(tmp_path):
     args = ["-m", "edgekd", "compress", "--run-dir", str(tmp_path / "run"), "--teacher", "small_cnn",
             "--teacher-epochs", "1", "--finetune-epochs", "1", "--distill-epochs", "1", "--qad-epochs", "1",
@@ -199,7 +197,7 @@ def test_compress_under_torchrun_writes_reports_once(tmp_path):
     assert proc.returncode in (0, 1), proc.stderr[-3000:]  # 1 only when rank 0's verdict is a budget failure
     assert proc.stdout.count("verdict:") == 1, proc.stdout[-3000:]  # one report printed, by rank 0
     run = tmp_path / "run"
-    stages = sorted(p.name.split("-")[0] for p in run.iterdir() if p.is_dir() and not p.name.startswith("."))
-    assert stages == sorted(["teacher", "finetune", "distill", "qad", "export", "compile", "bench"])
+    for stage in ("teacher", "finetune", "distill", "qad", "export", "compile", "bench"):
+        assert len(list(run.glob(f"{stage}-*/manifest.json"))) == 1, stage  # one finished folder per stage
     assert (run / "report.json").is_file()
     assert not list(run.glob(".work-*"))

@@ -33,7 +33,7 @@ def parse_args(argv=None):
     p.add_argument("--qad-epochs", type=int, default=1)
     p.add_argument("--qad-student", default="pretrained:kd", help="INIT:VARIANT of the distilled student to quantize")
     p.add_argument("--latency-threads", default="2,1", help="thread counts for the latency table (first = main)")
-    p.add_argument("--latency-rounds", type=int, default=2)
+    p.add_argument("--latency-rounds", type=int, default=3)
     p.add_argument("--eval-threads", type=int, default=1, help="OpenVINO threads for the accuracy passes")
     p.add_argument("--teacher-calib", type=int, default=128, help="calibration images for ResNet-56 PTQ (NNCF "
                    "statistics are collected one image at a time: ~0.7 s/image here under load)")
@@ -249,7 +249,8 @@ def render(parts: dict) -> str:
              "python bench/bench_qad.py --data-tar ../shared/data/cifar10-jpeg --models ../shared/models/cifar10-resnet \\",
              f"    --work /tmp/edgekd-bench --train-per-class {a['train_per_class']} --test-per-class {a['test_per_class']} "
              f"--finetune-epochs {a['finetune_epochs']} --pretrained-epochs {a['pretrained_epochs']} "
-             f"--qad-epochs {r['qad_epochs']} --qad-student {r['qad_student']} --results-md bench/RESULTS.md", "```", "",
+             f"--qad-epochs {r['qad_epochs']} --qad-student {r['qad_student']} --latency-rounds {r['rounds']} "
+             "--results-md bench/RESULTS.md", "```", "",
              f"Student: ResNet-20 `{r['qad_student']}` from bench_transfer_distill.py (stage {st['distill_stage']}), "
              f"teacher: fine-tuned ResNet-56 (`{a['distill_teacher']}`). QAD: edgekd's qad stage, {r['qad_epochs']} "
              f"epoch(s) on the SUBSET of {10 * int(a['train_per_class'])} training images, lr 0.002 cosine, BN frozen, "
@@ -281,7 +282,8 @@ def render(parts: dict) -> str:
                   f"the stage (target >= 0: {'reached' if qad >= ptq and sq >= sp else 'NOT reached on both'}).",
               f"- FP32 - QAD: {100 * (f32 - qad):+.2f} points held-out, {100 * (sf - sq):+.2f} in the stage (target <= 0.3: "
               f"{'reached' if f32 - qad <= 0.003 and sf - sq <= 0.003 else 'NOT reached on both'}). One image is 0.0125 "
-              "points of 8,000; the binomial standard error near 90% is ~0.34 points, so 0.3-point differences are at "
+              f"points of 8,000; the binomial standard error at {100 * f32:.0f}% on {r['held_out_images']} images is "
+              f"{100 * (f32 * (1 - f32) / r['held_out_images']) ** 0.5:.2f} points, so differences of 0.3 points are at "
               "the noise level of this split.",
               f"- The INT8 artifact edgekd ships (kept: {st['kept']}) is {100 * (f32 - kept):+.2f} points below FP32 on the "
               f"held-out set ({100 * (acc['student_fp32']['full_10k'] - acc['student_int8_kept']['full_10k']):+.2f} on the "
@@ -290,8 +292,10 @@ def render(parts: dict) -> str:
     lines += ["### Latency at batch 1 (p50 ms, median over rounds)", "",
               f"edgekd.runtimes.timing.measure_latency (>= 200 runs and >= 2 s after warm-up) around `Session.infer` "
               f"(OpenVINO, one synchronous request, LATENCY hint, 1 stream) and around the PyTorch eager model "
-              f"(torch.set_num_threads(N), inference_mode); {r['rounds']} interleaved rounds. The shared CPU was "
-              "saturated by other jobs: absolute numbers are inflated and noisy, ratios were measured side by side.", "",
+              f"(torch.set_num_threads(N), inference_mode); {r['rounds']} interleaved rounds; cell = median over rounds of "
+              "p50 (lowest p90 of the rounds in brackets). Other engineers' jobs kept 1-4 processes running on the 2 "
+              "cores: absolute numbers are inflated and noisy (PyTorch with 2 threads suffers most: its OpenMP threads "
+              "wait on each other when a core is taken), ratios were measured side by side in one process.", "",
               "| model | " + " | ".join(r["latency_p50_ms"]) + " |", "|---|" + "---|" * len(r["latency_p50_ms"])]
     for name in r["latency_p50_ms"][main]:
         cells = " | ".join(f"{r['latency_p50_ms'][k][name]:.3f} (p90 "

@@ -64,6 +64,7 @@ class CompressOptions(BaseModel):
     max_fallback_layers: int = Field(default=3, ge=0)
     opset: int = Field(default=17, ge=17)
     seed: int = 0
+    threads: int | None = Field(default=None, ge=1)  # torch intra-op threads for training (not part of stage ids)
     sync_bn: bool = False
 
 
@@ -129,7 +130,9 @@ def build_specs(opt: CompressOptions, target: TargetProfile, channels: int) -> l
             "teacher", arch=teacher_arch, weights=opt.teacher_weights,
             weights_sha256=file_sha256(opt.teacher_weights, "--teacher-weights"), pretrained=opt.pretrained,
             source_classes=opt.source_classes, sync_bn=opt.sync_bn,
-            train=dict(common, epochs=opt.teacher_epochs, lr=opt.lr))),
+            # training options only when the teacher is trained here, so they never rerun a loaded teacher
+            train=None if opt.teacher_weights or opt.pretrained else dict(common, epochs=opt.teacher_epochs,
+                                                                           lr=opt.lr))),
         StageSpec("finetune", config_of(
             "finetune", transfer=opt.transfer, probe_epochs=opt.probe_epochs, label_smoothing=opt.label_smoothing,
             sync_bn=opt.sync_bn,

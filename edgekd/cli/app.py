@@ -39,6 +39,20 @@ def _register() -> None:
         module.register(app)
 
 
+def _quiet_library_noise() -> None:
+    """Exporter and torch warnings about their own internals say nothing a user can act on."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", message="Constant folding - Only steps=1", category=UserWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx.*")
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch.*")
+    for name in ("torch.utils._pytree", "torch.utils.cpp_extension"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    logging.getLogger("nncf").setLevel(logging.WARNING)
+
+
 def main() -> None:
+    _quiet_library_noise()
     _register()
     app()

@@ -42,6 +42,7 @@ def compress(
     max_drop: Annotated[Optional[float], Opt(help="Largest allowed top-1 drop (points) of the INT8 artifact below the fine-tuned teacher. Default: the target's.")] = None,
     accuracy_floor: Annotated[Optional[float], Opt(help="Absolute top-1 floor (0..1) for the INT8 artifact, instead of --max-drop.")] = None,
     seed: Annotated[Optional[int], Opt(help="Seed of every random choice.")] = None,
+    threads: Annotated[Optional[int], Opt(help="CPU threads for training (torch.set_num_threads); results do not depend on it.")] = None,
     sync_bn: Annotated[Optional[bool], Opt("--sync-bn/--no-sync-bn", help="Under torchrun on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm) in the teacher, finetune and distill stages.")] = None,
     config: Annotated[Optional[Path], Opt("--config", help="YAML pipeline file with the same options (flags override it).")] = None,
     run_dir: Annotated[Optional[Path], Opt(help="Run directory. Default: runs/<data>-<target>.")] = None,
@@ -100,6 +101,10 @@ def run_compress(opts: CompressOptions, run_dir: Path | None, *, strict: bool = 
     from edgekd.report.summary import build_report, print_report, write_reports
 
     run_dir = run_dir or default_run_dir(opts)
+    if opts.threads:
+        import torch
+
+        torch.set_num_threads(opts.threads)
     data_cfg = DataConfig(source=opts.data, split_seed=opts.split_seed, val_fraction=opts.val_fraction,
                           input_size=target.input_size, max_train_per_class=opts.max_train_per_class,
                           max_val_per_class=opts.max_val_per_class)

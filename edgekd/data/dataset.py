@@ -70,6 +70,7 @@ def load_data(cfg: DataConfig, cache_dir: Path | None = None) -> Dataset:
     ds.train = _cap_per_class(ds.train, cfg.max_train_per_class)
     ds.val = _cap_per_class(ds.val, cfg.max_val_per_class)
     if cfg.max_train_per_class or cfg.max_val_per_class:
+        ds.fingerprint += f"-subset{cfg.max_train_per_class}x{cfg.max_val_per_class}"
         ds.description += (f" (subset: at most {cfg.max_train_per_class or 'all'} train and "
                            f"{cfg.max_val_per_class or 'all'} {ds.val_name} images per class)")
     return ds

@@ -20,8 +20,7 @@ NAME = "bench"
 READS_DATA = True
 DISTRIBUTED = False
 
-LABELS = {"teacher_fp32": "teacher (fine-tuned)", "student_fp32": "student (distilled)",
-          "student_int8": "student INT8 (QAD)"}
+LABELS = {"teacher_fp32": "teacher", "student_fp32": "student", "student_int8": "student INT8"}
 
 
 class Config(BaseModel):

@@ -8,6 +8,8 @@ augmentation) and only its logits are needed, its outputs are computed once and 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from pydantic import BaseModel, ConfigDict
 
@@ -15,7 +17,8 @@ from edgekd.data.batches import eval_batches
 from edgekd.losses.composite import DistillLoss, DistillLossConfig
 from edgekd.losses.hooks import FeatureTaps
 from edgekd.manifest import Manifest
-from edgekd.models.checkpoint import load_weights
+from edgekd.models.checkpoint import load_weights, read_state_dict
+from edgekd.models.heads import find_head
 from edgekd.models.registry import build_model
 from edgekd.stages.common import example_input, load_model, save_model, trainer_for
 from edgekd.train import dist
@@ -82,7 +85,10 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     kwargs = {"num_classes": k, "in_channels": pre.channels, "input_size": pre.input_size[0]}
     student = build_model(cfg.student, **kwargs).to(device)
     if cfg.student_weights:
-        load_weights(student, cfg.student_weights, strict=True, skip_head=True, arch=cfg.student)
+        state = read_state_dict(Path(cfg.student_weights))
+        head, module = find_head(student)
+        fits = tuple(state.get(f"{head}.weight", torch.empty(0)).shape) == tuple(module.weight.shape)
+        load_weights(student, state, strict=True, skip_head=not fits, arch=cfg.student)
     loss, s_taps, t_taps = build_distill_loss(cfg.loss, student, teacher, pre, device)
     notes: list[str] = []
     cache = None

@@ -75,6 +75,11 @@ def _calibration(cfg: Config, data, work_dir: Path):
 
 
 def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
+    import logging
+
+    import nncf
+
+    nncf.set_log_level(logging.WARNING)  # NNCF's INFO lines about its C++ extension are not for users
     data = ctx.data
     pre = data.preprocessing
     device = dist.context().device

@@ -35,7 +35,7 @@ class Config(BaseModel):
     weights_sha256: str | None = None  # identity of the weights file (set by the CLI)
     pretrained: bool = False  # the registry's pretrained weights (torchvision weights enum, timm)
     source_classes: int | None = None  # training from scratch: the first N classes form the source task
-    train: TrainConfig = TrainConfig(epochs=10)
+    train: TrainConfig | None = None  # only when trained from scratch (None: TrainConfig's defaults)
     sync_bn: bool = False  # torchrun on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm)
 
 
@@ -82,7 +82,7 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
         trainer = trainer_for(model, ce, ctx, sync_bn=cfg.sync_bn)
         trainer.train_split = src_train
         trainer.evaluate = lambda: accuracy(model, src_val, pre, trainer.ctx.device)
-        result = trainer.fit([Phase("teacher-source", cfg.train)])
+        result = trainer.fit([Phase("teacher-source", cfg.train or TrainConfig())])
         origin = (f"trained from scratch on a source task: classes {pre.class_names[0]}..{pre.class_names[n_src - 1]} "
                   f"({n_src} of {k}) of the training split")
         metrics.update(source_task_top1=result.best_top1, history=result.history, train_wall_s=result.wall_s)

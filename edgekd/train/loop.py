@@ -290,11 +290,13 @@ class Trainer:
             reduced = dist.all_reduce_sum(torch.tensor([loss_sum.item(), float(n_steps)] +
                                                        [float(parts_sum[k]) for k in keys], dtype=torch.float64))
             total_steps = max(float(reduced[1]), 1.0)
+            train_s = time.perf_counter() - t0
             top1 = self.evaluate()
             if self.ctx.distributed:
                 top1 = dist.broadcast_object(top1)  # one verdict for all ranks, so they keep the same best weights
             record = {"phase": phase.name, "epoch": epoch + 1, "loss": float(reduced[0]) / total_steps,
-                      "val_top1": top1, "lr": opt.param_groups[0]["lr"], "epoch_s": time.perf_counter() - t0}
+                      "val_top1": top1, "lr": opt.param_groups[0]["lr"], "train_s": train_s,
+                      "epoch_s": time.perf_counter() - t0}
             record.update({k: float(reduced[2 + i]) / total_steps for i, k in enumerate(keys)})
             self.history.append(record)
             if top1 > self.best_top1:

@@ -152,6 +152,9 @@ def _run_stage(item: _Planned, work: Path, done: dict[str, StageOutcome], run_di
     spec = item.spec
     if ctx_dist.is_main:
         work.mkdir(parents=True, exist_ok=True)
+        for leftover in work.iterdir():  # an interrupted attempt: keep only the resume state
+            if leftover.name != "state":
+                shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
         stage_work = work
     else:
         stage_work = Path(tempfile.mkdtemp(prefix=f"edgekd-rank{ctx_dist.rank}-{spec.name}-"))

@@ -56,3 +56,23 @@ def test_rerun_skips_and_changed_temperature_reruns_only_the_tail(tiny_run, tmp_
     reused = {s["stage"]: s["reused"] for s in _report(run_dir)["stages"]}
     assert reused == {"teacher": True, "finetune": True, "distill": False, "qad": False, "export": False,
                       "compile": False, "bench": False}
+
+
+def test_a_failed_attempt_leaves_no_manifest_and_the_rerun_starts_clean(tiny_run, tmp_path):
+    """A leftover work folder (a compile that died half way) neither counts as finished nor blocks the rerun."""
+    from edgekd.cli.compress import run_compress
+    from edgekd.plan import CompressOptions
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    compile_dir = next(run_dir.glob("compile-*"))
+    shutil.rmtree(compile_dir)
+    stale = run_dir / f".work-{compile_dir.name}"
+    (stale / "student_int8").mkdir(parents=True)
+    (stale / "student_int8" / "half-written.xml").write_text("<broken")
+    run_compress(CompressOptions(**TINY), run_dir, quiet=True)
+    stages = {s["stage"]: s["reused"] for s in _report(run_dir)["stages"]}
+    assert stages["compile"] is False and stages["export"] is True
+    assert not (compile_dir / "student_int8" / "half-written.xml").exists()
+    assert (compile_dir / "manifest.json").is_file()
+    assert not list(run_dir.glob(".work-*"))

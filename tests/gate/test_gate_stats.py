@@ -201,7 +201,7 @@ def test_config_forbids_unknown_keys_and_checks_ranges() -> None:
         GateConfig(treshold=0.1)
     with pytest.raises(ValidationError):
         GateConfig(alpha=0)
-    assert GateConfig().sampler_kwargs()["rounds"] == 30
+    assert GateConfig().sampler_kwargs()["rounds"] == 60
 
 
 def test_too_few_or_bad_samples_are_usage_errors() -> None:

@@ -117,8 +117,11 @@ def stage_id(stage: str, config: dict[str, Any], parents: dict[str, str], finger
 
 
 def make_artifact(stage_dir: Path, name: str, kind: ArtifactKind, path: Path, **facts: Any) -> Artifact:
-    rel = path.relative_to(stage_dir) if path.is_absolute() else path
-    full = stage_dir / rel
+    """`path` may be absolute, relative to the working directory, or relative to `stage_dir`."""
+    path, stage_dir = Path(path), Path(stage_dir)
+    base = stage_dir.resolve()
+    full = path.resolve() if (path.is_absolute() or path.exists()) else (base / path).resolve()
+    rel = full.relative_to(base)
     return Artifact(
         name=name, kind=kind, path=rel.as_posix(), sha256=sha256_file(full),
         size_bytes=full.stat().st_size, facts=facts,

@@ -25,3 +25,15 @@ def test_altered_artifact_is_detected(tmp_path):
     data[3] ^= 1
     (tmp_path / "m.onnx").write_bytes(bytes(data))
     assert "sha256 does not match" in verify_artifacts(m, tmp_path)[0]
+
+
+def test_artifact_paths_work_with_a_relative_run_dir(tmp_path, monkeypatch):
+    """The default run dir is relative (runs/...): an artifact written there is recorded relative to its stage."""
+    monkeypatch.chdir(tmp_path)
+    stage = tmp_path / "runs" / "x" / ".work-teacher-abc"
+    stage.mkdir(parents=True)
+    (stage / "model.pt").write_bytes(b"weights")
+    rel_stage = stage.relative_to(tmp_path)
+    for given in (rel_stage / "model.pt", stage / "model.pt"):
+        art = make_artifact(rel_stage, "model", ArtifactKind.checkpoint, given)
+        assert art.path == "model.pt" and art.size_bytes == 7

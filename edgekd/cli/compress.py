@@ -100,7 +100,7 @@ def run_compress(opts: CompressOptions, run_dir: Path | None, *, strict: bool = 
     from edgekd.plan import build_specs
     from edgekd.report.summary import build_report, print_report, write_reports
 
-    run_dir = run_dir or default_run_dir(opts)
+    run_dir = (run_dir or default_run_dir(opts)).resolve()
     if opts.threads:
         import torch
 

@@ -76,3 +76,23 @@ def test_a_failed_attempt_leaves_no_manifest_and_the_rerun_starts_clean(tiny_run
     assert not (compile_dir / "student_int8" / "half-written.xml").exists()
     assert (compile_dir / "manifest.json").is_file()
     assert not list(run_dir.glob(".work-*"))
+
+
+def test_a_target_not_on_this_machine_is_measured_on_the_host_and_estimated(tiny_run, tmp_path):
+    """jetson (TensorRT on an Orin) here: every stage runs, the QDQ ONNX is measured with ONNX Runtime on
+    the host, and device latency is an estimate labelled as such; estimates never fail the exit code."""
+    from edgekd.cli.compress import run_compress
+    from edgekd.plan import CompressOptions
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    code = run_compress(CompressOptions(**TINY, target="jetson"), run_dir, quiet=True)
+    report = _report(run_dir)
+    assert report["target"]["measured_here"] is False
+    final = next(r for r in report["models"] if r["role"] == "student_int8")
+    assert final["runtime"].startswith("onnxruntime") and final["measured_on"] == "host substitute"
+    assert final["estimate"]["label"] == "estimated" and final["estimate"]["latency_ms"] > 0
+    latency = next(b for b in report["budgets"] if b["name"].startswith("latency"))
+    assert latency["basis"].startswith("estimated") and latency["verdict"].startswith("estimated ")
+    measured_fail = any(b["verdict"] == "fail" for b in report["budgets"])
+    assert code == (1 if measured_fail else 0)

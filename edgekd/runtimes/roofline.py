@@ -109,6 +109,35 @@ def _with_batch(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
     return shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
 
 
+def _probe_shapes(onnx_path: Path | str, model: onnx.ModelProto, batch: int) -> dict[str, list[int]]:
+    """Shapes that static inference could not work out (e.g. a Pad whose pads are computed), read from one
+    ONNX Runtime run on zeros with every intermediate tensor exposed as an output. {} without onnxruntime."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return {}
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    known = {o.name for o in probe.graph.output}
+    for node in probe.graph.node:
+        for out in node.output:
+            if out and out not in known:
+                probe.graph.output.append(onnx.ValueInfoProto(name=out))
+                known.add(out)
+    try:
+        sess = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+        feeds = {}
+        for inp in sess.get_inputs():
+            dims = [batch if not isinstance(d, int) or i == 0 else d for i, d in enumerate(inp.shape)]
+            dtype = np.float32 if "float" in inp.type else np.int64
+            feeds[inp.name] = np.zeros(dims, dtype=dtype)
+        values = sess.run(None, feeds)
+    except Exception as exc:  # noqa: BLE001 - the caller reports the missing shape in one line
+        del exc
+        return {}
+    return {o.name: list(v.shape) for o, v in zip(sess.get_outputs(), values) if hasattr(v, "shape")}
+
+
 def count_ops(onnx_path: Path | str, batch: int = 1) -> list[OpCost]:
     """Per-op MACs / FLOPs / element counts of the heavy ops, with the batch made concrete."""
     if batch < 1:
@@ -122,6 +151,9 @@ def count_ops(onnx_path: Path | str, batch: int = 1) -> list[OpCost]:
         if dims is not None:
             shapes[vi.name] = dims
     inits = {i.name: i for i in g.initializer}
+    heavy_io = {t for n in g.node if n.op_type in HEAVY_OPS for t in (*n.input, *n.output) if t}
+    if any(t not in shapes and t not in inits for t in heavy_io):
+        shapes.update(_probe_shapes(onnx_path, model, batch))
     for c in g.node:  # Constant nodes act as initializers
         if c.op_type == "Constant" and c.attribute and c.attribute[0].type == onnx.AttributeProto.TENSOR:
             inits[c.output[0]] = c.attribute[0].t

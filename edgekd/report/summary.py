@@ -75,7 +75,9 @@ def model_rows(report: dict[str, Any]) -> list[list[str]]:
     for r in report["models"]:
         lat = r.get("latency") or {}
         est = r.get("estimated_latency_ms")
-        p50 = _fmt_ms(lat.get("median_ms")) + ("" if lat else (f" (est. {est:.3f})" if est else ""))
+        p50 = _fmt_ms(lat.get("median_ms")) if lat else "-"
+        if est is not None:  # device estimate beside a host measurement: never mixed, always labelled
+            p50 += f" (device est. {est:.3f})"
         rows.append([r["stage"], r["model"], f"{r['precision']} / {r['runtime']}",
                      "-" if r.get("top1") is None else f"{r['top1']:.2%}", p50, _fmt_ms(lat.get("p90_ms")),
                      _size(r.get("size_bytes")), r.get("verdict", "-")])

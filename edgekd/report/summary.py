@@ -54,6 +54,7 @@ def build_report(outcomes, opts, target, dataset, run_dir: Path, strict: bool = 
         "models": bench.get("rows", []),
         "budgets": budgets,
         "methodology": bench.get("methodology", ""),
+        "int8_payoff": bench.get("int8_payoff", {}),
         "verdict": overall_verdict(budgets),
         "exit_code": exit_code_for(budgets, strict),
         "strict": strict,
@@ -106,8 +107,19 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         style = "red" if "fail" in row[-1] else ("yellow" if "estimated" in row[-1] else "green")
         budgets.add_row(*row, style=style)
     console.print(budgets)
+    if report.get("int8_payoff"):
+        console.print(payoff_line(report["int8_payoff"]))
     console.print(f"verdict: [bold]{report['verdict']}[/] (exit {report['exit_code']}); "
                   f"report: {report['run_dir']}/report.md")
+
+
+def payoff_line(p: dict[str, Any]) -> str:
+    """Did INT8 pay off? Speed ratio and accuracy cost of the INT8 student against the FP32 student."""
+    line = (f"INT8 vs FP32 student ({p['measured_with']}): {p['speedup_p50']:.2f}x p50 speed, "
+            f"accuracy cost {p['accuracy_cost_points']:+.2f} points")
+    if p.get("layers_not_in_int8"):
+        line += f"; layers not run in INT8: {', '.join(map(str, p['layers_not_in_int8'][:5]))}"
+    return line
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -122,7 +134,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"- target: {t['name']} - {t['device']} via {t['runtime']} ({t['precision']}); "
         f"{'measured on this machine' if t['measured_here'] else 'device not here: device numbers are ESTIMATED'}",
         f"- data: {report['data']['description']}; accuracy on the {report['data']['val_split']} split",
-        f"- verdict: **{report['verdict']}** (exit code {report['exit_code']})", "",
+        f"- verdict: **{report['verdict']}** (exit code {report['exit_code']})",
+        f"- {payoff_line(report['int8_payoff'])}" if report.get("int8_payoff") else "", "",
         "## Models", "", table(MODEL_COLUMNS, model_rows(report)), "",
         "## Budgets", "", table(BUDGET_COLUMNS, budget_rows(report)), "",
         "## Stages", "",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from edgekd.errors import UsageError
 
@@ -21,6 +21,18 @@ def read_yaml_mapping(path: Path, what: str) -> dict:
     if not isinstance(data, dict):
         raise UsageError(f"{what} {path} must hold a mapping of fields, got {type(data).__name__}")
     return data
+
+
+def read_model_json(path: Path, model: type[BaseModel], missing: str, invalid: str) -> BaseModel:
+    """A JSON file validated as `model`; a missing file or invalid content is one UsageError.
+    `invalid` may hold `{why}` for the first line of the validation error."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(missing)
+    try:
+        return model.model_validate_json(path.read_bytes())
+    except ValueError as exc:
+        raise UsageError(invalid.format(why=str(exc).splitlines()[0])) from None
 
 
 def first_error(exc: ValidationError, unknown: str = "unknown field") -> str:

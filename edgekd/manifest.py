@@ -156,14 +156,11 @@ def save_manifest(manifest: Manifest, stage_dir: Path) -> None:
 
 
 def load_manifest(stage_dir: Path) -> Manifest:
+    from edgekd.configio import read_model_json
+
     path = stage_dir / MANIFEST_NAME
-    if not path.is_file():
-        raise UsageError(f"{stage_dir} has no {MANIFEST_NAME}: not a finished edgekd stage folder")
-    try:
-        return Manifest.model_validate_json(path.read_text())
-    except ValueError as exc:
-        first = str(exc).splitlines()[0]
-        raise UsageError(f"{path} is not a valid edgekd manifest ({first})") from None
+    return read_model_json(path, Manifest, f"{stage_dir} has no {MANIFEST_NAME}: not a finished edgekd stage folder",
+                           f"{path} is not a valid edgekd manifest ({{why}})")
 
 
 def verify_artifacts(manifest: Manifest, stage_dir: Path) -> list[str]:

@@ -44,14 +44,11 @@ def content_sha256(bundle: Bundle) -> str:
 
 
 def load_bundle(bundle_dir: Path) -> Bundle:
-    path = Path(bundle_dir) / BUNDLE_JSON
-    if not path.is_file():
-        raise UsageError(f"{bundle_dir} has no {BUNDLE_JSON}: not an edgekd bundle (or the file was removed)")
-    try:
-        return Bundle.model_validate_json(path.read_bytes())
-    except ValueError as exc:
-        first = str(exc).splitlines()[0]
-        raise UsageError(f"{BUNDLE_JSON}: altered or not a valid edgekd bundle ({first})") from None
+    from edgekd.configio import read_model_json
+
+    return read_model_json(Path(bundle_dir) / BUNDLE_JSON, Bundle,
+                           f"{bundle_dir} has no {BUNDLE_JSON}: not an edgekd bundle (or the file was removed)",
+                           f"{BUNDLE_JSON}: altered or not a valid edgekd bundle ({{why}})")
 
 
 def all_files(bundle: Bundle) -> list[BundleFile]:

@@ -243,6 +243,8 @@ def gate(
     alpha: Annotated[float, Opt("--alpha", help="Significance level of the one-sided test.")] = 0.002,
     rounds: Annotated[int, Opt("--rounds", help="Interleaved rounds (>= 10).")] = 60,
     runs_per_round: Annotated[int, Opt("--runs-per-round", help="Calls per arm and round.")] = 40,
+    independent: Annotated[bool, Opt("--independent", help="Compare the arms as independent samples (Mann-Whitney) "
+                                     "instead of paired by round (Wilcoxon; cancels machine swings).")] = False,
     role: Annotated[Optional[str], Opt("--role", help="Artifact role (default student_int8).")] = None,
     eval_set: Annotated[Optional[Path], Opt("--eval-set", help="eval_set.npz for model files (accuracy).")] = None,
     accuracy_tolerance: Annotated[float, Opt("--accuracy-tolerance", help="Top-1 points, two-sided.")] = 0.5,
@@ -259,7 +261,8 @@ def gate(
     3 inconclusive (too noisy or too close to call); 2 bad usage or input, or a target this machine cannot run.
     """
     try:
-        cfg = GateConfig(threshold=threshold, alpha=alpha, rounds=rounds, runs_per_round=runs_per_round)
+        cfg = GateConfig(threshold=threshold, alpha=alpha, rounds=rounds, runs_per_round=runs_per_round,
+                         pairing="none" if independent else "round")
     except ValueError as exc:
         err = exc.errors()[0] if hasattr(exc, "errors") else {"loc": ["?"], "msg": str(exc)}
         raise UsageError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None

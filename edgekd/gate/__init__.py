@@ -15,22 +15,18 @@ Nothing here imports torch; matplotlib is loaded only inside `plot_distributions
 
 from __future__ import annotations
 
-from edgekd.gate.outputs import markdown_summary, plot_distributions, write_json, write_junit
-from edgekd.gate.sampling import InterleavedSamples, interleaved_samples
-from edgekd.gate.stats import (
+from edgekd.gate.checks import (
     AbsoluteCheck,
-    Decision,
-    GateConfig,
     GateResult,
-    GateStats,
     accuracy_check,
-    compare,
-    decide_with_rerun,
     latency_budget_check,
     memory_check,
     overall,
     size_check,
 )
+from edgekd.gate.outputs import markdown_summary, plot_distributions, write_json, write_junit
+from edgekd.gate.sampling import InterleavedSamples, interleaved_samples
+from edgekd.gate.stats import Decision, GateConfig, GateStats, compare, decide_with_rerun
 
 __all__ = [
     "AbsoluteCheck", "Decision", "GateConfig", "GateResult", "GateStats", "InterleavedSamples",

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import ArrayLike
 
-from edgekd.gate.stats import GateResult
+from edgekd.gate.checks import GateResult
+from edgekd.gate.stats import GateStats
 
 _WORD = {"pass": "PASS", "fail": "FAIL", "inconclusive": "INCONCLUSIVE", "changed": "CHANGED"}
 
@@ -50,10 +51,15 @@ def _latency_summary(result: GateResult) -> str:
     s = result.stats
     return (
         f"B/A {s.ratio:.3f} (Hodges-Lehmann), {s.ci_level:.0%} CI {s.ci_low:.3f}-{s.ci_high:.3f}; "
-        f"Mann-Whitney p(slower)={s.p_slower:.3g}, p(faster)={s.p_faster:.3g}; "
+        f"{s.test} p(slower)={s.p_slower:.3g}, p(faster)={s.p_faster:.3g}; "
         f"medians A {s.median_a_ms:.4g} ms, B {s.median_b_ms:.4g} ms over {s.n_a}/{s.n_b} rounds; "
-        f"robust CV A {s.cv_a:.1%}, B {s.cv_b:.1%}; attempts {s.attempts}"
+        f"{_noise_text(s)}; attempts {s.attempts}"
     )
+
+
+def _noise_text(s: GateStats) -> str:
+    paired = "" if s.spread_paired is None else f"spread of per-round B/A {s.spread_paired:.1%}, "
+    return paired + f"robust CV per round A {s.cv_a:.1%}, B {s.cv_b:.1%}"
 
 
 def write_junit(result: GateResult, path: str | os.PathLike[str]) -> Path:
@@ -120,7 +126,12 @@ def markdown_summary(result: GateResult) -> str:
         f"| ratio B/A (Hodges-Lehmann) | {s.ratio:.3f} |",
         f"| {s.ci_level:.0%} bootstrap CI | {s.ci_low:.3f} - {s.ci_high:.3f} |",
         f"| ratio of medians | {s.ratio_of_medians:.3f} |",
-        f"| Mann-Whitney p (slower / faster) | {s.p_slower:.3g} / {s.p_faster:.3g} (alpha {s.alpha:g}) |",
+        f"| {s.test} p (slower / faster) | {s.p_slower:.3g} / {s.p_faster:.3g} (alpha {s.alpha:g}) |",
+    ]
+    if s.spread_paired is not None:
+        yes = "yes" if s.bimodal_paired else "no"
+        lines.append(f"| spread of per-round B/A (robust), bimodal | {s.spread_paired:.1%}, {yes} |")
+    lines += [
         f"| robust CV per round (A / B) | {s.cv_a:.1%} / {s.cv_b:.1%} |",
         f"| bimodal (A / B) | {'yes' if s.bimodal_a else 'no'} / {'yes' if s.bimodal_b else 'no'} |",
         f"| rounds (A / B), attempts | {s.n_a} / {s.n_b}, {s.attempts} |",

@@ -5,31 +5,38 @@ Statistical choices (and why):
 * **What is tested.** `compare` takes one sample per round and arm: the per-round medians that
   :func:`edgekd.gate.sampling.interleaved_samples` returns. Per-call times inside a block are
   autocorrelated (caches, clocks, a neighbour's burst), which makes rank tests over-confident; a
-  round's median is nearly independent of the next one and ignores preemptions that hit less than half
-  a block.
-* **Effect size.** `ratio` is the Hodges-Lehmann ratio: the median of all pairwise ratios B_j / A_i.
-  It is the estimator that belongs to the Mann-Whitney test (U counts the same pairs), is as robust as
-  a median (breakdown 29%), and has about 0.65x the variance of the ratio of the two medians. With 30
-  rounds and 10% noise per round, that moves detection of a true 15% slowdown from ~94% to ~96%
-  (measured in tests/gate). The plain ratio of medians is reported too (`ratio_of_medians`).
-* **Confidence interval.** Seeded percentile bootstrap with numpy (not scipy.stats.bootstrap): each
-  arm is resampled independently `n_boot` times and the Hodges-Lehmann ratio recomputed; the interval
-  is the central `ci_level` of those ratios. Deterministic for a given `seed`.
-* **Significance.** scipy.stats.mannwhitneyu, one-sided: `p_slower` (B greater) and `p_faster`
-  (B less), compared with `alpha` (0.002, as asv does).
-* **Noise.** `cv_*` is a robust coefficient of variation, 1.4826 * MAD / median (equals the CV for
-  normal noise; one disturbed round does not inflate it). A sample is bimodal when Sarle's bimodality
-  coefficient exceeds 0.555 (the value of a uniform distribution) *and* the best two-group split of the
-  sorted values (Otsu's criterion) leaves at least max(3, 10%) of the samples in the smaller group, so
-  that one or two outlier rounds, which make any sample look skewed, are not called a second mode.
-  Needs at least 10 samples; below that no bimodality is claimed.
+  round's median ignores preemptions that hit less than half a block.
+* **Paired by round (default, `pairing='round'`).** A and B of one round run back to back within a
+  few tens of milliseconds, so they share the machine's state: on a shared VM that state flips for
+  seconds at a time (measured on the 2-vCPU CI-like machine: the same OpenVINO model at 0.42 ms in one
+  stretch and 0.70 ms in the next, which made 44% of A/A runs bimodal and inconclusive when the two arms
+  were compared as independent samples). The gate therefore tests the per-round log-ratios
+  d_r = log B_r - log A_r, in which such common-mode swings cancel: the effect size is the one-sample
+  Hodges-Lehmann estimate (median of the Walsh averages of d, the estimator that belongs to the
+  Wilcoxon signed-rank test), the test is scipy.stats.wilcoxon, and the bootstrap resamples rounds.
+  ABBA order (sampling.py) balances any first-block advantage across rounds.
+* **Independent samples (`pairing='none'`).** For samples that were not measured in shared rounds:
+  the two-sample Hodges-Lehmann ratio (median of all pairwise ratios B_j / A_i, the estimator of the
+  Mann-Whitney test) with a bootstrap that resamples each arm, and scipy.stats.mannwhitneyu.
+* **Confidence interval.** Seeded percentile bootstrap with numpy (deterministic for a given `seed`),
+  the central `ci_level` of the resampled estimates.
+* **Significance.** One-sided p-values `p_slower` (B greater) and `p_faster` (B less), compared with
+  `alpha` (0.002, as asv does).
+* **Noise.** Paired: the robust spread of the per-round ratios, 1.4826 * MAD(d) (about the CV of B_r/A_r);
+  independent: the robust CV of each arm, 1.4826 * MAD / median. Either way one disturbed round does
+  not inflate it. A sample is bimodal when Sarle's bimodality coefficient exceeds 0.555 (the value of a
+  uniform distribution) *and* the best two-group split of the sorted values (Otsu's criterion) leaves
+  at least max(3, 10%) of the samples in the smaller group, so that one or two outlier rounds, which
+  make any sample look skewed, are not called a second mode. Paired, it is the ratios that must not be
+  bimodal (e.g. a candidate that is 10% slower in one machine state and 30% in another); the arms'
+  own CVs and bimodality are reported but do not decide.
 
 Verdict rule, in order (t = threshold):
 
 1. fail, whatever the noise, when the whole CI lies above 1 + t and p_slower < alpha (clear evidence
    survives noise: the rank test's p-value is valid for any shape).
-2. inconclusive when a robust CV exceeds max_cv or a sample is bimodal (noise; `decide_with_rerun`
-   resamples).
+2. inconclusive when the noise measure exceeds max_cv or a tested sample is bimodal (noise;
+   `decide_with_rerun` resamples).
 3. fail when ratio > 1 + t, the CI's lower bound > 1 and p_slower < alpha. The lower bound only has to
    clear 1, not 1 + t/2: the p-value carries the significance and the point estimate the size.
 4. pass when the CI's upper bound <= 1 + t (within threshold, confidently), or when the slowdown is
@@ -38,9 +45,7 @@ Verdict rule, in order (t = threshold):
 5. inconclusive otherwise: the CI straddles the threshold widely, or a significant slowdown below the
    threshold has a CI reaching past it.
 
-Measured on synthetic lognormal per-round noise of CV 10% with 30 rounds (500 seeds): A/A fails 0%;
-a true 15% slowdown fails 94.8%, is inconclusive 4.6%, passes 0.6%; a true 5% slowdown passes 84%,
-is inconclusive 12%, fails 3.4%. With realistic per-round noise (CV 3%) both are 100% right.
+Error rates on synthetic and on recorded real samples are in tests/gate and bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -49,10 +54,10 @@ from collections.abc import Callable, Iterable
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 from scipy import stats as sps
 
-from edgekd.errors import EXIT_BUDGET_FAILED, EXIT_INCONCLUSIVE, EXIT_OK, UsageError
+from edgekd.errors import UsageError
 
 Verdict = Literal["pass", "fail", "inconclusive"]
 MIN_SAMPLES = 10
@@ -71,7 +76,10 @@ class GateConfig(BaseModel):
     rounds: int = Field(60, ge=MIN_SAMPLES, description="interleaved rounds (one sample per arm each)")
     runs_per_round: int = Field(40, ge=1, description="calls per arm and round")
     warmup_runs: int = Field(20, ge=0, description="untimed calls per arm before the first round")
-    max_cv: float = Field(0.15, gt=0, description="robust CV of per-round medians above which: noisy")
+    max_cv: float = Field(0.15, gt=0, description="robust spread of per-round B/A ratios (paired) or robust "
+                          "CV of per-round medians (independent) above which the measurement is noisy")
+    pairing: Literal["round", "none"] = Field(
+        "round", description="'round': A and B of a round are a pair (machine swings cancel); 'none': independent")
     n_boot: int = Field(2000, ge=200, description="bootstrap resamples")
     seed: int = Field(0, description="seed of the bootstrap (and of random round order)")
     reruns_when_noisy: int = Field(1, ge=0, le=5, description="fresh resamples after a noisy verdict")
@@ -92,7 +100,9 @@ class GateStats(BaseModel):
     n_b: int
     median_a_ms: float
     median_b_ms: float
-    ratio: float = Field(description="Hodges-Lehmann ratio B/A (median of pairwise ratios)")
+    pairing: Literal["round", "none"] = "round"
+    test: str = Field("Wilcoxon signed-rank", description="the rank test behind p_slower / p_faster")
+    ratio: float = Field(description="Hodges-Lehmann ratio B/A (paired: of the per-round ratios)")
     ratio_of_medians: float
     ci_low: float
     ci_high: float
@@ -101,6 +111,8 @@ class GateStats(BaseModel):
     p_faster: float
     cv_a: float
     cv_b: float
+    spread_paired: float | None = Field(None, description="1.4826 * MAD of per-round log(B/A); paired only")
+    bimodal_paired: bool = False
     bimodality_a: float | None
     bimodality_b: float | None
     bimodal_a: bool
@@ -134,8 +146,8 @@ def robust_cv(x: np.ndarray) -> float:
 def bimodality_coefficient(x: np.ndarray) -> float | None:
     """Sarle's bimodality coefficient (g^2 + 1) / (k + 3(n-1)^2 / ((n-2)(n-3))), bias-corrected g, k."""
     n = x.size
-    if n < MIN_SAMPLES or np.ptp(x) == 0:
-        return None
+    if n < MIN_SAMPLES or np.ptp(x) <= 1e-9 * max(1.0, float(np.max(np.abs(x)))):
+        return None  # (nearly) constant: no shape to speak of, and the moments would be rounding noise
     g = float(sps.skew(x, bias=False))
     k = float(sps.kurtosis(x, bias=False))
     return (g * g + 1.0) / (k + 3.0 * (n - 1) ** 2 / ((n - 2) * (n - 3)))
@@ -210,8 +222,99 @@ def _counts(idx: np.ndarray, n: int) -> np.ndarray:
     return np.bincount(flat, minlength=m * n).reshape(m, n)
 
 
+def walsh_median(d: np.ndarray) -> np.ndarray:
+    """One-sample Hodges-Lehmann estimate: median of the Walsh averages (d_i + d_j) / 2 over i <= j.
+
+    `d` may carry leading batch axes (..., n)."""
+    i, j = np.triu_indices(d.shape[-1])
+    return np.median((d[..., i] + d[..., j]) / 2.0, axis=-1)
+
+
+def bootstrap_paired_ci(d: np.ndarray, *, n_boot: int, level: float, seed: int) -> tuple[float, float]:
+    """Seeded percentile bootstrap CI of exp(walsh_median(d)), resampling rounds (pairs) with replacement.
+
+    As in `bootstrap_ratio_ci`, a resample is a vector of counts c over the rounds: its Walsh averages are
+    the original ones with weight c_i * c_j (i < j) and c_i (c_i + 1) / 2 (i = j), so each replicate is a
+    weighted median over Walsh averages sorted once. Identical to walsh_median of the resample (tested).
+    """
+    rng = np.random.default_rng(seed)
+    n = d.size
+    i, j = np.triu_indices(n)
+    walsh = (d[i] + d[j]) / 2.0
+    order = np.argsort(walsh, kind="stable")
+    sorted_walsh, io, jo = walsh[order], i[order], j[order]
+    diag = io == jo
+    total = n * (n + 1) // 2
+    k_lo, k_hi = (total + 1) // 2, total // 2 + 1
+    dtype = np.int32 if n * n < 2**31 else np.int64
+    est = np.empty(n_boot)
+    chunk = max(1, 2_000_000 // total)
+    for start in range(0, n_boot, chunk):
+        m = min(chunk, n_boot - start)
+        c = _counts(rng.integers(0, n, size=(m, n)), n).T.astype(dtype, order="C")  # (n, m)
+        w = c[io] * c[jo]
+        w[diag] = (c[io[diag]] * (c[io[diag]] + 1)) // 2
+        cum = np.cumsum(w, axis=0)
+        lo_i = np.count_nonzero(cum < k_lo, axis=0)
+        hi_i = np.count_nonzero(cum < k_hi, axis=0)
+        est[start : start + m] = (sorted_walsh[lo_i] + sorted_walsh[hi_i]) / 2.0
+    tail = (1.0 - level) / 2.0
+    lo, hi = np.exp(np.quantile(est, [tail, 1.0 - tail]))
+    return float(lo), float(hi)
+
+
 def _pct(r: float) -> str:
     return f"{abs(r - 1.0) * 100:.1f}%"
+
+
+class _Estimate(NamedTuple):
+    ratio: float
+    ci: tuple[float, float]
+    p_slower: float
+    p_faster: float
+    noise: list[str]  # why the measurement is too noisy to decide; empty when it is not
+    spread: float | None
+    bimodal_paired: bool
+    test: str
+
+
+def _wilcoxon_p(d: np.ndarray, alternative: str) -> float:
+    if not np.any(d):  # every round gave the same time to both arms: no evidence of any change
+        return 1.0
+    p = float(sps.wilcoxon(d, alternative=alternative).pvalue)
+    return p if np.isfinite(p) else 1.0
+
+
+def _paired(a: np.ndarray, b: np.ndarray, cfg: GateConfig) -> _Estimate:
+    if a.size != b.size:
+        raise UsageError(f"a paired comparison needs one sample per round and arm, but the baseline has {a.size} "
+                         f"and the candidate {b.size}; use pairing='none' for independent samples")
+    d = np.log(b) - np.log(a)
+    spread = float(_MAD_TO_SD * np.median(np.abs(d - np.median(d))))
+    bim, _ = is_bimodal(d)
+    noise = []
+    if spread > cfg.max_cv:
+        noise.append(f"the per-round B/A ratios spread {spread:.0%} (robust), more than {cfg.max_cv:.0%}")
+    if bim:
+        noise.append("the per-round B/A ratios are bimodal (the slowdown differs between machine states)")
+    ci = bootstrap_paired_ci(d, n_boot=cfg.n_boot, level=cfg.ci_level, seed=cfg.seed)
+    return _Estimate(float(np.exp(walsh_median(d))), ci, _wilcoxon_p(d, "greater"), _wilcoxon_p(d, "less"),
+                     noise, spread, bim, "Wilcoxon signed-rank (paired by round)")
+
+
+def _independent(a: np.ndarray, b: np.ndarray, cfg: GateConfig) -> _Estimate:
+    cv_a, cv_b = robust_cv(a), robust_cv(b)
+    bim_a, bim_b = is_bimodal(a)[0], is_bimodal(b)[0]
+    noise = []
+    if cv_a > cfg.max_cv or cv_b > cfg.max_cv:
+        noise.append(f"round-to-round CV {max(cv_a, cv_b):.0%} exceeds {cfg.max_cv:.0%}")
+    if bim_a or bim_b:
+        which = " and ".join(n for n, f in (("baseline", bim_a), ("candidate", bim_b)) if f)
+        noise.append(f"the {which} latencies are bimodal")
+    ci = bootstrap_ratio_ci(a, b, n_boot=cfg.n_boot, level=cfg.ci_level, seed=cfg.seed)
+    return _Estimate(float(hodges_lehmann_ratio(a, b)), ci,
+                     float(sps.mannwhitneyu(b, a, alternative="greater").pvalue),
+                     float(sps.mannwhitneyu(b, a, alternative="less").pvalue), noise, None, False, "Mann-Whitney U")
 
 
 # ----------------------------------------------------------------------------------------- compare
@@ -220,18 +323,13 @@ def compare(samples_a: Iterable[float], samples_b: Iterable[float], cfg: GateCon
     a = _as_sample(samples_a, "baseline samples")
     b = _as_sample(samples_b, "candidate samples")
     t = cfg.threshold
-    ratio = float(hodges_lehmann_ratio(a, b))
-    lo, hi = bootstrap_ratio_ci(a, b, n_boot=cfg.n_boot, level=cfg.ci_level, seed=cfg.seed)
-    p_slower = float(sps.mannwhitneyu(b, a, alternative="greater").pvalue)
-    p_faster = float(sps.mannwhitneyu(b, a, alternative="less").pvalue)
-    cv_a, cv_b = robust_cv(a), robust_cv(b)
-    bim_a, bc_a = is_bimodal(a)
-    bim_b, bc_b = is_bimodal(b)
-    noisy = cv_a > cfg.max_cv or cv_b > cfg.max_cv or bim_a or bim_b
+    est = (_paired if cfg.pairing == "round" else _independent)(a, b, cfg)
+    ratio, (lo, hi), p_slower = est.ratio, est.ci, est.p_slower
+    noisy = bool(est.noise)
 
     if p_slower < cfg.alpha and lo > 1.0:
         direction = "slower"
-    elif p_faster < cfg.alpha and hi < 1.0:
+    elif est.p_faster < cfg.alpha and hi < 1.0:
         direction = "faster"
     else:
         direction = "same"
@@ -245,14 +343,8 @@ def compare(samples_a: Iterable[float], samples_b: Iterable[float], cfg: GateCon
             reason += " The measurement is noisy, but the whole interval lies beyond the threshold."
     elif noisy:
         verdict = "inconclusive"
-        parts = []
-        if cv_a > cfg.max_cv or cv_b > cfg.max_cv:
-            parts.append(f"round-to-round CV {max(cv_a, cv_b):.0%} exceeds {cfg.max_cv:.0%}")
-        if bim_a or bim_b:
-            which = " and ".join(n for n, f in (("baseline", bim_a), ("candidate", bim_b)) if f)
-            parts.append(f"the {which} latencies are bimodal")
         reason = (
-            f"Too noisy to decide: {' and '.join(parts)}; B/A {ci_txt}. "
+            f"Too noisy to decide: {' and '.join(est.noise)}; B/A {ci_txt}. "
             "Rerun on a quieter machine or with more rounds."
         )
     elif direction == "slower" and ratio > limit:
@@ -273,10 +365,13 @@ def compare(samples_a: Iterable[float], samples_b: Iterable[float], cfg: GateCon
             "More rounds would narrow it."
         )
 
+    bim_a, bc_a = is_bimodal(a)
+    bim_b, bc_b = is_bimodal(b)
     return GateStats(
         n_a=a.size, n_b=b.size, median_a_ms=float(np.median(a)), median_b_ms=float(np.median(b)),
-        ratio=ratio, ratio_of_medians=float(np.median(b) / np.median(a)), ci_low=lo, ci_high=hi,
-        ci_level=cfg.ci_level, p_slower=p_slower, p_faster=p_faster, cv_a=cv_a, cv_b=cv_b,
+        pairing=cfg.pairing, test=est.test, ratio=ratio, ratio_of_medians=float(np.median(b) / np.median(a)),
+        ci_low=lo, ci_high=hi, ci_level=cfg.ci_level, p_slower=p_slower, p_faster=est.p_faster,
+        cv_a=robust_cv(a), cv_b=robust_cv(b), spread_paired=est.spread, bimodal_paired=est.bimodal_paired,
         bimodality_a=bc_a, bimodality_b=bc_b, bimodal_a=bim_a, bimodal_b=bim_b, noisy=noisy,
         threshold=t, alpha=cfg.alpha, direction=direction, verdict=verdict, reason=reason,
     )  # fmt: skip
@@ -310,109 +405,3 @@ def decide_with_rerun(sample_fn: Callable[[], Any], cfg: GateConfig) -> Decision
             stats = result.model_copy(update={"attempts": attempt, "earlier_reasons": earlier})
             return Decision(stats, samples)
         earlier.append(result.reason)
-
-
-# ----------------------------------------------------------------------------------------- absolute
-class AbsoluteCheck(BaseModel):
-    """One measured value against a budget or reference: latency budget, size, memory, accuracy."""
-
-    name: str
-    status: Literal["pass", "fail", "changed"]
-    measured: float
-    limit: float = Field(description="the budget, or the baseline value for accuracy")
-    unit: str
-    reason: str
-
-    @property
-    def failed(self) -> bool:
-        """'changed' (an unexplained accuracy gain) blocks like a failure, as in NNCF's conformance."""
-        return self.status != "pass"
-
-
-def latency_budget_check(
-    samples_ms: Iterable[float], budget_ms: float, percentile: float = 90
-) -> AbsoluteCheck:
-    """Candidate latency at the named percentile of its per-call samples against a budget."""
-    x = np.asarray(samples_ms, dtype=float).ravel()
-    if x.size == 0 or not 0 < percentile <= 100:
-        raise UsageError("latency budget check needs samples and a percentile in (0, 100]")
-    value = float(np.percentile(x, percentile))
-    ok = value <= budget_ms
-    word = "within" if ok else "exceeds"
-    return AbsoluteCheck(
-        name=f"latency budget (p{percentile:g})", status="pass" if ok else "fail", measured=value,
-        limit=budget_ms, unit="ms",
-        reason=f"candidate p{percentile:g} latency {value:.3f} ms {word} the {budget_ms:g} ms budget",
-    )  # fmt: skip
-
-
-def _budget_check(name: str, value: float, budget: float, unit: str) -> AbsoluteCheck:
-    ok = value <= budget
-    word = "within" if ok else "exceeds"
-    return AbsoluteCheck(
-        name=name, status="pass" if ok else "fail", measured=value, limit=budget, unit=unit,
-        reason=f"{name} {value:.2f} {unit} {word} the {budget:g} {unit} budget",
-    )  # fmt: skip
-
-
-def size_check(size_mb: float, budget_mb: float) -> AbsoluteCheck:
-    """Artifact size (MB) against a budget."""
-    return _budget_check("size", size_mb, budget_mb, "MB")
-
-
-def memory_check(peak_mb: float, budget_mb: float) -> AbsoluteCheck:
-    """Peak memory (MB) against a budget."""
-    return _budget_check("memory", peak_mb, budget_mb, "MB")
-
-
-def accuracy_check(candidate: float, baseline: float, tolerance: float = 0.5) -> AbsoluteCheck:
-    """Two-sided: |candidate - baseline| <= tolerance (points). A drop fails; a gain beyond it is
-    'changed' (unexplained: check the evaluation, or update the baseline), as NNCF's suite does."""
-    delta = candidate - baseline
-    if abs(delta) <= tolerance:
-        status, why = "pass", "within"
-    elif delta < 0:
-        status, why = "fail", "drop beyond"
-    else:
-        status, why = "changed", "unexplained gain beyond"
-    return AbsoluteCheck(
-        name="accuracy", status=status, measured=candidate, limit=baseline, unit="points",
-        reason=f"accuracy {candidate:.2f} vs baseline {baseline:.2f} ({delta:+.2f} points): {why} the "
-        f"+/-{tolerance:g} tolerance",
-    )  # fmt: skip
-
-
-# ----------------------------------------------------------------------------------------- overall
-class GateResult(BaseModel):
-    """The latency comparison, the absolute checks, and the overall verdict with its exit code."""
-
-    stats: GateStats
-    checks: list[AbsoluteCheck] = Field(default_factory=list)
-    verdict: Verdict
-    exit_code: int
-    reason: str
-
-    @model_validator(mode="after")
-    def _exit_code_matches(self) -> GateResult:
-        if self.exit_code != _EXIT[self.verdict]:
-            raise ValueError(f"exit_code {self.exit_code} does not match verdict {self.verdict!r}")
-        return self
-
-
-_EXIT = {"pass": EXIT_OK, "fail": EXIT_BUDGET_FAILED, "inconclusive": EXIT_INCONCLUSIVE}
-
-
-def overall(stats: GateStats, checks: Iterable[AbsoluteCheck] = ()) -> GateResult:
-    """fail if the latency comparison or any check fails (or changed); inconclusive if the latency
-    comparison is inconclusive and nothing failed; pass otherwise. Exit codes 0 / 1 / 3."""
-    checks = list(checks)
-    failed = [c for c in checks if c.failed]
-    if stats.verdict == "fail" or failed:
-        verdict: Verdict = "fail"
-        why = ([stats.reason] if stats.verdict == "fail" else []) + [c.reason for c in failed]
-        reason = "Gate failed: " + "; ".join(w[0].lower() + w[1:].rstrip(".") for w in why) + "."
-    elif stats.verdict == "inconclusive":
-        verdict, reason = "inconclusive", "Gate inconclusive: " + stats.reason
-    else:
-        verdict, reason = "pass", "Gate passed: " + stats.reason
-    return GateResult(stats=stats, checks=checks, verdict=verdict, exit_code=_EXIT[verdict], reason=reason)

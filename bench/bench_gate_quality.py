@@ -116,7 +116,7 @@ def main() -> None:
     ap.add_argument("--save", type=Path, help="write the per-round medians behind each verdict here (.npz)")
     args = ap.parse_args()
     from edgekd.cli.gate_cmd import run_gate
-    from edgekd.gate import GateConfig
+    from edgekd.gate import GateConfig, compare
     from edgekd.targets import load_target
 
     t_all = time.perf_counter()
@@ -124,7 +124,7 @@ def main() -> None:
     load_at_start = machine()
     work = Path(tempfile.mkdtemp(prefix="gate-quality-"))
     base = export_ir((3, 3, 3), work)
-    variants = {spec: export_ir(*spec, work) for spec in VARIANTS}
+    variants = {spec: export_ir(spec[0], work, spec[1]) for spec in VARIANTS}
     ratios = {spec: true_ratio(base, p, target) for spec, p in variants.items()}
     for spec, r in ratios.items():
         print(f"variant {label(spec)}: measured true ratio {r:.3f}", flush=True)
@@ -149,15 +149,17 @@ def main() -> None:
         if (i + 1) % 10 == 0:
             print(f"{i + 1}/{args.runs}: A/A {dict(camps['aa']['verdicts'])}, slower {dict(camps['slow']['verdicts'])}",
                   flush=True)
+    aa, ab = camps["aa"], camps["slow"]
     if args.save:
         np.savez_compressed(args.save, **{f"{n}_{k}": np.array(c[k], dtype=np.float32)
                                           for n, c in camps.items() for k in ("rounds_a", "rounds_b")})
+    # the A/A runs' real noise with the candidate arm made exactly 15% slower: the issue's number, exactly
+    exact = Counter(compare(a, b * 1.15, cfg).verdict for a, b in zip(aa["rounds_a"], aa["rounds_b"]))
     t0 = time.perf_counter()
     cli = subprocess.run([str(Path(sys.executable).with_name("edgekd")), "gate", "--baseline", str(base),
                           "--candidate", str(slow), "--target", args.target, "--json"], capture_output=True)
     cli_wall = time.perf_counter() - t0
     n = args.runs
-    aa, ab = camps["aa"], camps["slow"]
     fa, det = aa["verdicts"]["fail"] / n, ab["verdicts"]["fail"] / n
 
     def counts(c: Counter) -> str:
@@ -190,6 +192,9 @@ def main() -> None:
         f"{dist(aa['ratio'])} | {dist(aa['spread'])} | {n - aa['attempts'][1]} |",
         f"| real slowdown ({ratios[pick]:.3f}x) | {n} | {counts(ab['verdicts'])} | detected {det:.1%} | >= 95% | "
         f"{dist(ab['ratio'])} | {dist(ab['spread'])} | {n - ab['attempts'][1]} |",
+        f"| the A/A runs' per-round medians with the candidate arm x 1.15 (real noise, exact 15%; compared once, "
+        f"no rerun) | {n} | "
+        f"{counts(exact)} | detected {exact['fail'] / n:.1%} | >= 95% | - | - | - |",
         "",
         f"Overall gate verdicts incl. the absolute checks (latency budget {target.budgets.latency_percentile} <= "
         f"{target.budgets.latency_ms} ms, size, memory): A/A {counts(aa['overall'])}; slower "

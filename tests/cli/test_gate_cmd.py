@@ -98,7 +98,15 @@ def test_heavier_candidate_fails(runs, target, tmp_path: Path) -> None:
     assert res.exit_code == 1, res.output
     data = json.loads(res.output)
     assert data["stats"]["verdict"] == "fail" and data["stats"]["ratio"] > 1.5
+    assert data["stats"]["pairing"] == "round" and data["stats"]["test"].startswith("Wilcoxon")
     assert "FAIL" in (tmp_path / "s.md").read_text()
+
+
+def test_independent_arms_on_request(runs, target) -> None:
+    res = _gate(runs["base"], runs["heavy"], target, "--json", "--independent")
+    assert res.exit_code == 1, res.output
+    stats = json.loads(res.output)["stats"]
+    assert stats["pairing"] == "none" and stats["test"] == "Mann-Whitney U" and stats["spread_paired"] is None
 
 
 def test_different_input_shapes(runs, target) -> None:

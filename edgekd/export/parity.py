@@ -6,8 +6,15 @@ Tolerances (what each one promises):
   order only. Passes when ``max_abs <= 1e-4`` or ``max_rel <= 1e-3`` (``max_rel`` is the largest absolute
   difference divided by the largest absolute reference logit, so it scales with the logits' range).
 - FP16 artifact vs PyTorch FP32: half precision keeps ~3 decimal digits; ``max_abs <= 1e-2``.
-- INT8 artifact vs the fake-quant PyTorch model: kernels round differently at quantization boundaries,
-  so logits are not compared elementwise; the top-1 class must agree on ``>= 99%`` of the inputs.
+- INT8 artifact vs the fake-quant PyTorch model: integer kernels round differently at quantization
+  boundaries, so logits are not compared elementwise. Two promises: the logits stay within 10% of the
+  reference's logit range (``max_rel <= 0.1``: a wrong scale, layout or saturated layer breaks it), and
+  the top-1 class agrees on ``>= 99%`` of the inputs the reference *decides*, i.e. whose top-1 logit leads
+  the runner-up by at least 3% of that range. Near-ties may flip: rounding noise alone does that. Measured
+  on a CIFAR ResNet-20 (1000 test images): ONNX Runtime running the very same QDQ graph with integer
+  kernels disagrees with its own float (unoptimised) execution on 0.6% of the images, OpenVINO with the
+  fake-quant model on 0.8%, every one of them a near-tie (margin <= 2% of the range, max |error| 2.3%).
+  Overall agreement is reported too.
 - NaN or Inf in any output fails, whatever the precision.
 
 Every check runs at batch 1 and at a larger batch (it should be larger than the batch the model was
@@ -34,13 +41,17 @@ Kind = Literal["fp32", "fp16", "int8"]
 FP32_MAX_ABS = 1e-4
 FP32_MAX_REL = 1e-3
 FP16_MAX_ABS = 1e-2
-INT8_MIN_TOP1_AGREEMENT = 0.99
+INT8_MIN_TOP1_AGREEMENT = 0.99  # on the inputs the reference decides (see INT8_DECIDED_MARGIN)
+INT8_DECIDED_MARGIN = 0.03  # top-1 lead over the runner-up, as a fraction of max |reference logit|
+INT8_MAX_REL = 0.10
 
 Infer = Callable[[np.ndarray], np.ndarray]
 
 
 def compare_logits(ref: np.ndarray, out: np.ndarray) -> dict[str, Any]:
-    """max_abs, max_rel (max |out-ref| / max |ref|), top1_agreement and nan_or_inf (in either array)."""
+    """max_abs, max_rel (max |out-ref| / max |ref|), top1_agreement, nan_or_inf (in either array), and
+    top1_agreement_decided over the inputs whose reference top-1 leads by >= INT8_DECIDED_MARGIN of the
+    logit range (None when there is none), with decided_fraction."""
     ref = np.asarray(ref, dtype=np.float64)
     out = np.asarray(out, dtype=np.float64)
     if ref.shape != out.shape:
@@ -54,9 +65,17 @@ def compare_logits(ref: np.ndarray, out: np.ndarray) -> dict[str, Any]:
         max_abs = float(np.max(np.abs(out - ref)))
         scale = float(np.max(np.abs(ref)))
         max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf"))
-    flat_ref, flat_out = ref.reshape(len(ref), -1), out.reshape(len(out), -1)
-    top1 = float(np.mean(np.nan_to_num(flat_ref).argmax(1) == np.nan_to_num(flat_out).argmax(1)))
-    return {"max_abs": max_abs, "max_rel": max_rel, "top1_agreement": top1, "nan_or_inf": nan_or_inf}
+    flat_ref, flat_out = np.nan_to_num(ref.reshape(len(ref), -1)), np.nan_to_num(out.reshape(len(out), -1))
+    agree = flat_ref.argmax(1) == flat_out.argmax(1)
+    decided = np.ones(len(agree), dtype=bool)
+    if flat_ref.shape[1] > 1:
+        top2 = np.sort(flat_ref, axis=1)[:, -2:]
+        decided = top2[:, 1] - top2[:, 0] >= INT8_DECIDED_MARGIN * float(np.max(np.abs(flat_ref)))
+    return {
+        "max_abs": max_abs, "max_rel": max_rel, "top1_agreement": float(np.mean(agree)), "nan_or_inf": nan_or_inf,
+        "top1_agreement_decided": float(np.mean(agree[decided])) if decided.any() else None,
+        "decided_fraction": float(np.mean(decided)),
+    }  # fmt: skip
 
 
 class BatchParity(BaseModel):
@@ -68,6 +87,8 @@ class BatchParity(BaseModel):
     top1_agreement: float
     nan_or_inf: bool
     passed: bool
+    top1_agreement_decided: float | None = None
+    decided_fraction: float = 1.0
 
 
 class ParityReport(BaseModel):
@@ -85,7 +106,8 @@ class ParityReport(BaseModel):
     def summary(self) -> str:
         parts = [
             f"batch {b.batch_size}: max_abs={b.max_abs:.3g} max_rel={b.max_rel:.3g} "
-            f"top1_agreement={b.top1_agreement:.4f}{' NaN/Inf' if b.nan_or_inf else ''}"
+            f"top1_agreement={b.top1_agreement:.4f}{_decided_text(b.top1_agreement_decided, b.decided_fraction)}"
+            f"{' NaN/Inf' if b.nan_or_inf else ''}"
             for b in self.batches
         ]
         verdict = "passes" if self.passed else "fails"
@@ -98,12 +120,17 @@ class ParityReport(BaseModel):
         return self
 
 
+def _decided_text(agree: float | None, fraction: float) -> str:
+    return "" if agree is None else f" ({agree:.4f} on the {fraction:.0%} decided inputs)"
+
+
 def tolerance_text(kind: Kind) -> str:
     if kind == "fp32":
         return f"needs max_abs <= {FP32_MAX_ABS:g} or max_rel <= {FP32_MAX_REL:g}"
     if kind == "fp16":
         return f"needs max_abs <= {FP16_MAX_ABS:g}"
-    return f"needs top-1 agreement >= {INT8_MIN_TOP1_AGREEMENT:g}"
+    return (f"needs max_rel <= {INT8_MAX_REL:g} and top-1 agreement >= {INT8_MIN_TOP1_AGREEMENT:g} on the inputs "
+            f"the reference decides by >= {INT8_DECIDED_MARGIN:.0%} of its logit range")
 
 
 def within_tolerance(kind: Kind, metrics: dict[str, Any]) -> bool:
@@ -115,7 +142,9 @@ def within_tolerance(kind: Kind, metrics: dict[str, Any]) -> bool:
     if kind == "fp16":
         return metrics["max_abs"] <= FP16_MAX_ABS
     if kind == "int8":
-        return metrics["top1_agreement"] >= INT8_MIN_TOP1_AGREEMENT
+        agree = metrics.get("top1_agreement_decided")
+        agree = metrics["top1_agreement"] if agree is None else agree
+        return metrics["max_rel"] <= INT8_MAX_REL and agree >= INT8_MIN_TOP1_AGREEMENT
     raise UsageError(f"unknown parity kind '{kind}': use fp32, fp16 or int8")
 
 

@@ -28,7 +28,9 @@ def _verified(v: dict[str, Any]) -> str:
     parts = ["passed" if v.get("passed") else "FAILED"]
     for key, c in v.items():
         if key.startswith("vs_") and isinstance(c, dict) and "top1_agreement" in c:
-            parts.append(f"{key[3:]}: max_abs {c['max_abs']:.2g}, top-1 agree {c['top1_agreement']:.0%}")
+            decided = c.get("top1_agreement_decided")
+            extra = "" if decided is None else f" ({decided:.1%} of the decided {c['decided_fraction']:.0%})"
+            parts.append(f"{key[3:]}: max_abs {c['max_abs']:.2g}, top-1 agree {c['top1_agreement']:.1%}{extra}")
     integer = v.get("integer") or {}
     if "weighted_ops" in integer:
         parts.append(f"INT8 weights {integer['weighted_ops_int8']}/{integer['weighted_ops']}")

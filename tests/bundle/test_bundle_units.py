@@ -63,6 +63,7 @@ def test_compare_tolerances_and_reference_samples():
     ref = np.array([[1.0, 0.0], [0.0, 1.0]])
     assert compare(ref, ref + 5e-5, "fp32")["ok"]
     assert not compare(ref, ref + [[0, 2.0], [0, 0]], "fp32")["ok"]
-    assert compare(ref, ref + 0.3, "int8")["ok"] and not compare(ref, ref[::-1], "int8")["ok"]
+    assert compare(ref, ref + 0.05, "int8")["ok"] and not compare(ref, ref[::-1], "int8")["ok"]
+    assert not compare(ref, ref * 1.5, "int8")["ok"]  # same classes, logits 50% off: a wrong scale
     idx = pick_samples(np.array([2, 2, 0, 1, 0]), 4)
     assert idx.tolist() == [2, 3, 0, 1]

@@ -28,15 +28,8 @@ def models(
 
     if arch is None:
         names = list_models()
-        if as_json:
-            print_json(names)
-            return
-        table = Table(title=f"edgekd models ({len(names)}; timm:<name> too when timm is installed)")
-        table.add_column("name")
-        table.add_column("family")
-        for n in names:
-            table.add_row(n, model_family(n))
-        console.print(table)
+        _emit(names, as_json, f"edgekd models ({len(names)}; timm:<name> too when timm is installed)",
+              ("name", "family"), [(n, model_family(n)) for n in names])
         return
     if not layers:
         raise UsageError("give --layers to list the layers of a model (or no ARCH to list model names)")
@@ -50,14 +43,20 @@ def models(
         model(torch.zeros(1, channels, input_size, input_size))
     for h in hooks:
         h.remove()
+    _emit(shapes, as_json, f"{arch} layers at {channels}x{input_size}x{input_size}", ("layer path", "output shape"),
+          [(name, "x".join(map(str, shape[1:]))) for name, shape in shapes.items()])
+
+
+def _emit(data: object, as_json: bool, title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """`data` as JSON, or `rows` as a rich table."""
     if as_json:
-        print_json(shapes)
+        print_json(data)
         return
-    table = Table(title=f"{arch} layers at {channels}x{input_size}x{input_size}")
-    table.add_column("layer path")
-    table.add_column("output shape")
-    for name, shape in shapes.items():
-        table.add_row(name, "x".join(map(str, shape[1:])))
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
 
 

@@ -48,6 +48,12 @@ from edgekd.losses.weighting import check_tau, sample_weights, weighted_sum
 # ValidationErrors (extra="forbid").
 
 
+def _finite_non_negative(v: float, flag: str) -> float:
+    if not (0.0 <= v < float("inf")):
+        raise UsageError(f"{flag} must be >= 0, got {v:g}")
+    return v
+
+
 class KDConfig(BaseModel):
     """Hinton logit distillation: temperature T in (0, 100], alpha (weight of the soft term) in [0, 1]."""
 
@@ -92,9 +98,7 @@ class AttentionConfig(BaseModel):
     @field_validator("weight")
     @classmethod
     def _weight(cls, v: float) -> float:
-        if not (0.0 <= v < float("inf")):
-            raise UsageError(f"--attention-weight must be >= 0, got {v:g}")
-        return v
+        return _finite_non_negative(v, "--attention-weight")
 
     @field_validator("p")
     @classmethod
@@ -115,9 +119,7 @@ class HintConfig(BaseModel):
     @field_validator("weight")
     @classmethod
     def _weight(cls, v: float) -> float:
-        if not (0.0 <= v < float("inf")):
-            raise UsageError(f"--hint-weight must be >= 0, got {v:g}")
-        return v
+        return _finite_non_negative(v, "--hint-weight")
 
 
 class WeightingConfig(BaseModel):

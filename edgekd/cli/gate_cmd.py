@@ -234,6 +234,9 @@ def print_gate(result: GateResult, context: dict[str, Any]) -> None:
                   f"[dim]({context['wall_s']:.1f} s)[/]")
 
 
+_FLAGS = {"max_cv": "--max-spread", "reruns_when_noisy": "--reruns"}  # GateConfig fields named otherwise
+
+
 @guarded
 def gate(
     baseline: Annotated[Path, Opt("--baseline", help="Baseline: run directory, bundle folder or model file.")],
@@ -243,6 +246,9 @@ def gate(
     alpha: Annotated[float, Opt("--alpha", help="Significance level of the one-sided test.")] = 0.002,
     rounds: Annotated[int, Opt("--rounds", help="Interleaved rounds (>= 10).")] = 60,
     runs_per_round: Annotated[int, Opt("--runs-per-round", help="Calls per arm and round.")] = 40,
+    max_spread: Annotated[float, Opt("--max-spread", help="Noise limit: robust spread of the per-round B/A ratios "
+                                     "(per-arm CV with --independent) above which the verdict is inconclusive.")] = 0.15,
+    reruns: Annotated[int, Opt("--reruns", help="Fresh measurements after a too-noisy one (0-5).")] = 1,
     independent: Annotated[bool, Opt("--independent", help="Compare the arms as independent samples (Mann-Whitney) "
                                      "instead of paired by round (Wilcoxon; cancels machine swings).")] = False,
     role: Annotated[Optional[str], Opt("--role", help="Artifact role (default student_int8).")] = None,
@@ -262,10 +268,12 @@ def gate(
     """
     try:
         cfg = GateConfig(threshold=threshold, alpha=alpha, rounds=rounds, runs_per_round=runs_per_round,
-                         pairing="none" if independent else "round")
+                         max_cv=max_spread, reruns_when_noisy=reruns, pairing="none" if independent else "round")
     except ValueError as exc:
         err = exc.errors()[0] if hasattr(exc, "errors") else {"loc": ["?"], "msg": str(exc)}
-        raise UsageError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
+        field = str(err["loc"][0])
+        flag = _FLAGS.get(field, "--" + field.replace("_", "-"))
+        raise UsageError(f"{flag}: {err['msg']}") from None
     result, context, samples = run_gate(baseline, candidate, target, cfg, role, eval_set, accuracy_tolerance)
     both = lambda explicit, name: [p for p in (explicit, out / name if out else None) if p]  # noqa: E731
     write_outputs(result, context, samples, json_files=both(None, "gate.json"), junit=both(junit, "gate.xml"),

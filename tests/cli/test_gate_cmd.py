@@ -150,3 +150,7 @@ def test_bad_option_values(runs, target) -> None:
     res = runner.invoke(app, ["gate", "--baseline", str(runs["base"]), "--candidate", str(runs["base"]),
                               "--target", target, "--rounds", "3"])
     _one_line_exit2(res, "--rounds")
+    for flag, value in (("--max-spread", "0"), ("--reruns", "9")):
+        res = runner.invoke(app, ["gate", "--baseline", str(runs["base"]), "--candidate", str(runs["base"]),
+                                  "--target", target, flag, value])
+        _one_line_exit2(res, flag)

@@ -124,7 +124,8 @@ def run_dir(tmp_path_factory) -> Path:
     return build_run(tmp_path_factory.mktemp("bench") / "run")
 
 
-def _one_line_exit2(result, *needles: str) -> None:
+def one_line_exit2(result, *needles: str) -> None:
+    """Bad input: exit 2 with one line that names each needle, never a traceback."""
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in result.output, result.output
@@ -181,7 +182,7 @@ def test_sha256_mismatch_is_refused(run_dir: Path, tmp_path: Path) -> None:
     xml = copy / "compile-bbbbbbbbbbbb" / "student_int8" / "model.xml"
     xml.write_text(xml.read_text().replace("</net>", "<!-- edited --></net>"))
     res = runner.invoke(app, ["bench", str(copy), "--target", str(loose_target(tmp_path))])
-    _one_line_exit2(res, "student_int8/model.xml: sha256 does not match its manifest: the file changed after the run")
+    one_line_exit2(res, "student_int8/model.xml: sha256 does not match its manifest: the file changed after the run")
 
 
 def test_target_runtime_missing_names_the_extra(run_dir: Path, tmp_path: Path, monkeypatch) -> None:
@@ -190,7 +191,7 @@ def test_target_runtime_missing_names_the_extra(run_dir: Path, tmp_path: Path, m
     real = host._has
     monkeypatch.setattr(host, "_has", lambda m: False if m == "openvino" else real(m))
     res = runner.invoke(app, ["bench", str(run_dir), "--target", "intel-cpu"])
-    _one_line_exit2(res, "openvino", "pip install 'edgekd[cpu]'")
+    one_line_exit2(res, "openvino", "pip install 'edgekd[cpu]'")
 
 
 def test_gpu_target_without_tensorrt_names_the_gpu_extra(run_dir: Path, tmp_path: Path, monkeypatch) -> None:
@@ -201,14 +202,14 @@ def test_gpu_target_without_tensorrt_names_the_gpu_extra(run_dir: Path, tmp_path
     prof.write_text(loose_target(tmp_path).read_text().replace("name: openvino, device: CPU, threads: 1",
                                                                "name: tensorrt, device: GPU"))
     res = runner.invoke(app, ["bench", str(run_dir), "--target", str(prof)])
-    _one_line_exit2(res, "tensorrt", "pip install 'edgekd[gpu]'")
+    one_line_exit2(res, "tensorrt", "pip install 'edgekd[gpu]'")
 
 
 def test_precision_the_target_cannot_run(run_dir: Path, tmp_path: Path) -> None:
     prof = tmp_path / "int8only.yaml"
     prof.write_text(loose_target(tmp_path).read_text().replace("[int8, fp32]", "[int8]"))
     res = runner.invoke(app, ["bench", str(run_dir), "--target", str(prof), "--role", "student_fp32"])
-    _one_line_exit2(res, "runs int8 only", "fp32")
+    one_line_exit2(res, "runs int8 only", "fp32")
 
 
 def test_profile_with_impossible_precision_is_refused(run_dir: Path, tmp_path: Path) -> None:
@@ -216,7 +217,7 @@ def test_profile_with_impossible_precision_is_refused(run_dir: Path, tmp_path: P
     prof.write_text(loose_target(tmp_path, runtime="onnxruntime").read_text()
                     .replace("precision: int8", "precision: fp16").replace("[int8, fp32]", "[fp16]"))
     res = runner.invoke(app, ["bench", str(run_dir), "--target", str(prof)])
-    _one_line_exit2(res, "cannot run fp16")
+    one_line_exit2(res, "cannot run fp16")
 
 
 def test_tensorrt_engine_from_another_machine_is_refused(tmp_path: Path) -> None:
@@ -231,9 +232,9 @@ def test_tensorrt_engine_from_another_machine_is_refused(tmp_path: Path) -> None
 
     assert fingerprint_path(engine).name == "model.plan.fingerprint.json"
     res = runner.invoke(app, ["bench", str(engine), "--target", "jetson"])
-    _one_line_exit2(res, "engine built for Orin")
+    one_line_exit2(res, "engine built for Orin")
 
 
 def test_not_an_artifact(tmp_path: Path) -> None:
-    _one_line_exit2(runner.invoke(app, ["bench", str(tmp_path), "--target", "intel-cpu"]), "not a run directory")
-    _one_line_exit2(runner.invoke(app, ["bench", str(tmp_path / "nope"), "--target", "intel-cpu"]), "does not exist")
+    one_line_exit2(runner.invoke(app, ["bench", str(tmp_path), "--target", "intel-cpu"]), "not a run directory")
+    one_line_exit2(runner.invoke(app, ["bench", str(tmp_path / "nope"), "--target", "intel-cpu"]), "does not exist")

@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_bench_cmd import build_run, loose_target  # noqa: E402
+from test_bench_cmd import build_run, loose_target, one_line_exit2  # noqa: E402
 
 from edgekd.cli.app import _register, app  # noqa: E402
 
@@ -61,14 +61,6 @@ def _gate(a: Path, b: Path, target: str, *extra: str):
     return runner.invoke(app, ["gate", "--baseline", str(a), "--candidate", str(b), "--target", target, *FAST, *extra])
 
 
-def _one_line_exit2(result, *needles: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in result.output, result.output
-    for n in needles:
-        assert n in result.output, result.output
-
-
 def test_aa_passes_and_writes_every_output(runs, target, tmp_path: Path, monkeypatch) -> None:
     summary = tmp_path / "step_summary.md"
     summary.write_text("# earlier step\n")
@@ -110,15 +102,15 @@ def test_independent_arms_on_request(runs, target) -> None:
 
 
 def test_different_input_shapes(runs, target) -> None:
-    _one_line_exit2(_gate(runs["base"], runs["gray"], target), "different input shapes", "[3, 16, 16]", "[1, 16, 16]")
+    one_line_exit2(_gate(runs["base"], runs["gray"], target), "different input shapes", "[3, 16, 16]", "[1, 16, 16]")
 
 
 def test_different_class_lists(runs, target) -> None:
-    _one_line_exit2(_gate(runs["base"], runs["other_classes"], target), "different class lists", "'c0'", "'k0'")
+    one_line_exit2(_gate(runs["base"], runs["other_classes"], target), "different class lists", "'c0'", "'k0'")
 
 
 def test_different_runtimes(runs, target) -> None:
-    _one_line_exit2(_gate(runs["base"], runs["ort"], target), "compiled for different runtimes")
+    one_line_exit2(_gate(runs["base"], runs["ort"], target), "compiled for different runtimes")
 
 
 def test_baseline_missing_its_manifest(runs, target, tmp_path: Path) -> None:
@@ -127,13 +119,13 @@ def test_baseline_missing_its_manifest(runs, target, tmp_path: Path) -> None:
     copy = tmp_path / "base"
     shutil.copytree(runs["base"], copy)
     (copy / "compile-bbbbbbbbbbbb" / "manifest.json").unlink()
-    _one_line_exit2(_gate(copy, runs["base"], target), "baseline", "compile-bbbbbbbbbbbb/manifest.json is missing")
+    one_line_exit2(_gate(copy, runs["base"], target), "baseline", "compile-bbbbbbbbbbbb/manifest.json is missing")
 
 
 def test_target_this_machine_cannot_run(runs) -> None:
     res = runner.invoke(app, ["gate", "--baseline", str(runs["base"]), "--candidate", str(runs["base"]),
                               "--target", "jetson"])
-    _one_line_exit2(res, "never judges on estimates", "tensorrt")
+    one_line_exit2(res, "never judges on estimates", "tensorrt")
 
 
 def test_candidate_changed_after_the_run(runs, target, tmp_path: Path) -> None:
@@ -143,14 +135,14 @@ def test_candidate_changed_after_the_run(runs, target, tmp_path: Path) -> None:
     shutil.copytree(runs["base"], copy)
     with open(copy / "compile-bbbbbbbbbbbb" / "student_int8" / "model.bin", "ab") as fh:
         fh.write(b"\0")
-    _one_line_exit2(_gate(runs["base"], copy, target), "student_int8/model.bin: sha256 does not match its manifest")
+    one_line_exit2(_gate(runs["base"], copy, target), "student_int8/model.bin: sha256 does not match its manifest")
 
 
 def test_bad_option_values(runs, target) -> None:
     res = runner.invoke(app, ["gate", "--baseline", str(runs["base"]), "--candidate", str(runs["base"]),
                               "--target", target, "--rounds", "3"])
-    _one_line_exit2(res, "--rounds")
+    one_line_exit2(res, "--rounds")
     for flag, value in (("--max-spread", "0"), ("--reruns", "9")):
         res = runner.invoke(app, ["gate", "--baseline", str(runs["base"]), "--candidate", str(runs["base"]),
                                   "--target", target, flag, value])
-        _one_line_exit2(res, flag)
+        one_line_exit2(res, flag)

@@ -50,8 +50,7 @@ def measure(path: Path, runtime: str, settings: RuntimeSettings, eval_x: np.ndar
 
     rt = get_runtime(runtime)
     rss0 = current_rss_bytes()
-    kwargs = {"expected_sha256": expected_sha256} if runtime == "tensorrt" and expected_sha256 else {}
-    session = rt.load(path, settings, **kwargs)
+    session = _load(rt, runtime, path, settings, expected_sha256)
     logits = np.concatenate([session.infer(eval_x[i:i + timing.eval_batch])
                              for i in range(0, len(eval_x), timing.eval_batch)])
     if not np.isfinite(logits).all():
@@ -74,6 +73,29 @@ def measure(path: Path, runtime: str, settings: RuntimeSettings, eval_x: np.ndar
         "runtime_facts": session.describe(),
         "batch": batch,
     }
+
+
+def _load(rt: Any, runtime: str, path: Path, settings: RuntimeSettings, expected_sha256: str | None) -> Any:
+    kwargs = {"expected_sha256": expected_sha256} if runtime == "tensorrt" and expected_sha256 else {}
+    return rt.load(path, settings, **kwargs)
+
+
+def paired_speedup(a: tuple[Path, RuntimeSettings, str | None], b: tuple[Path, RuntimeSettings, str | None],
+                   runtime: str, x: np.ndarray, rounds: int = 40, runs_per_round: int = 25) -> dict[str, Any]:
+    """How much faster B is than A (latency A / latency B), measured interleaved in rounds with the gate's
+    sampler and paired statistics, so that a machine whose speed changes between two separate measurements
+    does not decide the ratio. `a` and `b` are (path, settings, expected sha256)."""
+    from edgekd.gate import GateConfig, compare, interleaved_samples
+    from edgekd.runtimes import get_runtime
+
+    rt = get_runtime(runtime)
+    sa, sb = (_load(rt, runtime, *arm) for arm in (a, b))
+    x = np.ascontiguousarray(x)
+    cfg = GateConfig(rounds=rounds, runs_per_round=runs_per_round, n_boot=1000)
+    st = compare(*interleaved_samples(lambda: sa.infer(x), lambda: sb.infer(x), **cfg.sampler_kwargs()), cfg)
+    return {"speedup": 1.0 / st.ratio, "speedup_ci95": [1.0 / st.ci_high, 1.0 / st.ci_low],
+            "method": f"interleaved, {rounds} rounds x {runs_per_round} calls per model, Hodges-Lehmann of the "
+                      f"per-round latency ratios (spread {st.spread_paired:.1%})"}
 
 
 def estimate(onnx_path: Path, target: TargetProfile, precision: str, batch: int) -> dict[str, Any]:

@@ -39,6 +39,9 @@ def test_report_rows_are_measured_on_the_compiled_artifacts(tiny_run):
     names = {b["name"] for b in report["budgets"]}
     assert {"latency p90", "model size", "accuracy (top-1)"} <= names
     assert report["exit_code"] == (1 if any(b["verdict"] == "fail" for b in report["budgets"]) else 0)
+    payoff = report["int8_payoff"]  # INT8 vs FP32 student, measured interleaved
+    lo, hi = payoff["speedup_ci95"]
+    assert 0 < lo <= payoff["speedup"] <= hi and "interleaved" in payoff["method"]
     qad = next(s for s in report["stages"] if s["stage"] == "qad")["metrics"]
     assert qad["kept"] in ("qad", "ptq") and 0 <= qad["ptq_top1"] <= 1
 

@@ -115,8 +115,12 @@ def print_report(report: dict[str, Any], console: Console) -> None:
 
 def payoff_line(p: dict[str, Any]) -> str:
     """Did INT8 pay off? Speed ratio and accuracy cost of the INT8 student against the FP32 student."""
-    line = (f"INT8 vs FP32 student ({p['measured_with']}): {p['speedup_p50']:.2f}x p50 speed, "
-            f"accuracy cost {p['accuracy_cost_points']:+.2f} points")
+    if "speedup" in p:
+        lo, hi = p["speedup_ci95"]
+        speed = f"{p['speedup']:.2f}x speed (95% CI {lo:.2f}-{hi:.2f}, measured interleaved)"
+    else:  # a run made before the interleaved measurement existed
+        speed = f"{p['speedup_p50']:.2f}x p50 speed"
+    line = f"INT8 vs FP32 student ({p['measured_with']}): {speed}, accuracy cost {p['accuracy_cost_points']:+.2f} points"
     if p.get("layers_not_in_int8"):
         line += f"; layers not run in INT8: {', '.join(map(str, p['layers_not_in_int8'][:5]))}"
     return line

@@ -11,6 +11,7 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -146,3 +147,19 @@ def test_bad_option_values(runs, target) -> None:
         res = runner.invoke(app, ["gate", "--baseline", str(runs["base"]), "--candidate", str(runs["base"]),
                                   "--target", target, flag, value])
         one_line_exit2(res, flag)
+
+
+def test_paired_speedup_names_the_faster_model(runs, target) -> None:
+    """The interleaved INT8-payoff measurement (bench stage) on two real IRs ~10x apart in cost."""
+    from edgekd.benchmark import paired_speedup, settings_for
+    from edgekd.targets import load_target
+
+    settings = settings_for(load_target(target), "fp32")
+    light = (runs["base"] / "compile-bbbbbbbbbbbb/student_fp32/model.xml", settings, None)
+    heavy = (runs["heavy"] / "compile-bbbbbbbbbbbb/student_fp32/model.xml", settings, None)
+    x = np.zeros((1, 3, 16, 16), np.float32)
+    fast = paired_speedup(heavy, light, "openvino", x, rounds=12, runs_per_round=10)
+    lo, hi = fast["speedup_ci95"]
+    assert 1.5 < lo <= fast["speedup"] <= hi and "interleaved" in fast["method"]
+    slow = paired_speedup(light, heavy, "openvino", x, rounds=12, runs_per_round=10)
+    assert slow["speedup"] < 1 / 1.5

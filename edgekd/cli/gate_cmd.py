@@ -246,8 +246,9 @@ def gate(
     alpha: Annotated[float, Opt("--alpha", help="Significance level of the one-sided test.")] = 0.002,
     rounds: Annotated[int, Opt("--rounds", help="Interleaved rounds (>= 10).")] = 60,
     runs_per_round: Annotated[int, Opt("--runs-per-round", help="Calls per arm and round.")] = 40,
-    max_spread: Annotated[float, Opt("--max-spread", help="Noise limit: robust spread of the per-round B/A ratios "
-                                     "(per-arm CV with --independent) above which the verdict is inconclusive.")] = 0.15,
+    max_spread: Annotated[float, Opt("--max-spread", help="Noise limit: robust spread of the per-round B/A "
+                                     "ratios (per-arm CV with --independent) above which the verdict is "
+                                     "inconclusive.")] = 0.15,
     reruns: Annotated[int, Opt("--reruns", help="Fresh measurements after a too-noisy one (0-5).")] = 1,
     independent: Annotated[bool, Opt("--independent", help="Compare the arms as independent samples (Mann-Whitney) "
                                      "instead of paired by round (Wilcoxon; cancels machine swings).")] = False,

@@ -120,7 +120,8 @@ def payoff_line(p: dict[str, Any]) -> str:
         speed = f"{p['speedup']:.2f}x speed (95% CI {lo:.2f}-{hi:.2f}, measured interleaved)"
     else:  # a run made before the interleaved measurement existed
         speed = f"{p['speedup_p50']:.2f}x p50 speed"
-    line = f"INT8 vs FP32 student ({p['measured_with']}): {speed}, accuracy cost {p['accuracy_cost_points']:+.2f} points"
+    line = (f"INT8 vs FP32 student ({p['measured_with']}): {speed}, "
+            f"accuracy cost {p['accuracy_cost_points']:+.2f} points")
     if p.get("layers_not_in_int8"):
         line += f"; layers not run in INT8: {', '.join(map(str, p['layers_not_in_int8'][:5]))}"
     return line

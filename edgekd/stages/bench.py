@@ -4,7 +4,8 @@ The teacher, the FP32 student and the INT8 student are measured one after anothe
 held-out split for accuracy and at the profile's batch size for latency. "Did INT8 pay off?" is then
 measured again with the two students interleaved round by round (edgekd.benchmark.paired_speedup, the
 gate's sampler and statistics): measured separately, a shared machine's speed changes between the two
-measurements can move the ratio by tens of percent. The method is stated in the report (edgekd.runtimes.timing.METHODOLOGY).
+measurements can move the ratio by tens of percent. The method is stated in the report
+(edgekd.runtimes.timing.METHODOLOGY).
 """
 
 from __future__ import annotations

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
-import shutil
 import sys
 from datetime import datetime, timezone
 from enum import Enum
@@ -24,6 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgekd.errors import UsageError
+from edgekd.fsio import publish, write_atomic
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -79,6 +78,9 @@ class Manifest(BaseModel):
     id: str
     config: dict[str, Any]
     parents: dict[str, str] = Field(default_factory=dict)  # role -> parent stage id
+    # role -> {artifact name: sha256} of the parent's files this stage was built from: a parent rerun that
+    # produced different files makes this stage rerun too (empty in manifests written before this field)
+    parent_artifacts: dict[str, dict[str, str]] = Field(default_factory=dict)
     input_fingerprint: str | None = None
     artifacts: list[Artifact] = Field(default_factory=list)
     preprocessing: Preprocessing | None = None
@@ -146,9 +148,8 @@ def now_iso() -> str:
 
 
 def write_json_atomic(path: Path, data: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(data)
-    os.replace(tmp, path)
+    """Write a whole text file durably (temporary name, fsync, rename, fsync of the folder)."""
+    write_atomic(path, data)
 
 
 def save_manifest(manifest: Manifest, stage_dir: Path) -> None:
@@ -175,11 +176,13 @@ def verify_artifacts(manifest: Manifest, stage_dir: Path) -> list[str]:
     return problems
 
 
+def artifact_hashes(manifest: Manifest) -> dict[str, str]:
+    return {a.name: a.sha256 for a in manifest.artifacts}
+
+
 def finalize_stage_dir(work_dir: Path, final_dir: Path) -> None:
-    """Move a finished work folder into place atomically; an older copy is replaced."""
-    if final_dir.exists():
-        shutil.rmtree(final_dir)
-    os.replace(work_dir, final_dir)
+    """Move a finished work folder into place durably (every file flushed first); an older copy is replaced."""
+    publish(work_dir, final_dir)
 
 
 def python_executable() -> str:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekd.fsio import write_atomic
 from edgekd.report import plots
 from edgekd.report.summary import BUDGET_COLUMNS, MODEL_COLUMNS, budget_rows, model_rows
 
@@ -120,8 +121,8 @@ def write_assets(report: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     per_class = per_class_from_run(Path(run_dir))
     assets["per_class"] = plots.per_class_png(per_class)
     for name, png in list(assets.items()):
-        (out_dir / f"{name}.png").write_bytes(png)
-    (out_dir / "per_class.json").write_text(json.dumps(per_class, indent=2))
+        write_atomic(out_dir / f"{name}.png", png)
+    write_atomic(out_dir / "per_class.json", json.dumps(per_class, indent=2))
     assets["per_class_data"] = per_class
     return assets
 
@@ -161,7 +162,7 @@ def write_html_report(report: dict[str, Any], run_dir: Path, assets: dict[str, A
         f"{html.escape(str(report.get('run_dir', '')))}</p></main></body></html>",
     ]
     out = run_dir / "report.html"
-    out.write_text("".join(parts))
+    write_atomic(out, "".join(parts))
     return out
 
 

@@ -23,6 +23,7 @@ import fnmatch
 import math
 import os
 import random
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -37,7 +38,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from edgekd.data.batches import Augment, num_train_steps, train_batches
 from edgekd.data.sources import Split
 from edgekd.errors import StageFailed, UsageError
-from edgekd.manifest import Preprocessing
+from edgekd.fsio import move_aside, publish, tmp_name, write_atomic
+from edgekd.manifest import Preprocessing, sha256_file
 from edgekd.train import dist
 
 LossFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, np.ndarray], tuple[torch.Tensor, dict[str, float]]]
@@ -176,8 +178,12 @@ class Trainer:
         self.sync_bn = sync_bn
 
     # -- checkpointing ------------------------------------------------------------------------------
-    def _ckpt_path(self, phase: str) -> Path:
-        return self.state_dir / f"{phase}.last.pt"
+    def _checkpoints(self, phase: str) -> list[tuple[int, Path]]:
+        """This phase's per-epoch checkpoints `<phase>.e<epoch>.pt`, newest first."""
+        pattern = re.compile(rf"^{re.escape(phase)}\.e(\d+)\.pt$")
+        found = [(int(m.group(1)), p) for p in self.state_dir.glob(f"{phase}.e*.pt")
+                 if (m := pattern.match(p.name))] if self.state_dir.is_dir() else []
+        return sorted(found, reverse=True)
 
     def _save(self, phase: str, epoch: int, opt, sched) -> None:
         """Rank 0 writes the checkpoint atomically; every rank waits until it is on disk."""
@@ -186,6 +192,8 @@ class Trainer:
         dist.barrier()
 
     def _write_checkpoint(self, phase: str, epoch: int, opt, sched) -> None:
+        """`<phase>.e<epoch>.pt` with its sha256 in `<file>.sha256` (written first, so a published checkpoint
+        always has one); the previous epoch's checkpoint is kept as a fallback, older ones are removed."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         state = {
             "epoch": epoch, "model": self.model.state_dict(), "optimizer": opt.state_dict(),
@@ -195,23 +203,49 @@ class Trainer:
         }
         if self.extra is not None:
             state["extra"] = self.extra.state_dict()
-        tmp = self._ckpt_path(phase).with_suffix(".tmp")
+        path = self.state_dir / f"{phase}.e{epoch:04d}.pt"
+        tmp = tmp_name(path)
         torch.save(state, tmp)
-        tmp.replace(self._ckpt_path(phase))
+        write_atomic(_sidecar(path), sha256_file(tmp))
+        publish(tmp, path)
+        for old_epoch, old in self._checkpoints(phase):
+            if old_epoch < epoch - 1:
+                old.unlink(missing_ok=True)
+                _sidecar(old).unlink(missing_ok=True)
+
+    def _load_checkpoint(self, phase: str) -> tuple[dict | None, Path | None]:
+        """The newest checkpoint of `phase` that matches its recorded sha256 and loads; a bad one is moved aside
+        (`.corrupt-<time>`, one warning) and the one before it is tried, else the phase starts from scratch."""
+        for epoch, path in self._checkpoints(phase):
+            why, state = _checkpoint_problem(path), None
+            if why is None:
+                try:
+                    state = torch.load(path, map_location="cpu", weights_only=True)
+                except Exception as exc:  # a damaged file fails in zip, pickle or tensor code: all mean corrupt
+                    why = f"does not load ({type(exc).__name__})"
+                else:
+                    if not isinstance(state, dict) or state.get("epoch") != epoch:
+                        why = "does not hold the training state of its epoch"
+            if why is None:
+                return state, path
+            earlier = [e for e, _ in self._checkpoints(phase) if e < epoch]
+            then = (f"resuming from the checkpoint of epoch {earlier[0] + 1}" if earlier
+                    else f"{phase} restarts from its first epoch")
+            move_aside(path, why, then)
+            if _sidecar(path).exists():
+                move_aside(_sidecar(path), None)
+        return None, None
 
     def _resume(self, phase: str, opt, sched, epochs: int) -> int:
         """The epoch to start from: rank 0 reads its checkpoint (if any) and broadcasts it to every rank."""
-        path = self._ckpt_path(phase)
-        state = None
-        if self.ctx.is_main and path.is_file():
-            state = torch.load(path, map_location="cpu", weights_only=True)
+        state, path = self._load_checkpoint(phase) if self.ctx.is_main else (None, None)
         if self.ctx.distributed:
             state = dist.broadcast_object(state)
         if state is None:
             return 0
         if state.get("world", 1) != self.ctx.world:
-            raise UsageError(f"{path} was written by a run with {state['world']} processes; resume it with the "
-                             f"same world size (now {self.ctx.world}) or delete {self.state_dir}")
+            raise UsageError(f"{path or self.state_dir} was written by a run with {state['world']} processes; resume "
+                             f"it with the same world size (now {self.ctx.world}) or delete {self.state_dir}")
         self.model.load_state_dict(state["model"])
         if self.extra is not None and "extra" in state:
             self.extra.load_state_dict(state["extra"])
@@ -342,6 +376,20 @@ class Trainer:
             if p.is_floating_point():
                 p.requires_grad_(True)
         return FitResult(self.best_top1, self.best_epoch, self.history, time.perf_counter() - t0)
+
+
+def _sidecar(checkpoint: Path) -> Path:
+    return checkpoint.with_name(checkpoint.name + ".sha256")
+
+
+def _checkpoint_problem(path: Path) -> str | None:
+    """Why a checkpoint cannot be trusted (its recorded sha256 is missing or differs), or None."""
+    side = _sidecar(path)
+    try:
+        recorded = side.read_text().strip()
+    except OSError:
+        return f"has no recorded sha256 ({side.name})"
+    return None if recorded == sha256_file(path) else "does not match its recorded sha256"
 
 
 def _test_die_hook(phase: str, epoch: int, ctx: dist.DistContext) -> None:

@@ -168,7 +168,7 @@ def test_rank_dies_then_the_rerun_resumes_from_the_last_checkpoint(runs, tmp_pat
     assert "rank 1: exiting after distill epoch 1" in text
     assert "rerun the same command with the same number of processes to resume" in text, text[-3000:]
     assert not list(run_dir.glob("distill-*"))  # no manifest that lies
-    ckpt = next(run_dir.glob(".work-distill-*/state/distill.last.pt"))
+    ckpt = next(run_dir.glob(".work-distill-*/state/distill.e*.pt"))
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
     assert state["epoch"] == 0 and state["world"] == 2
 

@@ -58,6 +58,74 @@ def test_resume_after_interruption_matches_uninterrupted(tmp_path):
         torch.testing.assert_close(p, q)
 
 
+def _interrupted_in_epoch_three(state_dir):
+    calls = {"n": 0}
+
+    def dies(net, x, y, idx):
+        calls["n"] += 1
+        if calls["n"] == 9:  # 4 steps per epoch: the first step of epoch 3, after the checkpoints of epochs 1, 2
+            raise KeyboardInterrupt
+        return _ce(net, x, y, idx)
+
+    with pytest.raises(KeyboardInterrupt):
+        _fit(state_dir, dies)
+    return sorted(p.name for p in state_dir.glob("p.e*.pt"))
+
+
+def _flip_byte(path, at=-100):
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _assert_same_weights(a, b):
+    for p, q in zip(a.state_dict().values(), b.state_dict().values()):
+        torch.testing.assert_close(p, q)
+
+
+@pytest.mark.parametrize("damage", ["flip_newest", "garbage_newest_with_matching_sha", "both"])
+def test_corrupt_checkpoint_is_moved_aside_and_an_earlier_state_resumes(tmp_path, capfd, damage):
+    """A damaged resume checkpoint (bytes changed, or not loadable) is moved aside with one warning and the
+    phase resumes from the previous epoch's checkpoint, or from scratch: the result is the uninterrupted one."""
+    from edgekd.manifest import sha256_file
+
+    reference = _fit(tmp_path / "a")
+    state = tmp_path / "b"
+    assert _interrupted_in_epoch_three(state) == ["p.e0000.pt", "p.e0001.pt"]
+    newest, older = state / "p.e0001.pt", state / "p.e0000.pt"
+    if damage == "garbage_newest_with_matching_sha":
+        newest.write_bytes(b"not a checkpoint at all")
+        (state / "p.e0001.pt.sha256").write_text(sha256_file(newest))
+    else:
+        _flip_byte(newest)
+        if damage == "both":
+            _flip_byte(older)
+    capfd.readouterr()
+    resumed = _fit(state)
+    err = capfd.readouterr().err
+    _assert_same_weights(reference, resumed)
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == (2 if damage == "both" else 1), err
+    assert "p.e0001.pt" in warnings[0] and "moved aside to p.e0001.pt.corrupt-" in warnings[0]
+    assert ("does not load" if damage.startswith("garbage") else "does not match its recorded sha256") in warnings[0]
+    if damage == "both":
+        assert "restarts from its first epoch" in warnings[1] and "resuming at" not in err
+    else:
+        assert "resuming from the checkpoint of epoch 1" in warnings[0] and "resuming at epoch 2/3" in err
+    assert list(state.glob("p.e0001.pt.corrupt-*")) and list(state.glob("p.e0001.pt.sha256.corrupt-*"))
+
+
+def test_checkpoints_keep_the_last_two_epochs_each_with_its_sha256(tmp_path):
+    from edgekd.manifest import sha256_file
+
+    _fit(tmp_path)
+    kept = sorted(p.name for p in tmp_path.glob("p.e*.pt"))
+    assert kept == ["p.e0001.pt", "p.e0002.pt"]
+    for name in kept:
+        assert (tmp_path / f"{name}.sha256").read_text() == sha256_file(tmp_path / name)
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
 def test_nan_loss_names_the_step(tmp_path):
     def nan_at_step_two(net, x, y, idx, seen=[]):  # noqa: B006 - a counter across calls
         seen.append(1)

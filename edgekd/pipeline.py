@@ -14,6 +14,7 @@ import importlib
 import secrets
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -26,8 +27,10 @@ from pydantic import BaseModel
 from rich.console import Console
 
 from edgekd.errors import UsageError
+from edgekd.fsio import move_aside
 from edgekd.manifest import (
-    Manifest, canonical_json, load_manifest, library_versions, now_iso, save_manifest, stage_id, finalize_stage_dir,
+    MANIFEST_NAME, Manifest, artifact_hashes, canonical_json, finalize_stage_dir, library_versions, load_manifest,
+    now_iso, save_manifest, stage_id, verify_artifacts,
 )
 
 STAGE_MODULES = ("teacher", "finetune", "distill", "qad", "export", "compile", "bench")
@@ -126,7 +129,10 @@ def run_pipeline(specs: list[StageSpec], run_dir: Path, *, fingerprint: Callable
     with _stop_cleanly_on_sigterm(ctx_dist):
         for item in planned:
             spec, mod, final = item.spec, item.mod, item.final
-            if (final / "manifest.json").is_file():
+            reusable = _reusable(item, done) if ctx_dist.is_main else None
+            if ctx_dist.distributed:
+                reusable = dist.broadcast_object(reusable)  # rank 0 alone checks (and moves aside) what it finds
+            if reusable:
                 outcome = StageOutcome(spec, load_manifest(final), final, skipped=True)
             else:
                 work = run_dir / f".work-{spec.name}-{item.sid}"
@@ -183,6 +189,7 @@ def _run_stage(item: _Planned, work: Path, done: dict[str, StageOutcome], run_di
         if ctx_dist.is_main:
             manifest = manifest.model_copy(update=dict(
                 stage=spec.name, id=item.sid, config=item.cfg_dump, parents=item.parent_ids,
+                parent_artifacts={r: artifact_hashes(done[s].manifest) for r, s in spec.parents.items()},
                 input_fingerprint=item.fingerprint, versions=library_versions(), started_at=started,
                 finished_at=now_iso(), wall_s=round(time.perf_counter() - t0, 3)))
             _clean_work_state(work)
@@ -191,6 +198,41 @@ def _run_stage(item: _Planned, work: Path, done: dict[str, StageOutcome], run_di
     finally:
         if not ctx_dist.is_main:
             shutil.rmtree(stage_work, ignore_errors=True)
+
+
+def _reusable(item: _Planned, done: dict[str, StageOutcome]) -> bool:
+    """Whether the finished folder of this stage can be reused as it is. A folder whose manifest does not load
+    or does not match its id, or whose files no longer match their recorded sha256, is moved aside as
+    `<folder>.corrupt-<time>` (one warning line) and the stage reruns; a stage built from parent files that
+    have changed since (a parent rerun that did not reproduce them) reruns in place."""
+    final = item.final
+    if not final.exists():
+        return False
+    rerun = "the stage reruns"
+    if not (final / MANIFEST_NAME).is_file():
+        move_aside(final, f"has no {MANIFEST_NAME}", rerun)
+        return False
+    try:
+        manifest = load_manifest(final)
+    except UsageError as exc:
+        move_aside(final, f"has a {MANIFEST_NAME} that does not load ({str(exc).rsplit('(', 1)[-1].rstrip(')')})",
+                   rerun)
+        return False
+    if manifest.stage != item.spec.name or manifest.id != item.sid:
+        move_aside(final, f"holds the manifest of {manifest.stage}-{manifest.id}", rerun)
+        return False
+    problems = verify_artifacts(manifest, final)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        move_aside(final, f"is damaged: {problems[0]}{more}", rerun)
+        return False
+    for role, src in item.spec.parents.items():
+        recorded = manifest.parent_artifacts.get(role)
+        if recorded is not None and recorded != artifact_hashes(done[src].manifest):
+            sys.stderr.write(f"warning: {final.name} was built from {src} files that have changed since: the "
+                             "stage reruns\n")
+            return False
+    return True
 
 
 def _short_hash(value: Any) -> str:

@@ -1,12 +1,14 @@
 """write_bundle: a run -> a verified bundle folder and its .tar.gz (see edgekd/bundle/schema.py).
 
-The bundle is built in a temporary folder beside `out_dir` and renamed into place only when every artifact
-was written and checked, so a failed export never leaves a bundle that looks complete.
+The bundle is built in a temporary folder beside `out_dir` (`.<name>.tmp-<pid>`) and packed into a temporary
+archive; only when both are complete (and flushed to disk) is the old archive removed, the folder renamed
+into place and then the archive. A failed or killed export therefore never leaves a bundle that looks complete,
+nor an archive of an older bundle beside a newer folder; a killed writer's leftovers are removed by the next
+one once its pid is gone.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import tarfile
 from pathlib import Path
@@ -21,6 +23,7 @@ from edgekd.bundle.schema import Bundle, BundleArtifact, BundleInput, LatencyCla
 from edgekd.bundle.verify import (NotRunnable, bundle_file, compare, content_sha256, openvino_integer_report,
                                   qdq_integer_report, run_batched, runner)
 from edgekd.errors import MissingExtra, UsageError
+from edgekd.fsio import fsync_path, publish, remove_dead_leftovers, tmp_name
 from edgekd.manifest import library_versions, now_iso, verify_artifacts, write_json_atomic
 from edgekd.preprocess import normalize_np, read_eval_set
 
@@ -28,23 +31,30 @@ REFERENCE_SAMPLES = 16
 COMPARE_IMAGES = 512
 
 
-def write_bundle(run_dir: Path, out_dir: Path, formats: list[str] | None = None, *, force: bool = False) -> Path:
+def write_bundle(run_dir: Path, out_dir: Path, formats: list[str] | None = None, *, force: bool = False,
+                 report: dict[str, Any] | None = None) -> Path:
     """Write the bundle folder `out_dir` (and `<out_dir>.tar.gz`) from a finished run; returns out_dir.
 
     formats: names from edgekd.bundle.formats.ALL_FORMATS (None: onnx, ort, openvino, and tensorrt when the
-    run built a plan). A missing package, an unknown format or a format that cannot hold the model is a
-    UsageError (exit 2) before the bundle appears.
+    run built a plan). report: the run's report when it is not (yet) the run's report.json (compress writes
+    report.json only once the bundle exists). A missing package, an unknown format or a format that cannot
+    hold the model is a UsageError (exit 2) before the bundle appears.
     """
-    run = open_run(Path(run_dir))
+    run = open_run(Path(run_dir), report)
     names = parse_formats(formats, run)
     for stage in ("finetune", "distill", "qad", "export", "compile", "bench"):
         problems = verify_artifacts(run.manifest(stage), run.dirs[stage]) if run.has(stage) else []
         if problems:
             raise UsageError(f"run {run.run_dir}: {run.dirs[stage].name}/{problems[0]}; refusing to bundle it")
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"{out_dir} is a file, not a bundle folder: choose another --out")
     if out_dir.exists() and any(out_dir.iterdir()) and not force:
         raise UsageError(f"{out_dir} exists and is not empty: choose another --out or pass --force to replace it")
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    archive = out_dir.with_name(out_dir.name + ".tar.gz")
+    for name in (out_dir.name, archive.name):  # what a killed writer left behind
+        remove_dead_leftovers(out_dir.parent, name)
+    tmp, part = tmp_name(out_dir), tmp_name(archive)
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "models").mkdir(parents=True)
     try:
@@ -54,24 +64,23 @@ def write_bundle(run_dir: Path, out_dir: Path, formats: list[str] | None = None,
 
         (tmp / "model_card.md").write_text(model_card(bundle))
         bundle.extra_files = [bundle_file(tmp, tmp / "model_card.md")]
-        archive = out_dir.with_name(out_dir.name + ".tar.gz")
         bundle.archive = archive.name
         bundle.content_sha256 = content_sha256(bundle)
         write_json_atomic(tmp / "bundle.json", bundle.model_dump_json(indent=2))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
+        _pack(tmp, part, out_dir.name)
+        archive.unlink(missing_ok=True)  # never an archive of an older bundle beside the new folder
+        publish(tmp, out_dir)
+        publish(part, archive)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    _pack(out_dir, archive)
+        part.unlink(missing_ok=True)
     return out_dir
 
 
-def _pack(folder: Path, archive: Path) -> None:
-    part = archive.with_name(f".{archive.name}.tmp-{os.getpid()}")
+def _pack(folder: Path, part: Path, arcname: str) -> None:
     with tarfile.open(part, "w:gz") as tar:
-        tar.add(folder, arcname=folder.name)
-    os.replace(part, archive)
+        tar.add(folder, arcname=arcname)
+    fsync_path(part)
 
 
 def _assemble(run: RunView, root: Path, planned: list[Planned], names: list[str]) -> Bundle:

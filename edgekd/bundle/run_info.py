@@ -67,9 +67,10 @@ def read_report(run_dir: Path) -> dict[str, Any]:
         raise UsageError(f"{path} is not valid JSON ({str(exc).splitlines()[0]})") from None
 
 
-def open_run(run_dir: Path) -> RunView:
+def open_run(run_dir: Path, report: dict[str, Any] | None = None) -> RunView:
+    """The run as its report.json describes it, or as `report` (the report about to be written) does."""
     run_dir = Path(run_dir)
-    report = read_report(run_dir)
+    report = read_report(run_dir) if report is None else report
     dirs = {}
     for s in report.get("stages", []):
         d = run_dir / s["dir"]

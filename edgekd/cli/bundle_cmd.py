@@ -26,10 +26,16 @@ def export_bundle(
     Every artifact is loaded back and run on the reference inputs; the results are recorded in bundle.json
     ('verified'). Exit 1 when an artifact fails its check, 2 for bad input or a missing package.
     """
+    import contextlib
+
     from edgekd.bundle.build import write_bundle
     from edgekd.bundle.verify import load_bundle
+    from edgekd.rundir import RunDirLock, check_writable
 
-    folder = write_bundle(run, out, formats, force=force)
+    check_writable(out, "--out")
+    inside = run.is_dir() and (out.resolve() == run.resolve() or run.resolve() in out.resolve().parents)
+    with RunDirLock(run.resolve()) if inside else contextlib.nullcontext():  # one writer per run directory
+        folder = write_bundle(run, out, formats, force=force)
     bundle = load_bundle(folder)
     if as_json:
         print_json(bundle.model_dump(mode="json"))

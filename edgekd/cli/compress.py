@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from edgekd.cli.common import console, guarded, print_json
+from edgekd.cli.common import console, err_console, guarded, print_json
 from edgekd.errors import require
 from edgekd.plan import CompressOptions, Transfer, Weighting, load_pipeline_file, validate_options
 
@@ -46,6 +46,7 @@ def compress(
     sync_bn: Annotated[Optional[bool], Opt("--sync-bn/--no-sync-bn", help="Under torchrun on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm) in the teacher, finetune and distill stages.")] = None,
     config: Annotated[Optional[Path], Opt("--config", help="YAML pipeline file with the same options (flags override it).")] = None,
     run_dir: Annotated[Optional[Path], Opt(help="Run directory. Default: runs/<data>-<target>.")] = None,
+    wait: Annotated[bool, Opt("--wait", help="When another process is writing the run directory, wait for it instead of exiting 2.")] = False,
     strict: Annotated[bool, Opt(help="Exit 1 also when a budget judged only on an estimate fails.")] = False,
     bundle: Annotated[bool, Opt("--bundle/--no-bundle", help="Write a verified artifact bundle into RUN_DIR/bundle (and bundle.tar.gz) at the end.")] = True,
     as_json: Annotated[bool, Opt("--json", help="Print report.json to stdout instead of tables.")] = False,
@@ -57,14 +58,14 @@ def compress(
     and the ones after it.
     """
     flags = {k: v for k, v in locals().items() if k not in ("config", "run_dir", "strict", "as_json", "quiet",
-                                                            "epochs", "bundle") and v is not None}
+                                                            "epochs", "bundle", "wait") and v is not None}
     values: dict[str, Any] = load_pipeline_file(config) if config else {}
     if epochs is not None:
         values.update(distill_epochs=epochs, teacher_epochs=max(1, epochs * 2 // 3),
                       finetune_epochs=max(1, epochs // 3), qad_epochs=max(1, epochs // 6))
     values.update({k: (str(v) if isinstance(v, Path) else v) for k, v in flags.items()})
     opts = validate_options(values)
-    code = run_compress(opts, run_dir, strict=strict, as_json=as_json, quiet=quiet, bundle=bundle)
+    code = run_compress(opts, run_dir, strict=strict, as_json=as_json, quiet=quiet, bundle=bundle, wait=wait)
     raise typer.Exit(code)
 
 
@@ -88,19 +89,24 @@ def check_extras(target) -> None:
 
 
 def run_compress(opts: CompressOptions, run_dir: Path | None, *, strict: bool = False, as_json: bool = False,
-                 quiet: bool = False, bundle: bool = False) -> int:
+                 quiet: bool = False, bundle: bool = False, wait: bool = False) -> int:
+    import os
+
+    from edgekd.rundir import RunDirLock, check_writable
     from edgekd.targets import load_target
 
     target = load_target(opts.target)
+    run_dir = (run_dir or default_run_dir(opts)).resolve()
+    check_writable(run_dir)  # a file or a read-only folder: exit 2 before anything is written
+    lock = RunDirLock(run_dir, wait=wait)
+    if os.environ.get("RANK", "0") == "0":
+        lock.check_free()  # another writer: say so now, not after loading the data
     check_extras(target)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from edgekd.data.dataset import DataConfig, load_data
-    from edgekd.pipeline import run_pipeline
     from edgekd.plan import build_specs
-    from edgekd.report.summary import build_report, print_report, write_reports
 
-    run_dir = (run_dir or default_run_dir(opts)).resolve()
     if opts.threads:
         import torch
 
@@ -116,6 +122,25 @@ def run_compress(opts: CompressOptions, run_dir: Path | None, *, strict: bool = 
     preflight(opts, dataset.num_classes, dataset.preprocessing.channels, dataset.preprocessing.input_size[0])
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=console, disable=quiet or as_json, transient=True)
+    from edgekd.train import dist
+
+    if not dist.context().is_main:  # under torchrun only rank 0 writes the run directory (and holds its lock)
+        _run_stages(specs, run_dir, dataset, load, progress, as_json)
+        return 0
+    with lock:
+        outcomes = _run_stages(specs, run_dir, dataset, load, progress, as_json)
+        report = _publish(outcomes, opts, target, dataset, run_dir, strict=strict, as_json=as_json, bundle=bundle)
+    if as_json:
+        print_json(report)
+    else:
+        from edgekd.report.summary import print_report
+
+        print_report(report, console)
+    return int(report["exit_code"])
+
+
+def _run_stages(specs, run_dir: Path, dataset, load, progress, as_json: bool):
+    from edgekd.pipeline import run_pipeline
 
     def announce(outcome) -> None:
         if not as_json:
@@ -123,27 +148,38 @@ def run_compress(opts: CompressOptions, run_dir: Path | None, *, strict: bool = 
             console.print(f"[bold]{outcome.spec.name}[/] {outcome.manifest.id} {state}")
 
     with progress:
-        outcomes = run_pipeline(specs, run_dir, fingerprint=lambda: dataset.fingerprint, data_loader=load,
-                                console=console, progress=progress, on_stage=announce)
-    from edgekd.train import dist
+        return run_pipeline(specs, run_dir, fingerprint=lambda: dataset.fingerprint, data_loader=load,
+                            console=console, progress=progress, on_stage=announce)
 
-    if not dist.context().is_main:
-        return 0
+
+def _publish(outcomes, opts: CompressOptions, target, dataset, run_dir: Path, *, strict: bool, as_json: bool,
+             bundle: bool) -> dict[str, Any]:
+    """The bundle first, then the reports: a report never names a bundle that is not there. An earlier
+    variant's report and bundle (another final stage id) are moved to history/ first, not overwritten."""
+    import json
+
+    from edgekd.fsio import remove_dead_leftovers
+    from edgekd.report.summary import build_report, write_reports
+    from edgekd.rundir import final_stage_id, keep_earlier_report
+
+    say = err_console.print if as_json else console.print
+    remove_dead_leftovers(run_dir)
     report = build_report(outcomes, opts, target, dataset, run_dir, strict=strict)
-    write_reports(report, run_dir)
+    moved = keep_earlier_report(run_dir, final_stage_id(report))
+    if moved is not None:
+        say(f"the earlier report and bundle of this run directory (final stage {moved.name.split('-', 1)[1]}) "
+            f"were moved to {moved}")
     if bundle:
         from edgekd.bundle.build import write_bundle
 
-        folder = write_bundle(run_dir, run_dir / "bundle", force=True)
+        folder = write_bundle(run_dir, run_dir / "bundle", force=True,
+                              report=json.loads(json.dumps(report, default=str)))
         report["bundle"] = str(folder)
         if not as_json:
             console.print(f"bundle: {folder} (and {folder.name}.tar.gz), verified: "
                           f"{'yes' if _bundle_passed(folder) else 'NO - see bundle.json'}")
-    if as_json:
-        print_json(report)
-    else:
-        print_report(report, console)
-    return int(report["exit_code"])
+    write_reports(report, run_dir)
+    return report
 
 
 def _bundle_passed(folder: Path) -> bool:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -221,15 +220,23 @@ def save_edgekd_checkpoint(
     payload = {"format": FORMAT, "arch": arch, "arch_kwargs": kwargs, "state_dict": state, **extra}
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    save_torch_atomic(payload, out)
     return out
+
+
+def save_torch_atomic(payload: Any, out: Path) -> None:
+    """torch.save to a temporary file, then a durable rename (edgekd.fsio). Saved through a file object, so
+    the archive's inner folder is always `archive/`: saved to a path, torch names it after the (temporary,
+    random) file name, and the same weights would get other bytes on every run."""
+    from edgekd.fsio import publish, tmp_name
+
+    tmp = tmp_name(out)
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(payload, fh)
+        publish(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def load_edgekd_checkpoint(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any]]:

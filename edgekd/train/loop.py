@@ -205,7 +205,8 @@ class Trainer:
             state["extra"] = self.extra.state_dict()
         path = self.state_dir / f"{phase}.e{epoch:04d}.pt"
         tmp = tmp_name(path)
-        torch.save(state, tmp)
+        with open(tmp, "wb") as fh:  # through a file object: the bytes do not depend on the temporary name
+            torch.save(state, fh)
         write_atomic(_sidecar(path), sha256_file(tmp))
         publish(tmp, path)
         for old_epoch, old in self._checkpoints(phase):

@@ -412,7 +412,9 @@ def export_openvino_ir(qmodel: nn.Module, xml_path: str | Path, example_input: t
         raise UsageError(f"expected a model with one input, the IR has {len(ov_model.inputs)}")
     shape = list(example_input.shape)
     ov_model.reshape(ov.PartialShape([-1, *shape[1:]]))
-    ov.save_model(ov_model, str(xml_path), compress_to_fp16=False)
+    from edgekd.runtimes.openvino import save_ir
+
+    save_ir(ov_model, xml_path)  # fp32 weights, reproducible node names
     n_fq = sum(op.get_type_name() == "FakeQuantize" for op in ov_model.get_ops())
     if n_fq == 0:
         raise StageFailed(f"{xml_path}: the OpenVINO IR has no FakeQuantize node; was the model quantized?")

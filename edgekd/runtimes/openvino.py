@@ -10,6 +10,7 @@ non-quantized parts, and `layer_precisions()` shows which layers actually ran in
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,24 @@ def _rt(rt: Any, key: str) -> str | None:
         return str(value.astype(str))
     except Exception:  # pragma: no cover - older bindings return plain strings
         return str(value)
+
+
+_AUTO_NAME = re.compile(r"\b([A-Z][A-Za-z0-9]*)_\d+\b")
+
+
+def save_ir(model: Any, xml: Path) -> None:
+    """ov.save_model (fp32 weights) with reproducible names: OpenVINO names unnamed nodes (and constants it
+    folds) `<Type>_<process-wide counter>`, so the same model converted after other work in a process gets
+    other names and other XML bytes; numbering them by graph position makes the IR bit-identical across runs
+    (a resumed run, a rerun stage) without changing inputs, outputs or tensor names."""
+    ov = _ov("to write OpenVINO IR")
+    for i, node in enumerate(model.get_ordered_ops()):
+        name = node.get_friendly_name()
+        stable = _AUTO_NAME.sub(lambda m: f"{m.group(1)}_{i}", name)
+        if stable != name:
+            node.set_friendly_name(stable)
+    model.set_friendly_name(Path(xml).stem)
+    ov.save_model(model, str(xml), compress_to_fp16=False)
 
 
 def _count_fake_quantize(model: Any) -> int:
@@ -255,7 +274,7 @@ class OpenVINORuntime(Runtime):
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         xml = out_dir / f"{onnx_path.stem}.xml"
-        ov.save_model(model, str(xml), compress_to_fp16=False)
+        save_ir(model, xml)
         fq = _count_fake_quantize(model)
         return CompiledArtifact(
             path=xml,

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekd.errors import UsageError
+from edgekd.fsio import publish
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -123,7 +124,7 @@ def load_images(index: FolderIndex, size: tuple[int, int], channels: int, cache_
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp.npz")  # per process: torchrun ranks load at once
         np.savez(tmp, images=split.images, labels=split.labels)
-        tmp.replace(cache)
+        publish(tmp, cache)
     return split
 
 

@@ -219,3 +219,29 @@ def test_read_only_run_dir_is_refused_and_untouched(tiny_run, tmp_path_factory, 
         for p in [base, *base.rglob("*")]:
             p.chmod(0o755 if p.is_dir() else 0o644)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_kill_between_folder_and_archive_never_leaves_a_stale_archive(tiny_run, tmp_path, monkeypatch):
+    """The archive of the previous bundle is removed before the new folder goes into place; a kill before the new
+    archive is renamed leaves the new folder and no archive, never the old archive beside the new folder."""
+    import edgekd.bundle.build as build
+    from edgekd.bundle.verify import load_bundle
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    old = build.write_bundle(run_dir, run_dir / "bundle")
+    old_sha = load_bundle(old).content_sha256
+    real_publish = build.publish
+
+    def killed_before_the_archive(tmp, final):
+        if str(final).endswith(".tar.gz"):
+            raise KeyboardInterrupt
+        real_publish(tmp, final)
+
+    monkeypatch.setattr(build, "publish", killed_before_the_archive)
+    monkeypatch.setattr(build, "now_iso", lambda: "2000-01-01T00:00:00+00:00")  # a bundle that differs
+    with pytest.raises(KeyboardInterrupt):
+        build.write_bundle(run_dir, run_dir / "bundle", force=True)
+    assert load_bundle(run_dir / "bundle").content_sha256 != old_sha
+    assert not (run_dir / "bundle.tar.gz").exists()
+    assert not list(run_dir.glob(".bundle*"))

@@ -22,10 +22,20 @@ _PID_SUFFIX = re.compile(r"\.(?:tmp|old)-(\d+)$")
 
 
 def fsync_path(path: Path) -> None:
-    """Flush one file, or a folder's entry list, to the disk."""
-    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if Path(path).is_dir() else 0))
+    """Flush one file, or a folder's entry list, to the disk (a platform that cannot open or flush a folder,
+    such as Windows, skips folders: its renames are journaled by the filesystem instead)."""
+    is_dir = Path(path).is_dir()
+    try:
+        fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if is_dir else 0))
+    except OSError:
+        if is_dir:
+            return
+        raise
     try:
         os.fsync(fd)
+    except OSError:
+        if not is_dir:
+            raise
     finally:
         os.close(fd)
 

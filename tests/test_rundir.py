@@ -34,6 +34,7 @@ def _holder(run_dir: Path, seconds: float) -> subprocess.Popen:
         with RunDirLock({str(run_dir)!r}):
             print("locked", flush=True)
             time.sleep({seconds})
+            print(time.time(), flush=True)  # the last moment it surely holds the lock
     """)
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -62,7 +63,8 @@ def test_wait_queues_behind_the_holder(tmp_path, capfd):
     run_dir = tmp_path / "run"
     holder = _holder(run_dir, 1.5)
     with RunDirLock(run_dir, wait=True):
-        assert holder.poll() is not None, "the lock was taken while its holder still ran"
+        taken = time.time()
+        assert taken > float(holder.stdout.readline()), "the lock was taken while its holder still held it"
         assert json.loads((run_dir / OWNER_NAME).read_text())["pid"] == os.getpid()
     holder.wait()
     err = capfd.readouterr().err

@@ -152,6 +152,29 @@ def judge(target: TargetProfile, final: dict[str, Any], required_top1: float | N
     return out
 
 
+def chance_level(num_classes: int, n: int) -> float:
+    """Top-1 that guessing reaches within noise: 1/K plus two standard errors of a binomial at p = 1/K over
+    the n evaluated images. A model at or below it has not learned."""
+    p = 1.0 / max(num_classes, 1)
+    return p + 2.0 * float(np.sqrt(p * (1 - p) / max(n, 1)))
+
+
+def chance_checks(teacher_top1: float | None, final_top1: float | None, num_classes: int, n: int,
+                  ) -> list[dict[str, Any]]:
+    """Failed checks for a teacher or final model at chance level (none when both learned): a chance-level
+    student must never pass, even when a requirement relative to a chance-level teacher would let it."""
+    limit = chance_level(num_classes, n)
+    out = []
+    for who, top1 in (("teacher", teacher_top1), ("final model", final_top1)):
+        if top1 is not None and top1 <= limit:
+            out.append({"name": f"{who} above chance", "limit": limit, "value": top1,
+                        "limit_text": f"> {limit:.2%}", "value_text": f"{top1:.2%}",
+                        "basis": f"chance 1/{num_classes} + 2 standard errors over {n} images",
+                        "verdict": "fail", "message": f"the {who} did not learn: top-1 {top1:.2%} is at chance "
+                        f"level (<= {limit:.2%} for {num_classes} classes on {n} images)"})
+    return out
+
+
 # ------------------------------------------------------------------------------ where to measure, repeats
 class MeasurePlan(BaseModel):
     """Where an artifact for `target` is measured on this machine, and why."""

@@ -74,9 +74,24 @@ def load_pipeline_file(path: Path) -> dict:
 
 def validate_options(values: dict) -> CompressOptions:
     try:
-        return CompressOptions.model_validate(values)
+        opts = CompressOptions.model_validate(values)
     except ValidationError as exc:
         raise UsageError(first_error(exc, unknown="unknown option").replace("field '", "option '")) from None
+    check_epochs(opts)
+    return opts
+
+
+def check_epochs(opts: CompressOptions) -> None:
+    """Training stages whose 0 epochs would ship an untrained (chance-level) model are refused. Allowed at 0:
+    `qad_epochs` (PTQ only: calibrated, not fine-tuned; documented), `probe_epochs` (hybrid without the
+    probe), `finetune_epochs` with `--transfer none`, `teacher_epochs` with a loaded teacher (not trained here)."""
+    trained_here = not (opts.teacher_weights or opts.pretrained)
+    for flag, value, used in (("--teacher-epochs", opts.teacher_epochs, trained_here),
+                              ("--finetune-epochs", opts.finetune_epochs, opts.transfer != "none"),
+                              ("--distill-epochs", opts.distill_epochs, True)):
+        if used and value < 1:
+            hint = "; --transfer none keeps the teacher as it is" if flag == "--finetune-epochs" else ""
+            raise UsageError(f"{flag} {value}: at least 1 epoch is needed (0 would ship an untrained model){hint}")
 
 
 def file_sha256(path: str | None, flag: str) -> str | None:

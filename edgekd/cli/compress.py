@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from edgekd.cli.common import console, guarded, print_json
-from edgekd.errors import require
+from edgekd.errors import UsageError, require
 from edgekd.plan import CompressOptions, Transfer, Weighting, load_pipeline_file, validate_options
 
 Opt = typer.Option
@@ -29,7 +29,7 @@ def compress(
     teacher_epochs: Annotated[Optional[int], Opt(help="Epochs to train a teacher from scratch on the source task (no pretrained teacher).")] = None,
     finetune_epochs: Annotated[Optional[int], Opt(help="Transfer fine-tune epochs (hybrid: after the probe).")] = None,
     distill_epochs: Annotated[Optional[int], Opt(help="Distillation epochs.")] = None,
-    qad_epochs: Annotated[Optional[int], Opt(help="Quantization-aware distillation epochs.")] = None,
+    qad_epochs: Annotated[Optional[int], Opt(help="Quantization-aware distillation epochs (0: PTQ only, calibrated but not fine-tuned).")] = None,
     batch_size: Annotated[Optional[int], Opt(help="Global batch size (all processes together).")] = None,
     lr: Annotated[Optional[float], Opt(help="Learning rate of teacher training and distillation.")] = None,
     temperature: Annotated[Optional[float], Opt("--temperature", "-T", help="KD temperature T (0 < T <= 100).")] = None,
@@ -60,6 +60,8 @@ def compress(
                                                             "epochs", "bundle") and v is not None}
     values: dict[str, Any] = load_pipeline_file(config) if config else {}
     if epochs is not None:
+        if epochs < 1:
+            raise UsageError(f"--epochs {epochs}: at least 1 epoch is needed (0 would ship an untrained model)")
         values.update(distill_epochs=epochs, teacher_epochs=max(1, epochs * 2 // 3),
                       finetune_epochs=max(1, epochs // 3), qad_epochs=max(1, epochs // 6))
     values.update({k: (str(v) if isinstance(v, Path) else v) for k, v in flags.items()})

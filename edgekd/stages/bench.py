@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from edgekd.benchmark import TimingConfig, estimate, judge, measure, paired_speedup, settings_for
+from edgekd.benchmark import TimingConfig, chance_checks, estimate, judge, measure, paired_speedup, settings_for
 from edgekd.manifest import ArtifactKind, Manifest, make_artifact
 from edgekd.preprocess import normalize_np, write_eval_set
 from edgekd.runtimes.timing import METHODOLOGY
@@ -81,6 +81,10 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     teacher_top1 = parents["finetune"].metrics.get("top1_after")
     required = cfg.accuracy.required(teacher_top1) if teacher_top1 is not None else None
     budgets = judge(target, by_role[final], required, here)
+    learned = chance_checks(by_role["teacher_fp32"]["top1"], by_role[final]["top1"], len(pre.class_names),
+                            len(eval_x))
+    budgets += learned
+    notes += [c["message"] for c in learned]
     for r in rows:
         r["verdict"] = "-"
     by_role[final]["verdict"] = "fail" if any(b["verdict"] == "fail" for b in budgets) else (

@@ -152,6 +152,16 @@ def judge(target: TargetProfile, final: dict[str, Any], required_top1: float | N
     return out
 
 
+def layers_not_in_precision(runtime_facts: dict[str, Any], float_layers: list[str] = ()) -> list[dict[str, Any]]:
+    """Heavy layers that ran in another precision than asked: from the runtime's `layer_precisions` (OpenVINO
+    reads them back from the compiled model); a runtime that cannot say (ONNX Runtime) gets the layers the qad
+    stage left in float on purpose."""
+    lp = runtime_facts.get("layer_precisions")
+    if isinstance(lp, dict):
+        return [{"name": x["name"], "type": x.get("type"), "precision": x["precision"]} for x in lp["mismatched"]]
+    return [{"name": name, "type": None, "precision": "fp32", "source": "qad float_layers"} for name in float_layers]
+
+
 def chance_level(num_classes: int, n: int) -> float:
     """Top-1 that guessing reaches within noise: 1/K plus two standard errors of a binomial at p = 1/K over
     the n evaluated images. A model at or below it has not learned."""

@@ -62,6 +62,7 @@ class CompressOptions(BaseModel):
     max_drop: float | None = Field(default=None, ge=0)  # top-1 points below the fine-tuned teacher
     accuracy_floor: float | None = Field(default=None, ge=0, le=1)
     max_fallback_layers: int = Field(default=3, ge=0)
+    fallback_budget: float = Field(default=10.0, ge=0)  # minutes for the float-layer fallback search; 0: none
     opset: int = Field(default=17, ge=17)
     seed: int = 0
     threads: int | None = Field(default=None, ge=1)  # torch intra-op threads for training (not part of stage ids)
@@ -162,6 +163,7 @@ def build_specs(opt: CompressOptions, target: TargetProfile, channels: int) -> l
             "qad", loss=loss, calib_size=opt.calib_size, preset=quant_preset(target), calib=opt.calib,
             calib_sha256=file_sha256(opt.calib, "--calib"), ignored_layers=opt.ignore_layers,
             accuracy=accuracy, max_fallback_layers=opt.max_fallback_layers,
+            fallback_budget_min=opt.fallback_budget,
             train=dict(common, epochs=opt.qad_epochs, lr=opt.qad_lr, bn="frozen", schedule="cosine",
                        weight_decay=0.0)),
             {"teacher": "finetune", "student": "distill"}),

@@ -16,11 +16,11 @@ from rich.table import Table
 
 from edgekd.artifacts import Candidate, Resolved, pick_role, resolve, verify
 from edgekd.benchmark import (
-    TimingConfig, choose_precision, estimate, eval_inputs, judge, measure, plan_measurement, settings_for, spread,
+    TimingConfig, choose_precision, estimate, eval_inputs, judge, layers_not_in_precision, measure, plan_measurement, settings_for, spread,
 )  # fmt: skip
 from edgekd.cli.common import console, err_console, guarded, print_json
 from edgekd.errors import UsageError
-from edgekd.report.summary import exit_code_for, overall_verdict
+from edgekd.report.summary import exit_code_for, overall_verdict, precision_text
 from edgekd.runtimes.timing import METHODOLOGY
 from edgekd.targets import TargetProfile, load_target
 
@@ -86,6 +86,7 @@ def run_bench(artifact: Path, target_name: str | None = None, role: str | None =
         "role": role, "file": cand.label, "path": str(cand.file), "sha256": cand.sha256 or None,
         "origin": cand.origin, "precision": precision, "runtime": plan.runtime, "device": settings.device,
         "measured_on": "target" if plan.on_target else "host substitute", **m,
+        "layers_not_in_precision": layers_not_in_precision(m["runtime_facts"]),
     }
     notes = [n for n in [plan.reason] + [r["cv_warning"] for r in runs] if n]
     if cand.origin == "export":
@@ -130,7 +131,7 @@ def print_bench(report: dict[str, Any]) -> None:
     est, mem = row.get("estimated_latency_ms"), row.get("memory_bytes")
     for key, value in (
         ("artifact", f"{row['file']} ({row['role']}, sha256 {(row['sha256'] or 'not recorded')[:12]})"),
-        ("runtime", f"{row['runtime']} {row['device']}, {row['precision']}, batch {row['batch']} "
+        ("runtime", f"{row['runtime']} {row['device']}, {precision_text(row)}, batch {row['batch']} "
                     f"({row['measured_on']})"),
         ("top-1", "-" if row.get("top1") is None else f"{row['top1']:.2%}"),
         ("latency", f"p50 {lat['median_ms']:.3f} ms, p90 {lat['p90_ms']:.3f} ms, p99 {lat['p99_ms']:.3f} ms "

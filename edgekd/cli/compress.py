@@ -41,6 +41,7 @@ def compress(
     calib_size: Annotated[Optional[int], Opt(help="Calibration images sampled (stratified) from the training split.")] = None,
     max_drop: Annotated[Optional[float], Opt(help="Largest allowed top-1 drop (points) of the INT8 artifact below the fine-tuned teacher. Default: the target's.")] = None,
     accuracy_floor: Annotated[Optional[float], Opt(help="Absolute top-1 floor (0..1) for the INT8 artifact, instead of --max-drop.")] = None,
+    fallback_budget: Annotated[Optional[float], Opt(help="Minutes the floating-point fallback may spend when the INT8 model misses the accuracy requirement (PTQ candidates, then one QAD); 0 disables it. Default: 10.")] = None,
     seed: Annotated[Optional[int], Opt(help="Seed of every random choice.")] = None,
     threads: Annotated[Optional[int], Opt(help="CPU threads for training (torch.set_num_threads); results do not depend on it.")] = None,
     sync_bn: Annotated[Optional[bool], Opt("--sync-bn/--no-sync-bn", help="Under torchrun on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm) in the teacher, finetune and distill stages.")] = None,

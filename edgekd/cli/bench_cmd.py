@@ -16,7 +16,8 @@ from rich.table import Table
 
 from edgekd.artifacts import Candidate, Resolved, pick_role, resolve, verify
 from edgekd.benchmark import (
-    TimingConfig, choose_precision, estimate, eval_inputs, judge, layers_not_in_precision, measure, plan_measurement, settings_for, spread,
+    TimingConfig, choose_precision, estimate, eval_inputs, judge, layers_not_in_precision, measure, plan_measurement,
+    settings_for, spread,
 )  # fmt: skip
 from edgekd.cli.common import console, err_console, guarded, print_json
 from edgekd.errors import UsageError
@@ -138,7 +139,8 @@ def print_bench(report: dict[str, Any]) -> None:
                     f"over {lat['n']} runs (cv {lat['cv']:.2f})"),
         ("device latency", "-" if est is None else f"{est:.3f} ms (ESTIMATED, roofline)"),
         ("size", f"{row['size_bytes'] / 1e6:.3f} MB"),
-        ("memory", "-" if mem is None else f"{mem / 1e6:.1f} MB (resident memory added)"),
+        ("memory", "-" if mem is None else f"{mem / 1e6:.1f} MB (peak resident memory added by loading and "
+                                           "running, fresh process)"),
     ):
         table.add_row(key, value)
     console.print(table)

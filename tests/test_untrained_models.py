@@ -53,3 +53,22 @@ def test_chance_level_teacher_fails_even_when_the_student_meets_its_relative_req
 def test_learned_models_add_no_check():
     assert chance_checks(0.95, 0.93, num_classes=10, n=360) == []
     assert chance_checks(None, 0.5, num_classes=10, n=360) == []
+
+
+def test_edgekd_bench_fails_a_chance_level_model_even_when_the_floor_is_low(tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent / "cli"))
+    from test_bench_cmd import build_run, loose_target
+
+    from edgekd.benchmark import TimingConfig
+    from edgekd.cli.bench_cmd import run_bench
+
+    run = build_run(tmp_path / "run")  # untrained nets, random labels: chance level
+    target = loose_target(tmp_path)
+    target.write_text(target.read_text() + "accuracy: {floor: 0.01, max_drop_points: null}\n")
+    rep = run_bench(run, str(target), "student_int8", timing=TimingConfig(min_runs=5, min_s=0.0, warmup_runs=1))
+    chance = [b for b in rep["budgets"] if b["name"] == "final model above chance"]
+    assert chance and chance[0]["verdict"] == "fail" and rep["exit_code"] == 1
+    assert any("did not learn" in n for n in rep["notes"])

@@ -16,8 +16,8 @@ from rich.table import Table
 
 from edgekd.artifacts import Candidate, Resolved, pick_role, resolve, verify
 from edgekd.benchmark import (
-    TimingConfig, choose_precision, estimate, eval_inputs, judge, layers_not_in_precision, measure, plan_measurement,
-    settings_for, spread,
+    TimingConfig, chance_checks, choose_precision, estimate, eval_inputs, judge, layers_not_in_precision, measure,
+    plan_measurement, settings_for, spread,
 )  # fmt: skip
 from edgekd.cli.common import console, err_console, guarded, print_json
 from edgekd.errors import UsageError
@@ -102,8 +102,12 @@ def run_bench(artifact: Path, target_name: str | None = None, role: str | None =
             row["estimated_latency_ms"] = row["estimate"]["latency_ms"]
         else:
             notes.append(f"no ONNX file of {role} to estimate {target.device.name} latency from")
-    budgets = judge(target, row, required_top1(target, res.teacher_top1) if labels is not None else None,
-                    plan.on_target)
+    required = required_top1(target, res.teacher_top1) if labels is not None else None
+    budgets = judge(target, row, required, plan.on_target)
+    if required is not None and classes:  # an accuracy requirement is never met by a chance-level model
+        learned = chance_checks(res.teacher_top1, row["top1"], len(classes), len(labels))
+        budgets += learned
+        notes += [c["message"] for c in learned]
     code = exit_code_for(budgets, strict)
     return {
         "artifact": str(res.path), "kind": res.kind, "role": role,

@@ -114,3 +114,14 @@ def test_ptq_only_when_there_is_no_qad(rec):
     result = bounded_fallback(rec.ptq, None, rec.evaluate, rec.rank, 0.1 - 1e-9, clock=lambda: rec.now)
     assert result.met and result.method == "ptq" and len(result.ignored_layers) == 1
     assert rec.qad_calls == []
+
+
+def test_fallback_budget_option_reaches_the_qad_stage():
+    from edgekd.plan import build_specs, validate_options
+    from edgekd.targets import load_target
+
+    for minutes in (0.0, 2.5):
+        specs = build_specs(validate_options({"fallback_budget": minutes}), load_target("intel-cpu"), channels=1)
+        qad = next(s for s in specs if s.name == "qad")
+        assert qad.config.fallback_budget_min == minutes
+    assert validate_options({}).fallback_budget == 10.0

@@ -40,16 +40,16 @@ def settings_for(target: TargetProfile, precision: str, runtime: str | None = No
 
 def measure(path: Path, runtime: str, settings: RuntimeSettings, eval_x: np.ndarray, labels: np.ndarray | None,
             batch: int, timing: TimingConfig = TimingConfig(), expected_sha256: str | None = None) -> dict[str, Any]:
-    """Load once, measure top-1 on the held-out split, then latency at `batch` on a real preallocated input.
+    """Load once, measure top-1 on the held-out split, then latency at `batch` on a real preallocated input;
+    memory in a fresh child process (edgekd.runtimes.memory.measure_memory, the definition gate uses too).
 
     `labels=None`: no accuracy (top1 None); `eval_x` is then only the input for the latency measurement.
     """
     from edgekd.runtimes import get_runtime
-    from edgekd.runtimes.memory import current_rss_bytes, model_size_bytes
+    from edgekd.runtimes.memory import measure_memory, model_size_bytes
     from edgekd.runtimes.timing import high_cv_warning, measure_latency
 
     rt = get_runtime(runtime)
-    rss0 = current_rss_bytes()
     session = _load(rt, runtime, path, settings, expected_sha256)
     logits = np.concatenate([session.infer(eval_x[i:i + timing.eval_batch])
                              for i in range(0, len(eval_x), timing.eval_batch)])
@@ -60,7 +60,7 @@ def measure(path: Path, runtime: str, settings: RuntimeSettings, eval_x: np.ndar
     x = np.ascontiguousarray(eval_x[:batch])
     stats = measure_latency(lambda: session.infer(x), warmup_runs=timing.warmup_runs, warmup_s=timing.warmup_s,
                             min_runs=timing.min_runs, min_s=timing.min_s, max_s=timing.max_s)
-    rss1 = current_rss_bytes()
+    memory = measure_memory(path, runtime, settings, x, expected_sha256=expected_sha256)
     files = [path] + [p for p in (path.with_suffix(".bin"),) if path.suffix == ".xml" and p.is_file()]
     return {
         "top1": None if labels is None else float((logits.argmax(1) == labels).mean()),
@@ -68,7 +68,7 @@ def measure(path: Path, runtime: str, settings: RuntimeSettings, eval_x: np.ndar
         "latency": stats.to_dict(include_samples=False),
         "latency_samples_ms": [round(s, 5) for s in stats.samples_ms],
         "cv_warning": high_cv_warning(stats, timing.cv_warning),
-        "memory_bytes": None if rss0 is None or rss1 is None else max(0, rss1 - rss0),
+        "memory_bytes": memory["memory_bytes"], "memory_method": memory["method"],
         "size_bytes": model_size_bytes(files),
         "runtime_facts": session.describe(),
         "batch": batch,
@@ -139,7 +139,8 @@ def judge(target: TargetProfile, final: dict[str, Any], required_top1: float | N
                     "verdict": _verdict(mb <= b.model_size_mb, not measured_here)})
     if b.peak_memory_mb is not None and final.get("memory_bytes") is not None:
         mb = final["memory_bytes"] / 1e6
-        basis = "measured (resident memory added by loading and running the model)" if measured_here else \
+        basis = "measured (peak resident memory added by loading and running the model, fresh process)" \
+            if measured_here else \
             "estimated (host runtime's resident memory)"
         out.append({"name": "memory", "limit": b.peak_memory_mb, "value": mb, "limit_text": f"<= {b.peak_memory_mb} MB",
                     "value_text": f"{mb:.1f} MB", "basis": basis,
@@ -149,6 +150,39 @@ def judge(target: TargetProfile, final: dict[str, Any], required_top1: float | N
         out.append({"name": "accuracy (top-1)", "limit": required_top1, "value": final["top1"],
                     "limit_text": f">= {required_top1:.2%}", "value_text": f"{final['top1']:.2%}", "basis": basis,
                     "verdict": "pass" if final["top1"] >= required_top1 else "fail"})
+    return out
+
+
+def layers_not_in_precision(runtime_facts: dict[str, Any], float_layers: list[str] = ()) -> list[dict[str, Any]]:
+    """Heavy layers that ran in another precision than asked: from the runtime's `layer_precisions` (OpenVINO
+    reads them back from the compiled model); a runtime that cannot say (ONNX Runtime) gets the layers the qad
+    stage left in float on purpose."""
+    lp = runtime_facts.get("layer_precisions")
+    if isinstance(lp, dict):
+        return [{"name": x["name"], "type": x.get("type"), "precision": x["precision"]} for x in lp["mismatched"]]
+    return [{"name": name, "type": None, "precision": "fp32", "source": "qad float_layers"} for name in float_layers]
+
+
+def chance_level(num_classes: int, n: int) -> float:
+    """Top-1 that guessing reaches within noise: 1/K plus two standard errors of a binomial at p = 1/K over
+    the n evaluated images. A model at or below it has not learned."""
+    p = 1.0 / max(num_classes, 1)
+    return p + 2.0 * float(np.sqrt(p * (1 - p) / max(n, 1)))
+
+
+def chance_checks(teacher_top1: float | None, final_top1: float | None, num_classes: int, n: int,
+                  ) -> list[dict[str, Any]]:
+    """Failed checks for a teacher or final model at chance level (none when both learned): a chance-level
+    student must never pass, even when a requirement relative to a chance-level teacher would let it."""
+    limit = chance_level(num_classes, n)
+    out = []
+    for who, top1 in (("teacher", teacher_top1), ("final model", final_top1)):
+        if top1 is not None and top1 <= limit:
+            out.append({"name": f"{who} above chance", "limit": limit, "value": top1,
+                        "limit_text": f"> {limit:.2%}", "value_text": f"{top1:.2%}",
+                        "basis": f"chance 1/{num_classes} + 2 standard errors over {n} images",
+                        "verdict": "fail", "message": f"the {who} did not learn: top-1 {top1:.2%} is at chance "
+                        f"level (<= {limit:.2%} for {num_classes} classes on {n} images)"})
     return out
 
 

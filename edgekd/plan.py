@@ -62,6 +62,7 @@ class CompressOptions(BaseModel):
     max_drop: float | None = Field(default=None, ge=0)  # top-1 points below the fine-tuned teacher
     accuracy_floor: float | None = Field(default=None, ge=0, le=1)
     max_fallback_layers: int = Field(default=3, ge=0)
+    fallback_budget: float = Field(default=10.0, ge=0)  # minutes for the float-layer fallback search; 0: none
     opset: int = Field(default=17, ge=17)
     seed: int = 0
     threads: int | None = Field(default=None, ge=1)  # torch intra-op threads for training (not part of stage ids)
@@ -74,9 +75,24 @@ def load_pipeline_file(path: Path) -> dict:
 
 def validate_options(values: dict) -> CompressOptions:
     try:
-        return CompressOptions.model_validate(values)
+        opts = CompressOptions.model_validate(values)
     except ValidationError as exc:
         raise UsageError(first_error(exc, unknown="unknown option").replace("field '", "option '")) from None
+    check_epochs(opts)
+    return opts
+
+
+def check_epochs(opts: CompressOptions) -> None:
+    """Training stages whose 0 epochs would ship an untrained (chance-level) model are refused. Allowed at 0:
+    `qad_epochs` (PTQ only: calibrated, not fine-tuned; documented), `probe_epochs` (hybrid without the
+    probe), `finetune_epochs` with `--transfer none`, `teacher_epochs` with a loaded teacher (not trained here)."""
+    trained_here = not (opts.teacher_weights or opts.pretrained)
+    for flag, value, used in (("--teacher-epochs", opts.teacher_epochs, trained_here),
+                              ("--finetune-epochs", opts.finetune_epochs, opts.transfer != "none"),
+                              ("--distill-epochs", opts.distill_epochs, True)):
+        if used and value < 1:
+            hint = "; --transfer none keeps the teacher as it is" if flag == "--finetune-epochs" else ""
+            raise UsageError(f"{flag} {value}: at least 1 epoch is needed (0 would ship an untrained model){hint}")
 
 
 def file_sha256(path: str | None, flag: str) -> str | None:
@@ -147,6 +163,7 @@ def build_specs(opt: CompressOptions, target: TargetProfile, channels: int) -> l
             "qad", loss=loss, calib_size=opt.calib_size, preset=quant_preset(target), calib=opt.calib,
             calib_sha256=file_sha256(opt.calib, "--calib"), ignored_layers=opt.ignore_layers,
             accuracy=accuracy, max_fallback_layers=opt.max_fallback_layers,
+            fallback_budget_min=opt.fallback_budget,
             train=dict(common, epochs=opt.qad_epochs, lr=opt.qad_lr, bn="frozen", schedule="cosine",
                        weight_decay=0.0)),
             {"teacher": "finetune", "student": "distill"}),

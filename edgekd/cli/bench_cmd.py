@@ -16,11 +16,12 @@ from rich.table import Table
 
 from edgekd.artifacts import Candidate, Resolved, pick_role, resolve, verify
 from edgekd.benchmark import (
-    TimingConfig, choose_precision, estimate, eval_inputs, judge, measure, plan_measurement, settings_for, spread,
+    TimingConfig, chance_checks, choose_precision, estimate, eval_inputs, judge, layers_not_in_precision, measure,
+    plan_measurement, settings_for, spread,
 )  # fmt: skip
 from edgekd.cli.common import console, err_console, guarded, print_json
 from edgekd.errors import UsageError
-from edgekd.report.summary import exit_code_for, overall_verdict
+from edgekd.report.summary import exit_code_for, overall_verdict, precision_text
 from edgekd.runtimes.timing import METHODOLOGY
 from edgekd.targets import TargetProfile, load_target
 
@@ -86,6 +87,7 @@ def run_bench(artifact: Path, target_name: str | None = None, role: str | None =
         "role": role, "file": cand.label, "path": str(cand.file), "sha256": cand.sha256 or None,
         "origin": cand.origin, "precision": precision, "runtime": plan.runtime, "device": settings.device,
         "measured_on": "target" if plan.on_target else "host substitute", **m,
+        "layers_not_in_precision": layers_not_in_precision(m["runtime_facts"]),
     }
     notes = [n for n in [plan.reason] + [r["cv_warning"] for r in runs] if n]
     if cand.origin == "export":
@@ -100,8 +102,12 @@ def run_bench(artifact: Path, target_name: str | None = None, role: str | None =
             row["estimated_latency_ms"] = row["estimate"]["latency_ms"]
         else:
             notes.append(f"no ONNX file of {role} to estimate {target.device.name} latency from")
-    budgets = judge(target, row, required_top1(target, res.teacher_top1) if labels is not None else None,
-                    plan.on_target)
+    required = required_top1(target, res.teacher_top1) if labels is not None else None
+    budgets = judge(target, row, required, plan.on_target)
+    if required is not None and classes:  # an accuracy requirement is never met by a chance-level model
+        learned = chance_checks(res.teacher_top1, row["top1"], len(classes), len(labels))
+        budgets += learned
+        notes += [c["message"] for c in learned]
     code = exit_code_for(budgets, strict)
     return {
         "artifact": str(res.path), "kind": res.kind, "role": role,
@@ -130,14 +136,15 @@ def print_bench(report: dict[str, Any]) -> None:
     est, mem = row.get("estimated_latency_ms"), row.get("memory_bytes")
     for key, value in (
         ("artifact", f"{row['file']} ({row['role']}, sha256 {(row['sha256'] or 'not recorded')[:12]})"),
-        ("runtime", f"{row['runtime']} {row['device']}, {row['precision']}, batch {row['batch']} "
+        ("runtime", f"{row['runtime']} {row['device']}, {precision_text(row)}, batch {row['batch']} "
                     f"({row['measured_on']})"),
         ("top-1", "-" if row.get("top1") is None else f"{row['top1']:.2%}"),
         ("latency", f"p50 {lat['median_ms']:.3f} ms, p90 {lat['p90_ms']:.3f} ms, p99 {lat['p99_ms']:.3f} ms "
                     f"over {lat['n']} runs (cv {lat['cv']:.2f})"),
         ("device latency", "-" if est is None else f"{est:.3f} ms (ESTIMATED, roofline)"),
         ("size", f"{row['size_bytes'] / 1e6:.3f} MB"),
-        ("memory", "-" if mem is None else f"{mem / 1e6:.1f} MB (resident memory added)"),
+        ("memory", "-" if mem is None else f"{mem / 1e6:.1f} MB (peak resident memory added by loading and "
+                                           "running, fresh process)"),
     ):
         table.add_row(key, value)
     console.print(table)

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from edgekd.cli.common import console, err_console, guarded, print_json
-from edgekd.errors import require
+from edgekd.errors import UsageError, require
 from edgekd.plan import CompressOptions, Transfer, Weighting, load_pipeline_file, validate_options
 
 Opt = typer.Option
@@ -29,7 +29,7 @@ def compress(
     teacher_epochs: Annotated[Optional[int], Opt(help="Epochs to train a teacher from scratch on the source task (no pretrained teacher).")] = None,
     finetune_epochs: Annotated[Optional[int], Opt(help="Transfer fine-tune epochs (hybrid: after the probe).")] = None,
     distill_epochs: Annotated[Optional[int], Opt(help="Distillation epochs.")] = None,
-    qad_epochs: Annotated[Optional[int], Opt(help="Quantization-aware distillation epochs.")] = None,
+    qad_epochs: Annotated[Optional[int], Opt(help="Quantization-aware distillation epochs (0: PTQ only, calibrated but not fine-tuned).")] = None,
     batch_size: Annotated[Optional[int], Opt(help="Global batch size (all processes together).")] = None,
     lr: Annotated[Optional[float], Opt(help="Learning rate of teacher training and distillation.")] = None,
     temperature: Annotated[Optional[float], Opt("--temperature", "-T", help="KD temperature T (0 < T <= 100).")] = None,
@@ -41,6 +41,7 @@ def compress(
     calib_size: Annotated[Optional[int], Opt(help="Calibration images sampled (stratified) from the training split.")] = None,
     max_drop: Annotated[Optional[float], Opt(help="Largest allowed top-1 drop (points) of the INT8 artifact below the fine-tuned teacher. Default: the target's.")] = None,
     accuracy_floor: Annotated[Optional[float], Opt(help="Absolute top-1 floor (0..1) for the INT8 artifact, instead of --max-drop.")] = None,
+    fallback_budget: Annotated[Optional[float], Opt(help="Minutes the floating-point fallback may spend when the INT8 model misses the accuracy requirement (PTQ candidates, then one QAD); 0 disables it. Default: 10.")] = None,
     seed: Annotated[Optional[int], Opt(help="Seed of every random choice.")] = None,
     threads: Annotated[Optional[int], Opt(help="CPU threads for training (torch.set_num_threads); results do not depend on it.")] = None,
     sync_bn: Annotated[Optional[bool], Opt("--sync-bn/--no-sync-bn", help="Under torchrun on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm) in the teacher, finetune and distill stages.")] = None,
@@ -61,6 +62,8 @@ def compress(
                                                             "epochs", "bundle", "wait") and v is not None}
     values: dict[str, Any] = load_pipeline_file(config) if config else {}
     if epochs is not None:
+        if epochs < 1:
+            raise UsageError(f"--epochs {epochs}: at least 1 epoch is needed (0 would ship an untrained model)")
         values.update(distill_epochs=epochs, teacher_epochs=max(1, epochs * 2 // 3),
                       finetune_epochs=max(1, epochs // 3), qad_epochs=max(1, epochs // 6))
     values.update({k: (str(v) if isinstance(v, Path) else v) for k, v in flags.items()})

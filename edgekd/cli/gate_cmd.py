@@ -114,7 +114,7 @@ def run_gate(baseline: Path, candidate: Path, target_name: str | None, cfg: Gate
              eval_set: Path | None = None, accuracy_tolerance: float = 0.5) -> tuple[GateResult, dict[str, Any], Any]:
     """Resolve, check, load, measure interleaved, decide. Returns (result, context for the report, samples)."""
     from edgekd.runtimes import get_runtime
-    from edgekd.runtimes.memory import current_rss_bytes, model_size_bytes
+    from edgekd.runtimes.memory import measure_memory, model_size_bytes
 
     t0 = time.perf_counter()
     a = _side("baseline", baseline, eval_set)
@@ -137,11 +137,8 @@ def run_gate(baseline: Path, candidate: Path, target_name: str | None, cfg: Gate
     xa, xb = _inputs(a, images, target.batch_size), _inputs(b, images, target.batch_size)
     rt = get_runtime(plan.runtime)
     sa = rt.load(ca.file, settings_for(target, prec_a))
-    rss0 = current_rss_bytes()
     sb = rt.load(cb.file, settings_for(target, prec_b))
     batch_a, batch_b = np.ascontiguousarray(xa[:target.batch_size]), np.ascontiguousarray(xb[:target.batch_size])
-    sb.infer(batch_b)
-    rss1 = current_rss_bytes()
     top_a = _top1(sa, xa, labels) if labels is not None else None
     top_b = _top1(sb, xb, labels) if labels is not None else None
     t_measure = time.perf_counter()
@@ -157,7 +154,9 @@ def run_gate(baseline: Path, candidate: Path, target_name: str | None, cfg: Gate
     size_mb = model_size_bytes(cb.files) / 1e6
     if bud.model_size_mb is not None:
         checks.append(size_check(size_mb, bud.model_size_mb))
-    mem_mb = None if rss0 is None or rss1 is None else max(0, rss1 - rss0) / 1e6
+    memory = measure_memory(cb.file, plan.runtime, settings_for(target, prec_b), batch_b,
+                            expected_sha256=cb.sha256 or None)
+    mem_mb = memory["memory_bytes"] / 1e6
     if bud.peak_memory_mb is not None and mem_mb is not None:
         checks.append(memory_check(mem_mb, bud.peak_memory_mb))
     notes = []
@@ -178,8 +177,7 @@ def run_gate(baseline: Path, candidate: Path, target_name: str | None, cfg: Gate
         "config": cfg.model_dump(mode="json"), "accuracy_tolerance_points": accuracy_tolerance,
         "eval_set": eval_from, "eval_images": None if images is None else int(len(images)),
         "candidate_size_mb": size_mb, "candidate_memory_mb": mem_mb,
-        "memory_method": "resident memory added by loading the candidate and running it once (after the baseline "
-                         "was loaded), /proc/self/statm",
+        "memory_method": memory["method"],
         "measure_s": measure_s, "wall_s": time.perf_counter() - t0, "notes": notes,
     }
     return result, context, samples

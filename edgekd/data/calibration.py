@@ -17,15 +17,36 @@ from edgekd.errors import UsageError
 from edgekd.manifest import Preprocessing
 
 
+def class_quotas(counts: np.ndarray, size: int) -> np.ndarray:
+    """Images per class for a stratified sample of exactly `size` (<= counts.sum()) images.
+
+    Each class gets the floor of its proportional share, and at least one image when `size` allows every class
+    one; the images left over go one each to the classes with the largest fractional remainder (largest
+    remainder method; ties to the lower class index), never beyond a class's count. Deterministic.
+    """
+    share = counts / counts.sum() * size
+    quota = np.minimum(np.floor(share).astype(int), counts)
+    if size >= len(counts):
+        quota = np.maximum(quota, 1)
+    while quota.sum() > size:  # the one-per-class minimum overshot: take from the most over-served class
+        over = np.where(quota > 1, quota - share, -np.inf)
+        quota[int(np.argmax(over))] -= 1
+    while quota.sum() < size:
+        room = np.where(quota < counts, share - quota, -np.inf)
+        quota[int(np.argmax(room))] += 1
+    return quota
+
+
 def sample_calibration(train: Split, size: int, seed: int) -> Split:
-    """A stratified sample of `size` training images (every class in proportion; all if fewer)."""
+    """A stratified sample of exactly `size` training images (every class in proportion, see
+    :func:`class_quotas`); the whole split when it holds no more than `size`."""
     if size >= len(train):
         return train
     rng = np.random.default_rng(seed)
     classes, counts = np.unique(train.labels, return_counts=True)
-    quota = np.maximum(1, np.floor(counts / counts.sum() * size).astype(int))
-    picked = [rng.choice(np.flatnonzero(train.labels == c), size=min(q, cnt), replace=False)
-              for c, q, cnt in zip(classes, quota, counts)]
+    quota = class_quotas(counts, size)
+    picked = [rng.choice(np.flatnonzero(train.labels == c), size=q, replace=False)
+              for c, q in zip(classes, quota) if q > 0]
     return train.subset(np.sort(np.concatenate(picked)))
 
 

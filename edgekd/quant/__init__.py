@@ -15,15 +15,17 @@ from edgekd.quant.nncf_quant import (
     read_quantized_meta,
     save_quantized,
 )
-from edgekd.quant.sensitivity import FallbackResult, LayerSensitivity, fallback_until, layer_sensitivity
+from edgekd.quant.fallback import Attempt, FallbackResult, bounded_fallback
+from edgekd.quant.sensitivity import LayerSensitivity, layer_sensitivity
 
 __all__ = [
+    "Attempt",
     "FallbackResult",
     "LayerSensitivity",
     "QuantSpec",
     "export_openvino_ir",
     "export_qdq_onnx",
-    "fallback_until",
+    "bounded_fallback",
     "freeze_batchnorm",
     "layer_sensitivity",
     "load_quantized",

@@ -13,16 +13,17 @@ consumers (e.g. a residual branch), they see float too while it is off; a walk t
 (add, cat) or another weighted layer stops, and only the weight quantizer is disabled. A restored layer keeps
 the bias NNCF's bias correction gave it, so it is float but not exactly the FP32 layer.
 
-In-place disabling is only the ranking (cheap: one forward pass per layer). :func:`fallback_until` then
-re-quantizes with the chosen layers in ``ignored_layers`` (nncf.IgnoredScope) and judges the floor on that
-model, so the verdict is on the artifact that will be exported, not on an approximation of it.
+In-place disabling is only the ranking (cheap: one forward pass per layer). The fallback search
+(:mod:`edgekd.quant.fallback`) then re-quantizes with the chosen layers in ``ignored_layers`` (nncf.IgnoredScope)
+and judges the requirement on that model, so the verdict is on the artifact that will be exported, not on an
+approximation of it.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from edgekd.errors import UsageError, require
@@ -207,87 +208,3 @@ def layer_sensitivity(
         qmodel.train(q_training)
         fp32_model.train(f_training)
     return sorted(results, key=lambda r: r.metric, reverse=True)
-
-
-@dataclass
-class FallbackResult:
-    """Layers returned to floating point, the metric reached, that model, and every (layers, metric) tried."""
-
-    ignored_layers: list[str]
-    metric: float
-    met: bool
-    model: Any  # the quantized model built with ``ignored_layers``
-    tried: list[tuple[list[str], float]] = field(default_factory=list)
-    ranking: list[LayerSensitivity] = field(default_factory=list)
-
-    def summary(self) -> str:
-        if not self.ignored_layers and self.met:
-            return f"all layers INT8: metric {self.metric:.4f} meets the floor"
-        verdict = "meets" if self.met else "still misses"
-        tried = ", ".join(f"{len(layers)} float -> {m:.4f}" for layers, m in self.tried)
-        return (
-            f"{len(self.ignored_layers)} layer(s) in floating point ({', '.join(self.ignored_layers)}): "
-            f"metric {self.metric:.4f} {verdict} the floor (tried: {tried})"
-        )
-
-
-def fallback_until(
-    quantize_fn: Callable[[list[str]], nn.Module],
-    fp32_model: nn.Module,
-    batches: Sequence[Any],
-    evaluate: Callable[[nn.Module], float],
-    floor: float,
-    max_layers: int = 5,
-    base_layers: Sequence[str] = (),
-) -> FallbackResult:
-    """Return the most sensitive layers to floating point until ``evaluate(model) >= floor`` holds or
-    ``max_layers`` layers are in float.
-
-    ``quantize_fn(ignored_layers)`` builds a quantized model keeping those module paths in float, e.g.
-    ``lambda layers: quantize(model, calib, spec.model_copy(update={"ignored_layers": layers}), x)``.
-    ``evaluate`` is the accuracy (higher is better) that the floor applies to. Steps:
-
-    1. quantize with ``base_layers`` only; if the floor holds, done;
-    2. rank layers once with :func:`layer_sensitivity` on that model (in-place quantizer disabling);
-    3. screen k = 1..max_layers by disabling the top-k quantizers in place (cheap) to find the first k
-       that looks sufficient;
-    4. from that k up, re-quantize with the top-k in ``ignored_layers`` and evaluate the real model;
-       the first that meets the floor is returned. If none does, the best one tried (highest metric,
-       fewest float layers on ties) is returned with ``met=False``; the caller keeps that artifact and
-       says what was tried (``summary()``; exit code 1).
-    """
-    base = list(base_layers)
-    qmodel = quantize_fn(base)
-    metric = float(evaluate(qmodel))
-    tried: list[tuple[list[str], float]] = [(base, metric)]
-    if metric >= floor or max_layers <= 0:
-        return FallbackResult(base, metric, metric >= floor, qmodel, tried)
-    ranking = [r for r in layer_sensitivity(qmodel, fp32_model, batches) if r.layer not in base]
-    if not ranking:
-        return FallbackResult(base, metric, False, qmodel, tried, ranking)
-    limit = min(max_layers, len(ranking))
-    example = _eval_batches(batches, 1)[0]
-    device = next((p.device for p in qmodel.parameters()), "cpu")
-    layers_by_name = {q.layer: q for q in quantized_layers(qmodel, fp32_model, example.to(device))}
-    start = limit
-    for k in range(1, limit + 1):
-        names = [n for r in ranking[:k] for n in _hooks_of(layers_by_name[r.layer])]
-        with quantizers_disabled(qmodel, names):
-            if float(evaluate(qmodel)) >= floor:
-                start = k
-                break
-    best = FallbackResult(base, metric, False, qmodel, tried, ranking)
-    for k in range(start, limit + 1):
-        layers = base + [r.layer for r in ranking[:k]]
-        candidate = quantize_fn(layers)
-        value = float(evaluate(candidate))
-        tried.append((layers, value))
-        if value >= floor:
-            return FallbackResult(layers, value, True, candidate, tried, ranking)
-        if value > best.metric:
-            best = FallbackResult(layers, value, False, candidate, tried, ranking)
-    return best
-
-
-def _hooks_of(layer: QuantizedLayer) -> tuple[str, ...]:
-    return layer.weight_quantizers + layer.input_quantizers

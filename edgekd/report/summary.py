@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -55,10 +56,32 @@ def build_report(outcomes, opts, target, dataset, run_dir: Path, strict: bool = 
         "budgets": budgets,
         "methodology": bench.get("methodology", ""),
         "int8_payoff": bench.get("int8_payoff", {}),
+        "quantization": quantization_summary(by_stage["qad"].manifest.metrics) if "qad" in by_stage else {},
         "verdict": overall_verdict(budgets),
         "exit_code": exit_code_for(budgets, strict),
         "strict": strict,
     }
+
+
+def quantization_summary(q: dict[str, Any]) -> dict[str, Any]:
+    """What the qad stage kept and every float-layer set it tried (decided on the validation split)."""
+    return {"kept": q.get("kept"), "float_layers": q.get("float_layers", []), "required_top1": q.get("required_top1"),
+            "requirement_met": q.get("requirement_met"), "fp32_top1": q.get("fp32_top1"),
+            "attempts": q.get("attempts", []), "notes": q.get("fallback_notes", []),
+            "fallback_budget_s": q.get("fallback_budget_s")}
+
+
+ATTEMPT_COLUMNS = ("float layers", "method", "val top-1", "cost s")
+
+
+def attempt_rows(report: dict[str, Any]) -> list[list[str]]:
+    return [[", ".join(a["float_layers"]) or "none (all INT8)", a["method"], f"{a['metric']:.2%}", f"{a['cost_s']:.1f}"]
+            for a in report.get("quantization", {}).get("attempts", [])]
+
+
+def _fallback_ran(report: dict[str, Any]) -> bool:
+    q = report.get("quantization") or {}
+    return bool(q.get("notes")) or any(a["float_layers"] != q["attempts"][0]["float_layers"] for a in q.get("attempts", []))
 
 
 def _fmt_ms(v: float | None) -> str:
@@ -71,6 +94,19 @@ def _size(n: int | None) -> str:
     return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} KB"
 
 
+_PRECISION_NAMES = {"f32": "fp32", "f16": "fp16", "i8": "int8", "u8": "int8"}
+
+
+def precision_text(row: dict[str, Any]) -> str:
+    """'int8', or 'int8 (3 layers fp32)' when layers ran in another precision than asked (named in
+    report.json under models[].layers_not_in_precision)."""
+    off = Counter(_PRECISION_NAMES.get(x["precision"], x["precision"]) for x in row.get("layers_not_in_precision") or [])
+    if not off:
+        return row["precision"]
+    parts = [f"{n} layer{'s' if n > 1 else ''} {p}" for p, n in off.items()]
+    return f"{row['precision']} ({', '.join(parts)})"
+
+
 def model_rows(report: dict[str, Any]) -> list[list[str]]:
     rows = []
     for r in report["models"]:
@@ -79,7 +115,7 @@ def model_rows(report: dict[str, Any]) -> list[list[str]]:
         p50 = _fmt_ms(lat.get("median_ms")) if lat else "-"
         if est is not None:  # device estimate beside a host measurement: never mixed, always labelled
             p50 += f" (device est. {est:.3f})"
-        rows.append([r["stage"], r["model"], f"{r['precision']} / {r['runtime']}",
+        rows.append([r["stage"], r["model"], f"{precision_text(r)} / {r['runtime']}",
                      "-" if r.get("top1") is None else f"{r['top1']:.2%}", p50, _fmt_ms(lat.get("p90_ms")),
                      _size(r.get("size_bytes")), r.get("verdict", "-")])
     return rows
@@ -109,6 +145,15 @@ def print_report(report: dict[str, Any], console: Console) -> None:
     console.print(budgets)
     if report.get("int8_payoff"):
         console.print(payoff_line(report["int8_payoff"]))
+    if _fallback_ran(report):
+        attempts = Table(title="INT8 attempts (float-layer fallback)")
+        for col in ATTEMPT_COLUMNS:
+            attempts.add_column(col)
+        for row in attempt_rows(report):
+            attempts.add_row(*row)
+        console.print(attempts)
+        for note in report["quantization"]["notes"]:
+            console.print(note, markup=False)
     console.print(f"verdict: [bold]{report['verdict']}[/] (exit {report['exit_code']}); "
                   f"report: {report['run_dir']}/report.md")
 
@@ -123,7 +168,7 @@ def payoff_line(p: dict[str, Any]) -> str:
     line = (f"INT8 vs FP32 student ({p['measured_with']}): {speed}, "
             f"accuracy cost {p['accuracy_cost_points']:+.2f} points")
     if p.get("layers_not_in_int8"):
-        line += f"; layers not run in INT8: {', '.join(map(str, p['layers_not_in_int8'][:5]))}"
+        line += f"; layers not run in INT8: {', '.join(map(str, p['layers_not_in_int8']))}"
     return line
 
 
@@ -143,6 +188,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"- {payoff_line(report['int8_payoff'])}" if report.get("int8_payoff") else "", "",
         "## Models", "", table(MODEL_COLUMNS, model_rows(report)), "",
         "## Budgets", "", table(BUDGET_COLUMNS, budget_rows(report)), "",
+        "## INT8 attempts", "", table(ATTEMPT_COLUMNS, attempt_rows(report)), "",
+        *[f"- {n}" for n in report.get("quantization", {}).get("notes", [])], "",
         "## Stages", "",
         table(("stage", "id", "reused", "wall s", "notes"),
               [[s["stage"], s["id"], "yes" if s["reused"] else "no", f"{s['wall_s']:.1f}", " ".join(s["notes"])]

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from edgekd.benchmark import TimingConfig, estimate, judge, measure, paired_speedup, settings_for
+from edgekd.benchmark import (
+    TimingConfig, chance_checks, estimate, judge, layers_not_in_precision, measure, paired_speedup, settings_for,
+)  # fmt: skip
 from edgekd.manifest import ArtifactKind, Manifest, make_artifact
 from edgekd.preprocess import normalize_np, write_eval_set
 from edgekd.runtimes.timing import METHODOLOGY
@@ -74,6 +76,8 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
             row["estimated_latency_ms"] = row["estimate"]["latency_ms"]
             row["size_bytes"] = onnx_art.size_bytes
             row["file"] = onnx_art.path
+        row["layers_not_in_precision"] = layers_not_in_precision(
+            m["runtime_facts"], parents["qad"].metrics.get("float_layers", []) if role == "student_int8" else [])
         rows.append(row)
         if task is not None:
             ctx.progress.advance(task)
@@ -81,6 +85,10 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     teacher_top1 = parents["finetune"].metrics.get("top1_after")
     required = cfg.accuracy.required(teacher_top1) if teacher_top1 is not None else None
     budgets = judge(target, by_role[final], required, here)
+    learned = chance_checks(by_role["teacher_fp32"]["top1"], by_role[final]["top1"], len(pre.class_names),
+                            len(eval_x))
+    budgets += learned
+    notes += [c["message"] for c in learned]
     for r in rows:
         r["verdict"] = "-"
     by_role[final]["verdict"] = "fail" if any(b["verdict"] == "fail" for b in budgets) else (
@@ -94,9 +102,8 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
               "speedup_p50_separate": s32["latency"]["median_ms"] / s8["latency"]["median_ms"],
               "accuracy_cost_points": (s32["top1"] - s8["top1"]) * 100,
               "measured_with": s8["runtime"]}
-    lp = s8["runtime_facts"].get("layer_precisions")
-    if isinstance(lp, dict) and lp.get("mismatched"):
-        payoff["layers_not_in_int8"] = lp["mismatched"][:20]
+    if s8.get("layers_not_in_precision"):
+        payoff["layers_not_in_int8"] = [x["name"] for x in s8["layers_not_in_precision"]][:20]
     metrics = {"rows": rows, "budgets": budgets, "int8_payoff": payoff, "measured_on_target": here,
                "required_top1": required, "teacher_top1_pytorch": teacher_top1,
                "methodology": METHODOLOGY + f" Batch {target.batch_size}; accuracy on the {data.val_name} split "

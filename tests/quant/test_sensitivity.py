@@ -1,10 +1,10 @@
-"""Per-layer sensitivity (quantizers disabled in place) and the floating-point fallback loop."""
+"""Per-layer sensitivity (quantizers disabled in place)."""
 
 from __future__ import annotations
 
 import pytest
 
-from edgekd.quant import QuantSpec, fallback_until, layer_sensitivity, quantize
+from edgekd.quant import QuantSpec, layer_sensitivity, quantize
 from edgekd.quant.sensitivity import quantized_layers, quantizers_disabled
 
 torch = pytest.importorskip("torch")
@@ -53,34 +53,3 @@ def test_all_quantizers_disabled_is_closer_to_fp32(qmodel, trained, data):
     assert (restored - ref).abs().max() < (quant - ref).abs().max()
     assert float((restored.argmax(1) == ref.argmax(1)).float().mean()) >= 0.95
     assert _enabled_weight_quantizers(qmodel) == 3
-
-
-def test_fallback_until_requantizes_with_most_sensitive_layers(trained, calib, example, data):
-    calls: list[list[str]] = []
-
-    def quantize_fn(layers: list[str]):
-        calls.append(layers)
-        return quantize(trained, calib, QuantSpec(subset_size=32, min_calibration=32, ignored_layers=layers), example)
-
-    def evaluate(model) -> float:  # a metric that holds once 2 layers are float
-        return -float(_enabled_weight_quantizers(model))
-
-    batches = [data["x_eval"][:64]]
-    result = fallback_until(quantize_fn, trained, batches, evaluate, floor=-1.0, max_layers=3)
-    assert result.met and result.metric == -1.0
-    assert result.ignored_layers == [r.layer for r in result.ranking[:2]]
-    assert calls == [[], result.ignored_layers], "screening in place, then one honest re-quantization"
-    assert "2 layer(s) in floating point" in result.summary()
-
-
-def test_fallback_reports_when_floor_cannot_be_met(trained, calib, example, data):
-    def quantize_fn(layers):
-        return quantize(trained, calib, QuantSpec(subset_size=32, ignored_layers=layers), example)
-
-    def evaluate(model) -> float:  # improves with float layers but never reaches the floor
-        return -float(_enabled_weight_quantizers(model))
-
-    result = fallback_until(quantize_fn, trained, [data["x_eval"][:32]], evaluate, floor=1.0, max_layers=1)
-    assert not result.met and len(result.ignored_layers) == 1 and result.metric == -2.0
-    assert [len(layers) for layers, _ in result.tried] == [0, 1]
-    assert "still misses the floor" in result.summary()

@@ -47,8 +47,9 @@ def conv_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _export_conv_net(tmp_path_factory.mktemp("models") / "convnet.onnx")
 
 
-@pytest.fixture(scope="session")
-def qdq_onnx(conv_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def quantize_qdq(src: Path, out: Path, exclude: list[str] = ()) -> Path:
+    """ONNX Runtime's static QDQ quantization (int8, per-channel weights) of `src`, leaving the nodes named in
+    `exclude` in float, calibrated on 8 seeded random images."""
     quant = pytest.importorskip("onnxruntime.quantization")
 
     class Reader(quant.CalibrationDataReader):
@@ -59,17 +60,22 @@ def qdq_onnx(conv_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         def get_next(self):  # noqa: ANN201
             return next(self._it, None)
 
-    out = tmp_path_factory.mktemp("qdq") / "convnet_qdq.onnx"
     quant.quantize_static(
-        str(conv_onnx),
+        str(src),
         str(out),
         Reader(),
         quant_format=quant.QuantFormat.QDQ,
         activation_type=quant.QuantType.QInt8,
         weight_type=quant.QuantType.QInt8,
         per_channel=True,
+        nodes_to_exclude=list(exclude),
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def qdq_onnx(conv_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return quantize_qdq(conv_onnx, tmp_path_factory.mktemp("qdq") / "convnet_qdq.onnx")
 
 
 @pytest.fixture()

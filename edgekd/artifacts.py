@@ -139,13 +139,18 @@ def model_input_shape(path: Path) -> tuple[int, ...] | None:
 
 
 def _has_quant_ops(path: Path) -> bool:
-    if path.suffix == ".onnx":
-        import onnx
+    """Whether a single model file is quantized; a file its format's parser cannot read is a UsageError."""
+    from edgekd.runtimes.base import read_onnx, unreadable_model
 
-        ops = {n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node}
+    if path.suffix == ".onnx":
+        ops = {n.op_type for n in read_onnx(path).graph.node}
         return bool(ops & {"QuantizeLinear", "DequantizeLinear", "QLinearConv"})
     if path.suffix == ".xml":
-        return any(layer.get("type") == "FakeQuantize" for layer in ET.parse(path).getroot().iter("layer"))
+        try:
+            root = ET.parse(path).getroot()
+        except ET.ParseError as exc:
+            raise unreadable_model(path, exc, "OpenVINO IR") from None
+        return any(layer.get("type") == "FakeQuantize" for layer in root.iter("layer"))
     return path.suffix in (".plan", ".engine")  # an engine's precision is its build's; treated as int8 here
 
 

@@ -31,7 +31,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from edgekd.errors import MissingExtra, StageFailed, UsageError, require
-from edgekd.runtimes.base import CompiledArtifact, Runtime, RuntimeSettings, Session
+from edgekd.runtimes.base import CompiledArtifact, Runtime, RuntimeSettings, Session, read_onnx
 
 FINGERPRINT_KEYS = ("gpu_name", "compute_capability", "tensorrt_version")  # a mismatch refuses the engine
 _QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
@@ -127,9 +127,7 @@ def plan_build(
 
 
 def onnx_has_qdq(onnx_path: Path | str) -> bool:
-    import onnx
-
-    model = onnx.load(str(onnx_path), load_external_data=False)
+    model = read_onnx(onnx_path)
     return any(n.op_type in _QDQ_OPS for n in model.graph.node)
 
 

@@ -32,7 +32,8 @@ def read_model_json(path: Path, model: type[BaseModel], missing: str, invalid: s
     try:
         return model.model_validate_json(path.read_bytes())
     except ValueError as exc:
-        raise UsageError(invalid.format(why=str(exc).splitlines()[0])) from None
+        why = first_error(exc) if isinstance(exc, ValidationError) else str(exc).splitlines()[0]
+        raise UsageError(invalid.format(why=why)) from None
 
 
 def first_error(exc: ValidationError, unknown: str = "unknown field") -> str:

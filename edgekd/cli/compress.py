@@ -120,7 +120,7 @@ def run_compress(opts: CompressOptions, run_dir: Path | None, *, strict: bool = 
     def announce(outcome) -> None:
         if not as_json:
             state = "reused" if outcome.skipped else f"done in {outcome.manifest.wall_s:.1f}s"
-            console.print(f"[bold]{outcome.spec.name}[/] {outcome.manifest.id} {state}")
+            console.print(f"[bold]{outcome.spec.name}[/] {outcome.manifest.id} {state}", markup=True)
 
     with progress:
         outcomes = run_pipeline(specs, run_dir, fingerprint=lambda: dataset.fingerprint, data_loader=load,

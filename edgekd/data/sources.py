@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekd.errors import UsageError
+from edgekd.paths import require_dir
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -45,8 +46,7 @@ class FolderIndex:
 
 def index_folder(root: Path) -> FolderIndex:
     """List an ImageFolder tree (one sub-folder per class); classes sorted by name, as torchvision does."""
-    if not root.is_dir():
-        raise UsageError(f"data folder {root} does not exist: pass --data DIR holding one folder per class")
+    require_dir(root, "data folder", "a folder holding one sub-folder of images per class")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise UsageError(f"data folder {root} has no class sub-folders: expected {root}/<class>/<image files>")

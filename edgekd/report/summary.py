@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from edgekd import __version__
@@ -110,7 +111,7 @@ def print_report(report: dict[str, Any], console: Console) -> None:
     if report.get("int8_payoff"):
         console.print(payoff_line(report["int8_payoff"]))
     console.print(f"verdict: [bold]{report['verdict']}[/] (exit {report['exit_code']}); "
-                  f"report: {report['run_dir']}/report.md")
+                  f"report: {escape(str(report['run_dir']))}/report.md", markup=True)
 
 
 def payoff_line(p: dict[str, Any]) -> str:

@@ -8,10 +8,12 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from edgekd.errors import UsageError
+from edgekd.paths import require_file
 
 
 def read_yaml_mapping(path: Path, what: str) -> dict:
     """A YAML file that must hold a mapping; any problem is one actionable UsageError."""
+    require_file(Path(path), what, "a YAML file")
     try:
         data = yaml.safe_load(Path(path).read_text())
     except OSError as exc:

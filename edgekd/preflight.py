@@ -16,9 +16,6 @@ def preflight(opts: CompressOptions, num_classes: int, channels: int, input_size
     from edgekd.models.heads import find_head
     from edgekd.models.registry import build_model
 
-    if num_classes < 2:
-        raise UsageError(f"the data has {num_classes} class: a classifier needs at least 2; put the images of each "
-                         "class in its own sub-folder under --data (one folder per class)")
     if opts.source_classes is not None and not opts.teacher_weights and not opts.pretrained \
             and not 2 <= opts.source_classes <= num_classes:
         raise UsageError(f"source_classes (from the --config file) must be between 2 and {num_classes}, the "

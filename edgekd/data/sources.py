@@ -50,6 +50,9 @@ def index_folder(root: Path) -> FolderIndex:
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise UsageError(f"data folder {root} has no class sub-folders: expected {root}/<class>/<image files>")
+    if len(classes) == 1:  # checked before any image is read or cached
+        raise UsageError(f"data folder {root} has 1 class ({classes[0]}): a classifier needs at least 2; put the "
+                         "images of each class in its own sub-folder")
     files: list[Path] = []
     labels: list[int] = []
     for label, name in enumerate(classes):

@@ -10,7 +10,6 @@ built from tiny exported conv nets (tests/cli/test_bench_cmd.build_run), so the 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -29,6 +28,8 @@ from edgekd.cli.app import _register, app
 sys.path.insert(0, str(Path(__file__).parent))
 from test_bench_cmd import build_run  # noqa: E402
 
+from tests.tarfiles import archive, member  # noqa: E402
+
 _register()
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,8 +37,9 @@ EXP, BENCH = "export-aaaaaaaaaaaa", "bench-cccccccccccc"
 
 
 # ------------------------------------------------------------------------------------------------ fixtures
-def fake_bundle(folder: Path, run: Path, long_class: str | None = None) -> Path:
-    """A bundle folder laid out as export-bundle writes it, from the fake run's ONNX files (no training)."""
+def fake_bundle(folder: Path, run: Path, long_class: str | None = None, int8_verified: dict | None = None) -> Path:
+    """A bundle folder laid out as export-bundle writes it, from the fake run's ONNX files (no training);
+    `long_class` replaces the first class name, `int8_verified` is the INT8 artifact's verification record."""
     from edgekd.bundle.schema import Bundle, BundleArtifact, BundleInput
     from edgekd.bundle.verify import bundle_file, content_sha256
     from edgekd.preprocess import read_eval_set, write_eval_set
@@ -53,6 +55,7 @@ def fake_bundle(folder: Path, run: Path, long_class: str | None = None) -> Path:
     arts = [BundleArtifact(name=n, role=r, format="onnx", precision=p, runtimes=["onnxruntime", "openvino"],
                            files=[bundle_file(folder, folder / "models" / f"{n}.onnx")])
             for n, r, p in (("student_fp32", "student_fp32", "fp32"), ("student_int8_qdq", "student_int8", "int8"))]
+    arts[1].verified = int8_verified or {}
     bundle = Bundle(name=folder.name, created_at="2026-01-01T00:00:00+00:00", classes=list(pre.class_names),
                     input=BundleInput(shape=["batch", pre.channels, *pre.input_size]), preprocessing=pre,
                     pipeline={"target": "intel-cpu"}, artifacts=arts,
@@ -150,19 +153,7 @@ def _edited_bundle(env: Env, new_path: str, command: str) -> tuple[list[str], Pa
 
 
 def _tar(env: Env, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> Path:
-    path = env.tmp / "evil.tar.gz"
-    with tarfile.open(path, "w:gz") as tar:
-        for info, data in members:
-            if data is not None:
-                info.size = len(data)
-            tar.addfile(info, io.BytesIO(data) if data is not None else None)
-    return path
-
-
-def _member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type, info.linkname = kind, link
-    return info
+    return archive(env.tmp / "evil.tar.gz", *members)
 
 
 def _packed_bundle(env: Env) -> Path:
@@ -280,6 +271,9 @@ CASES = [
     Case("option-unknown-student", lambda e: _compress(e, "--student", "nosuchnet"), ("unknown model 'nosuchnet'",)),
     Case("option-unknown-in-config", lambda e: _compress(e, "--config", str(e.file("p.yaml", "turbo: 1\n"))),
          ("unknown option 'turbo'",)),
+    Case("option-not-an-integer", lambda e: _compress(e, "--epochs", "a:b:c", run=e.run), ("'--epochs'", "integer")),
+    Case("option-unknown-flag", lambda e: _compress(e, "--turbo"), ("No such option: --turbo",)),
+    Case("option-bad-choice", lambda e: _compress(e, "--transfer", "sideways"), ("'--transfer'",)),
     Case("option-config-is-a-folder", lambda e: _compress(e, "--config", str(e.tmp)), ("is a folder",)),
     # checkpoints
     Case("checkpoint-random-bytes", lambda e: _compress(e, "--teacher-weights", str(e.file(
@@ -295,6 +289,9 @@ CASES = [
                                                         "--candidate", str(e.file("fake.onnx", "hello")),
                                                         "--target", "intel-cpu"], e.run),
          ("fake.onnx", "not a readable ONNX model")),
+    Case("model-text-named-ort", lambda e: (["bench", str(e.file("fake.ort", "hello")), "--target", "cpu-ort",
+                                             "--eval-set", str(e.run / BENCH / "eval_set.npz"), "--min-s", "0.01"],
+                                            e.run), ("fake.ort", "not a readable ORT-format model")),
     Case("model-ir-with-truncated-bin", _truncated_ir_bin, ("model.xml", "not a readable OpenVINO IR model")),
     Case("model-unknown-suffix", lambda e: (_bench(e, str(e.file("model.txt", "x"))), e.run), ("not a model",)),
     Case("eval-set-is-a-folder", lambda e: (_bench(e, str(e.run / EXP / "student_fp32.onnx"), "--eval-set",
@@ -308,11 +305,11 @@ CASES = [
     Case("bundle-model-altered", lambda e: _after(e.bundle / "models" / "student_fp32.onnx", b"x",
                                                   ["inspect", str(e.bundle)], e.bundle), ("altered",)),
     # tar files
-    Case("tar-dotdot-member", lambda e: (["inspect", str(_tar(e, [(_member("b/../../evil.txt"), b"abc")]))], e.tmp),
+    Case("tar-dotdot-member", lambda e: (["inspect", str(_tar(e, [(member("b/../../evil.txt"), b"abc")]))], e.tmp),
          ("'..'",)),
-    Case("tar-absolute-symlink", lambda e: (["inspect", str(_tar(e, [(_member("b", tarfile.DIRTYPE), None), (
-        _member("b/link", tarfile.SYMTYPE, "/etc/passwd"), None)]))], e.tmp), ("symbolic link",)),
-    Case("tar-device-member", lambda e: (["inspect", str(_tar(e, [(_member("b/dev", tarfile.CHRTYPE), None)]))], e.tmp),
+    Case("tar-absolute-symlink", lambda e: (["inspect", str(_tar(e, [(member("b", tarfile.DIRTYPE), None), (
+        member("b/link", tarfile.SYMTYPE, "/etc/passwd"), None)]))], e.tmp), ("symbolic link",)),
+    Case("tar-device-member", lambda e: (["inspect", str(_tar(e, [(member("b/dev", tarfile.CHRTYPE), None)]))], e.tmp),
          ("device",)),
     Case("tar-not-gzip", lambda e: (["inspect", str(e.file("b.tar.gz", "hello"))], e.tmp), ("not a readable",)),
     Case("tar-truncated", lambda e: (["inspect", str(e.file("t.tar.gz", _packed_bundle(e).read_bytes()[:900]))], e.tmp),

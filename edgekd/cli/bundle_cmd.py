@@ -40,6 +40,8 @@ def export_bundle(
             state = ("[green]verified[/]" if v.get("passed") else "[red]FAILED[/]") if v.get("loaded_and_run") \
                 else f"[yellow]not run here[/] ({escape(str(v.get('not_run')))})"
             top1 = "-" if a.top1 is None else f"{a.top1:.2%}"
+            integer = (v.get("integer") or {}).get("summary")  # "INT8 except 1 layer(s) in FP32: ..."
+            state += f" ({escape(integer)})" if integer else ""
             console.print(f"{escape(a.name):<24} {a.format:<12} {a.precision:<5} top-1 {top1:>7}  {state}", markup=True)
         console.print(f"bundle: {folder}  archive: {folder.with_name(bundle.archive or '')}")
     if not bundle.verification.get("passed", False):

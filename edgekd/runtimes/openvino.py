@@ -282,8 +282,12 @@ class OpenVINORuntime(Runtime):
         core = ov.Core()
         _check_device(core, settings.device)
         try:
+            if path.suffix == ".xml":  # not XML: say so before OpenVINO tries every frontend (and logs each)
+                import xml.etree.ElementTree as ET
+
+                ET.parse(path)
             model = core.read_model(str(path))
-        except RuntimeError as exc:  # not IR/ONNX, truncated, or an .xml whose .bin does not match
+        except (RuntimeError, SyntaxError) as exc:  # ET.ParseError is a SyntaxError  # not IR/ONNX, truncated, or an .xml whose .bin does not match
             raise unreadable_model(path, exc, "OpenVINO IR" if path.suffix == ".xml" else "ONNX") from None
         if settings.precision == "int8" and _count_fake_quantize(model) == 0:
             raise UsageError(

@@ -250,7 +250,13 @@ def verify_engine(
     fp_file = fingerprint_path(path)
     if not fp_file.is_file():
         raise UsageError(f"refusing to load {path.name}: no {fp_file.name} beside it; rebuild it here with edgekd compile")
-    record = json.loads(fp_file.read_text(encoding="utf-8"))
+    try:
+        record = json.loads(fp_file.read_text(encoding="utf-8"))
+        if not isinstance(record, dict):
+            raise ValueError(f"a JSON {type(record).__name__}, not an object")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UsageError(f"refusing to load {path.name}: {fp_file.name} is not a readable fingerprint ({exc}); "
+                         "rebuild the engine here with edgekd compile") from None
     recorded = record.get("engine_sha256")
     if recorded and recorded != actual:
         raise UsageError(f"refusing to load {path.name}: it changed after it was built (sha256 differs from {fp_file.name})")

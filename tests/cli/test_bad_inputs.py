@@ -228,6 +228,12 @@ def _truncated_ir_bin(env: Env):
     return _bench(env, str(ir / "model.xml")), env.run
 
 
+def _engine_with_fingerprint(env: Env, fingerprint: str) -> Path:
+    engine = env.file("model.plan", b"not really an engine")
+    env.file("model.plan.fingerprint.json", fingerprint)
+    return engine
+
+
 def _symlinked_bundle_model(env: Env):
     model = env.bundle / "models" / "student_int8_qdq.onnx"
     outside = env.tmp / "outside.onnx"
@@ -293,6 +299,8 @@ CASES = [
                                              "--eval-set", str(e.run / BENCH / "eval_set.npz"), "--min-s", "0.01"],
                                             e.run), ("fake.ort", "not a readable ORT-format model")),
     Case("model-ir-with-truncated-bin", _truncated_ir_bin, ("model.xml", "not a readable OpenVINO IR model")),
+    Case("model-engine-fingerprint-not-json", lambda e: (["bench", str(_engine_with_fingerprint(e, "{oops")), "--target",
+                                                          "jetson"], e.run), ("not a readable fingerprint",)),
     Case("model-unknown-suffix", lambda e: (_bench(e, str(e.file("model.txt", "x"))), e.run), ("not a model",)),
     Case("eval-set-is-a-folder", lambda e: (_bench(e, str(e.run / EXP / "student_fp32.onnx"), "--eval-set",
                                                     str(e.tmp)), e.run), ("is a folder",)),

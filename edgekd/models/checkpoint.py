@@ -49,8 +49,10 @@ def _torch_load(path: str | os.PathLike[str]) -> Any:
         return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-        first = next((ln for ln in lines if "WeightsUnpickler error:" in ln or "Unsupported" in ln),
-                     lines[0] if lines else type(exc).__name__)
+        # torch's reason follows "WeightsUnpickler error:" (same line or the next), e.g. "Unsupported operand 80"
+        after = str(exc).split("WeightsUnpickler error:", 1)[-1].strip().splitlines()
+        first = after[0] if after and "WeightsUnpickler error:" in str(exc) else (lines[0] if lines else
+                                                                                  type(exc).__name__)
         if "Unsupported global" in str(exc):  # a real pickle naming classes: objects, not only tensors
             raise UsageError(
                 f"checkpoint {p} holds pickled Python objects, not only tensors and plain types; edgekd "

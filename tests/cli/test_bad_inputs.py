@@ -364,3 +364,23 @@ def test_bad_input(case: Case, base, tmp_path: Path) -> None:
 def test_catalogue_is_large_and_distinct() -> None:
     assert len({c.id for c in CASES}) == len(CASES) >= 30
     assert len({c.id.split("-")[0] for c in CASES}) >= 8  # data, target, option, checkpoint, model, bundle, tar, run
+
+
+@pytest.mark.parametrize("make", [
+    lambda tmp: ["bench", str(_write(tmp / "fake.onnx", b"hello")), "--target", "intel-cpu"],
+    lambda tmp: ["inspect", str(archive(tmp / "evil.tar.gz", (member("b/../../evil.txt"), b"abc")))],
+], ids=["bench-text-named-onnx", "inspect-tar-with-dotdot"])
+def test_real_process_prints_one_line(tmp_path: Path, make) -> None:
+    """The same through a real process: nothing a library writes to the stderr file descriptor either."""
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-m", "edgekd", *make(tmp_path)], capture_output=True, text=True,
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert not (tmp_path.parent / "evil.txt").exists()
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path

@@ -25,6 +25,7 @@ from typing import Literal
 from pydantic import ValidationError
 
 from edgekd.errors import UsageError
+from edgekd.paths import require_file
 from edgekd.manifest import MANIFEST_NAME, Manifest, Preprocessing, sha256_file
 
 ROLES = ("teacher_fp32", "student_fp32", "student_int8")
@@ -139,13 +140,18 @@ def model_input_shape(path: Path) -> tuple[int, ...] | None:
 
 
 def _has_quant_ops(path: Path) -> bool:
-    if path.suffix == ".onnx":
-        import onnx
+    """Whether a single model file is quantized; a file its format's parser cannot read is a UsageError."""
+    from edgekd.runtimes.base import read_onnx, unreadable_model
 
-        ops = {n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node}
+    if path.suffix == ".onnx":
+        ops = {n.op_type for n in read_onnx(path).graph.node}
         return bool(ops & {"QuantizeLinear", "DequantizeLinear", "QLinearConv"})
     if path.suffix == ".xml":
-        return any(layer.get("type") == "FakeQuantize" for layer in ET.parse(path).getroot().iter("layer"))
+        try:
+            root = ET.parse(path).getroot()
+        except ET.ParseError as exc:
+            raise unreadable_model(path, exc, "OpenVINO IR") from None
+        return any(layer.get("type") == "FakeQuantize" for layer in root.iter("layer"))
     return path.suffix in (".plan", ".engine")  # an engine's precision is its build's; treated as int8 here
 
 
@@ -175,8 +181,7 @@ def resolve(path: Path | str, eval_set: Path | str | None = None) -> Resolved:
 def _with_eval_set(res: Resolved, eval_path: Path) -> Resolved:
     from edgekd.preprocess import read_eval_set
 
-    if not eval_path.is_file():
-        raise UsageError(f"eval set {eval_path} does not exist")
+    require_file(eval_path, "eval set", "an eval_set.npz file")
     try:
         images, _, pre = read_eval_set(eval_path)
     except Exception as exc:
@@ -285,12 +290,11 @@ def _resolve_run(run: Path) -> Resolved:
 
 
 def _resolve_bundle(folder: Path) -> Resolved:
-    from edgekd.bundle.schema import Bundle
+    from edgekd.bundle.verify import bundle_path, load_bundle
 
-    try:
-        bundle = Bundle.model_validate_json((folder / "bundle.json").read_text())
-    except (ValidationError, ValueError) as exc:
-        raise UsageError(f"{folder}/bundle.json is not a valid edgekd bundle: {str(exc).splitlines()[0]}") from None
+    bundle = load_bundle(folder)  # every path relative and inside the bundle
+    for f in [f for a in bundle.artifacts for f in a.files] + [f for f in (bundle.eval_set,) if f]:
+        bundle_path(folder, f.path, must_exist=False)  # a symbolic link or a path outside: UsageError
     onnx_of = {a.role: folder / a.files[0].path for a in bundle.artifacts if a.format == "onnx" and a.files}
     cands = []
     for a in bundle.artifacts:

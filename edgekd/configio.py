@@ -8,10 +8,12 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from edgekd.errors import UsageError
+from edgekd.paths import require_file
 
 
 def read_yaml_mapping(path: Path, what: str) -> dict:
     """A YAML file that must hold a mapping; any problem is one actionable UsageError."""
+    require_file(Path(path), what, "a YAML file")
     try:
         data = yaml.safe_load(Path(path).read_text())
     except OSError as exc:
@@ -32,7 +34,8 @@ def read_model_json(path: Path, model: type[BaseModel], missing: str, invalid: s
     try:
         return model.model_validate_json(path.read_bytes())
     except ValueError as exc:
-        raise UsageError(invalid.format(why=str(exc).splitlines()[0])) from None
+        why = first_error(exc) if isinstance(exc, ValidationError) else str(exc).splitlines()[0]
+        raise UsageError(invalid.format(why=why)) from None
 
 
 def first_error(exc: ValidationError, unknown: str = "unknown field") -> str:

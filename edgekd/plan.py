@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgekd.configio import first_error, read_yaml_mapping
 from edgekd.errors import UsageError
+from edgekd.paths import require_file
 from edgekd.pipeline import StageSpec
 from edgekd.targets import TargetProfile
 
@@ -99,8 +100,7 @@ def file_sha256(path: str | None, flag: str) -> str | None:
     if path is None:
         return None
     p = Path(path)
-    if not p.is_file():
-        raise UsageError(f"{flag} {path} does not exist")
+    require_file(p, flag)
     return hashlib.sha256(p.read_bytes()).hexdigest()
 
 

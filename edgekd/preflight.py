@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgekd.errors import UsageError
 from edgekd.plan import CompressOptions
 
 
@@ -15,6 +16,10 @@ def preflight(opts: CompressOptions, num_classes: int, channels: int, input_size
     from edgekd.models.heads import find_head
     from edgekd.models.registry import build_model
 
+    if opts.source_classes is not None and not opts.teacher_weights and not opts.pretrained \
+            and not 2 <= opts.source_classes <= num_classes:
+        raise UsageError(f"source_classes (from the --config file) must be between 2 and {num_classes}, the "
+                         f"number of classes in the data; got {opts.source_classes}")
     kwargs = {"in_channels": channels, "input_size": input_size}
     teacher_arch = opts.teacher or "cifar_resnet20"
     teacher = build_model(teacher_arch, num_classes=num_classes, **kwargs)

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from edgekd.configio import first_error, read_yaml_mapping
 from edgekd.errors import UsageError
+from edgekd.paths import require_file
 
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
 RuntimeName = Literal["openvino", "onnxruntime", "tensorrt"]
@@ -139,8 +140,7 @@ def load_target(name_or_path: str) -> TargetProfile:
     """A shipped profile by name (`jetson`) or a YAML file path."""
     if name_or_path.endswith((".yaml", ".yml")) or os.sep in name_or_path:
         path = Path(name_or_path)
-        if not path.is_file():
-            raise UsageError(f"target file {path} does not exist")
+        require_file(path, "target file", "a target profile .yaml file")
         return load_target_file(path)
     known = available_targets()
     if name_or_path not in known:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.bundle.formats import WRITERS, Planned, parse_formats
+from edgekd.bundle.integer import float_layer_names
 from edgekd.bundle.reference import pick_samples, write_reference
 from edgekd.bundle.run_info import RunView, open_run
 from edgekd.bundle.schema import Bundle, BundleArtifact, BundleInput, LatencyClaim
@@ -93,6 +94,7 @@ def _assemble(run: RunView, root: Path, planned: list[Planned], names: list[str]
     cmp_x = eval_x[:COMPARE_IMAGES]  # independent references are compared on this many held-out images
     torch_refs = _torch_references(run, cmp_x)
     artifacts, expected, failures, not_run = [], {}, [], []
+    float_layers = declared_float_layers(run)
     qdq_out = None
     for p in planned:
         art = BundleArtifact(name=p.name, role=p.role, format=p.format, precision=p.precision, runtimes=p.runtimes,
@@ -121,16 +123,15 @@ def _assemble(run: RunView, root: Path, planned: list[Planned], names: list[str]
             verified["loaded_and_run"] = False
             verified["not_run"] = str(exc)
             not_run.append(p.name)
-        if p.precision == "int8" and p.format == "onnx":
-            verified["integer"] = qdq_integer_report(root / art.files[0].path)
+        if p.precision == "int8" and p.format in ("onnx", "ort"):  # .ort: the same rule on ORT's own graph
+            verified["integer"] = qdq_integer_report(root / art.files[0].path, float_layers)
         elif p.precision == "int8" and p.format == "openvino_ir":
-            verified["integer"] = openvino_integer_report(root / art.files[0].path)
+            verified["integer"] = openvino_integer_report(root / art.files[0].path, float_layers=float_layers)
         elif p.format == "trt_engine":
             verified["fingerprint"] = {"ok": p.facts.get("fingerprint_matches_plan"),
                                        "note": "engine sha256 recorded at build time vs the bundled plan"}
-        elif p.precision == "int8" and p.format == "ort":
-            verified["integer"] = {"ok": None, "note": "ORT format is not inspected: it is student_int8_qdq.onnx "
-                                                       "with Q/DQ fused into integer kernels by ONNX Runtime"}
+        if p.precision == "int8":
+            art.facts["float_layers"] = (verified.get("integer") or {}).get("float_layers_on_purpose", float_layers)
         checks = [v for v in verified.values() if isinstance(v, dict) and "ok" in v and v["ok"] is not None]
         verified["passed"] = bool(verified.get("loaded_and_run")) and all(c["ok"] for c in checks)
         if verified.get("loaded_and_run") and not verified["passed"]:
@@ -139,7 +140,7 @@ def _assemble(run: RunView, root: Path, planned: list[Planned], names: list[str]
         artifacts.append(art)
     write_reference(root / "reference.npz", images[idx], ref_x, labels[idx], idx, expected)
     return Bundle(
-        name=root.name.lstrip(".").split(".tmp-")[0], created_at=now_iso(), classes=list(pre.class_names),
+        name=_name(run, root), created_at=now_iso(), classes=list(pre.class_names),
         input=BundleInput(shape=["batch", pre.channels, *pre.input_size]), preprocessing=pre,
         pipeline=_pipeline(run), artifacts=artifacts, eval_set=bundle_file(root, root / "eval_set.npz"),
         reference=bundle_file(root, root / "reference.npz"), versions=library_versions(),
@@ -149,6 +150,24 @@ def _assemble(run: RunView, root: Path, planned: list[Planned], names: list[str]
                                 f"{len(cmp_x)} held-out images compared with PyTorch (FP32: the checkpoint; INT8: "
                                 "the fake-quant model) and, for INT8, with the QDQ ONNX; top-1 on the whole eval set"},
     )
+
+
+def _name(run: RunView, root: Path) -> str:
+    """The bundle's name: its folder's, or the run's when the folder has the default name `bundle`."""
+    name = root.name.lstrip(".").split(".tmp-")[0]
+    return Path(run.run_dir).resolve().name if name == "bundle" else name
+
+
+def declared_float_layers(run: RunView) -> list[str]:
+    """Layers the qad stage kept in floating point on purpose (its manifest's `float_layers`, else the
+    quantized checkpoint's `ignored_layers`), read defensively: an INT8 artifact may hold exactly these in float."""
+    if not run.has("qad"):
+        return []
+    q = run.manifest("qad")
+    names = float_layer_names(q.metrics.get("float_layers"))
+    if not names and q.has("quantized"):
+        names = float_layer_names(q.artifact("quantized").facts.get("ignored_layers"))
+    return names
 
 
 def _files(root: Path, path: Path) -> list:
@@ -203,7 +222,7 @@ def _pipeline(run: RunView) -> dict[str, Any]:
         "quantization": {"method": "NNCF INT8 (symmetric per-channel weights, per-tensor activations)",
                          "kept": q.get("kept"), "fp32_top1": q.get("fp32_top1"), "ptq_top1": q.get("ptq_top1"),
                          "qad_top1": q.get("qad_top1"), "calibration_images": q.get("calibration_images")},
-        "float_layers": q.get("float_layers", []),
+        "float_layers": declared_float_layers(run),
         "target": run.target.get("name"), "data": run.report.get("data", {}).get("description"),
         "stages": {s["stage"]: s["id"] for s in run.report.get("stages", [])},
         "run_dir": str(run.run_dir),

@@ -12,9 +12,10 @@ Layout of a bundle folder (also packed as `<name>.tar.gz` beside it):
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edgekd.manifest import Preprocessing
 
@@ -26,10 +27,27 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def check_relative(path: str) -> str:
+    """A path inside the bundle: relative, forward slashes, no `..`, no drive. Bundles are data, never
+    directions: an absolute or escaping path in a (possibly hostile) bundle.json is refused on load."""
+    if not path or "\\" in path or "\0" in path:
+        raise ValueError(f"path {path!r} must be a non-empty relative path with forward slashes")
+    if PurePosixPath(path).is_absolute() or PureWindowsPath(path).drive or PureWindowsPath(path).is_absolute():
+        raise ValueError(f"path {path!r} is absolute: every file of a bundle must be inside it")
+    if ".." in PurePosixPath(path).parts:
+        raise ValueError(f"path {path!r} leaves the bundle ('..'): every file of a bundle must be inside it")
+    return path
+
+
 class BundleFile(_Strict):
-    path: str  # relative to the bundle folder
+    path: str  # relative to the bundle folder, inside it (checked on load)
     sha256: str
     size_bytes: int
+
+    @field_validator("path")
+    @classmethod
+    def _inside(cls, v: str) -> str:
+        return check_relative(v)
 
 
 class LatencyClaim(_Strict):
@@ -79,5 +97,12 @@ class Bundle(_Strict):
     versions: dict[str, str] = Field(default_factory=dict)
     # optional fields added after the first version: a bundle.json without them still validates
     archive: str | None = None  # the .tar.gz written beside the folder (not hashed here: it holds this file)
+
+    @field_validator("archive")
+    @classmethod
+    def _archive_is_a_name(cls, v: str | None) -> str | None:
+        if v is not None and (check_relative(v) != v or "/" in v):
+            raise ValueError(f"archive {v!r} must be a file name beside the bundle folder")
+        return v
     verification: dict[str, Any] = Field(default_factory=dict)  # summary: passed, failures, not run, where
     content_sha256: str | None = None  # sha256 of this document's canonical JSON with this field null

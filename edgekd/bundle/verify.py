@@ -4,8 +4,8 @@
   (`content_sha256`, a hash of its own canonical content). Used by `edgekd inspect`.
 - `runner`: loads one artifact with the runtimes installed here and returns `infer(x) -> logits`, or raises
   NotRunnable with the reason (a TensorRT plan without a GPU, Core ML off macOS, ...).
-- `qdq_integer_report` / `openvino_integer_report`: whether the INT8 artifact is really integer where the
-  format promises it; operators that stay in floating point are listed.
+- `qdq_integer_report` / `openvino_integer_report` (edgekd.bundle.integer): whether the INT8 artifact is
+  really integer where the format promises it, allowing the layers kept in float on purpose.
 - `check_reference`: reload each artifact and compare it with reference.npz (what a device team does).
 """
 
@@ -14,21 +14,18 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-from collections import Counter
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
 import numpy as np
 
+from edgekd.bundle.integer import openvino_integer_report, qdq_integer_report  # noqa: F401 (re-exported)
 from edgekd.bundle.schema import BUNDLE_JSON, Bundle, BundleArtifact, BundleFile
 from edgekd.errors import UsageError
 from edgekd.export.parity import compare_logits, tolerance_text, within_tolerance
 from edgekd.manifest import sha256_file
 
 Infer = Callable[[np.ndarray], np.ndarray]
-_WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-_STRUCTURAL = {"QuantizeLinear", "DequantizeLinear", "Constant", "Shape", "Reshape", "Flatten", "Identity",
-               "Squeeze", "Unsqueeze", "Gather", "Concat"}
 
 
 class NotRunnable(Exception):
@@ -43,11 +40,38 @@ def content_sha256(bundle: Bundle) -> str:
 
 
 def load_bundle(bundle_dir: Path) -> Bundle:
+    """bundle.json validated (every path relative and inside the bundle: edgekd.bundle.schema.check_relative)."""
     from edgekd.configio import read_model_json
 
+    bundle_path(bundle_dir, BUNDLE_JSON, must_exist=False)
     return read_model_json(Path(bundle_dir) / BUNDLE_JSON, Bundle,
                            f"{bundle_dir} has no {BUNDLE_JSON}: not an edgekd bundle (or the file was removed)",
-                           f"{BUNDLE_JSON}: altered or not a valid edgekd bundle ({{why}})")
+                           f"{bundle_dir}/{BUNDLE_JSON}: altered or not a valid edgekd bundle ({{why}})")
+
+
+def unsafe_path(bundle_dir: Path, rel: str) -> str | None:
+    """Why `rel` must not be followed (a symbolic link below the bundle folder, or a path resolving outside
+    it), or None. Paths are relative and free of `..` already (schema.check_relative); this is the filesystem."""
+    root, cur = Path(bundle_dir), Path(bundle_dir)
+    for part in PurePosixPath(rel).parts:
+        cur = cur / part
+        if cur.is_symlink():
+            return "a symbolic link; a bundle holds plain files only (not following it)"
+    real_root = root.resolve()
+    if cur.exists() and real_root != cur.resolve() and real_root not in cur.resolve().parents:
+        return "resolves outside the bundle folder (not following it)"
+    return None
+
+
+def bundle_path(bundle_dir: Path, rel: str, must_exist: bool = True) -> Path:
+    """The file `rel` of a bundle, or UsageError: `bench` and `inspect` never follow a bundle elsewhere."""
+    why = unsafe_path(bundle_dir, rel)
+    if why:
+        raise UsageError(f"{Path(bundle_dir) / rel}: {why}")
+    path = Path(bundle_dir) / rel
+    if must_exist and not path.is_file():
+        raise UsageError(f"{path}: listed in {BUNDLE_JSON} but missing")
+    return path
 
 
 def all_files(bundle: Bundle) -> list[BundleFile]:
@@ -62,8 +86,11 @@ def check_files(bundle_dir: Path, bundle: Bundle) -> list[str]:
     if bundle.content_sha256 and content_sha256(bundle) != bundle.content_sha256:
         problems.append(f"{BUNDLE_JSON}: altered (its content no longer matches its content_sha256)")
     for f in all_files(bundle):
+        why = unsafe_path(bundle_dir, f.path)
         full = Path(bundle_dir) / f.path
-        if not full.is_file():
+        if why:
+            problems.append(f"{f.path}: {why}")
+        elif not full.is_file():
             problems.append(f"{f.path}: missing")
         elif full.stat().st_size != f.size_bytes or sha256_file(full) != f.sha256:
             problems.append(f"{f.path}: altered (sha256 does not match {BUNDLE_JSON})")
@@ -81,7 +108,7 @@ def runner(bundle_dir: Path, art: BundleArtifact) -> Infer:
     from edgekd.runtimes import get_runtime
     from edgekd.runtimes.base import RuntimeSettings
 
-    main = Path(bundle_dir) / art.files[0].path
+    main = bundle_path(bundle_dir, art.files[0].path)
     settings = RuntimeSettings(device="CPU", precision=art.precision, threads=None)
     if art.format in ("onnx", "ort", "openvino_ir"):
         name = "openvino" if art.format == "openvino_ir" else "onnxruntime"
@@ -157,66 +184,12 @@ def compare(ref: np.ndarray, out: np.ndarray, precision: str) -> dict[str, Any]:
             "tolerance": tolerance_text(kind).removeprefix("needs ")}
 
 
-# ------------------------------------------------------------------------------------------- INT8 checks
-def qdq_integer_report(path: Path) -> dict[str, Any]:
-    """Every Conv/Gemm/MatMul weight must come through DequantizeLinear; list what stays in float."""
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
-    producers = {o: n for n in graph.node for o in n.output}
-    consumers: dict[str, list[Any]] = {}
-    for n in graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    inits = {i.name for i in graph.initializer}
-
-    def from_dq(name: str) -> bool:
-        p = producers.get(name)
-        return p is not None and p.op_type == "DequantizeLinear"
-
-    weighted = [n for n in graph.node if n.op_type in _WEIGHTED and len(n.input) > 1]
-    float_weights = [f"{n.op_type} {n.name}" for n in weighted if not from_dq(n.input[1])]
-    float_ops: list[str] = []
-    for n in graph.node:
-        if n.op_type in _STRUCTURAL or n.op_type in _WEIGHTED:
-            continue
-        acts = [i for i in n.input if i and i not in inits and producers.get(i) is not None]
-        into_q = all(c.op_type == "QuantizeLinear" for o in n.output for c in consumers.get(o, [])) and \
-            any(consumers.get(o) for o in n.output)
-        if acts and not any(from_dq(i) for i in acts) and not into_q:
-            float_ops.append(f"{n.op_type} {n.name}")
-    ops = Counter(n.op_type for n in graph.node)
-    return {"ok": bool(weighted) and not float_weights and ops["QuantizeLinear"] > 0,
-            "weighted_ops": len(weighted), "weighted_ops_int8": len(weighted) - len(float_weights),
-            "weights_in_float": float_weights, "quantize_linear": ops["QuantizeLinear"],
-            "dequantize_linear": ops["DequantizeLinear"], "float_ops": float_ops,
-            "rule": "a Conv/Gemm/MatMul is INT8 when its weight comes through DequantizeLinear; float_ops are "
-                    "other operators whose inputs do not come from DequantizeLinear and whose output is not "
-                    "re-quantized"}
-
-
-def openvino_integer_report(path: Path, precision: str = "int8") -> dict[str, Any]:
-    """FakeQuantize nodes in the IR, and the layer precisions the CPU plugin actually chose at run time."""
-    from edgekd.runtimes import get_runtime
-    from edgekd.runtimes.base import RuntimeSettings
-
-    session = get_runtime("openvino").load(path, RuntimeSettings(device="CPU", precision=precision))
-    layers = session.layer_precisions()
-    fq = session.describe()["fake_quantize_ops"]
-    heavy = layers["heavy_counts"]
-    in_int8 = sum(v for k, v in heavy.items() if k.lower().startswith(("i8", "u8")))
-    return {"ok": fq > 0 and in_int8 > 0 and not layers["mismatched"], "fake_quantize": fq,
-            "runtime_heavy_layer_precisions": heavy, "runtime_layer_precisions": layers["counts"],
-            "layers_not_int8": [f"{m['type']} {m['name']} ({m['precision']})" for m in layers["mismatched"]],
-            "device": "CPU (OpenVINO CPU plugin on this machine)"}
-
-
 # --------------------------------------------------------------------------------------- reference check
 def check_reference(bundle_dir: Path, bundle: Bundle) -> dict[str, dict[str, Any]]:
     """Reload every artifact, run reference.npz's inputs, compare with its expected outputs."""
     from edgekd.bundle.reference import read_reference
 
-    ref = read_reference(Path(bundle_dir) / bundle.reference.path) if bundle.reference else None
+    ref = read_reference(bundle_path(bundle_dir, bundle.reference.path)) if bundle.reference else None
     if ref is None:
         raise UsageError("the bundle has no reference.npz")
     out: dict[str, dict[str, Any]] = {}

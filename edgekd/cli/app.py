@@ -2,12 +2,44 @@
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
 import typer
+from typer.core import TyperGroup
 
 from edgekd import __version__
 
+
+class OneLineUsageErrors(TyperGroup):
+    """A usage error typer finds itself (a mistyped option, a value of the wrong type, a missing argument) is
+    one line on stderr and exit 2, like every other bad input, instead of a boxed panel of five lines."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, False, **extra)
+        except Exception as exc:
+            if type(exc).__name__ == "Abort":
+                sys.stderr.write("aborted\n")
+                sys.exit(1)
+            if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
+                raise
+            if type(exc).__name__ == "NoArgsIsHelpError":  # `edgekd` alone: the help, as asked for
+                exc.show()
+                sys.exit(exc.exit_code)
+            ctx = getattr(exc, "ctx", None)
+            where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            message = " ".join(str(exc.format_message()).split())
+            sys.stderr.write(f"error: {message}{where}\n")
+            sys.exit(exc.exit_code)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
 app = typer.Typer(
-    name="edgekd", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    name="edgekd", cls=OneLineUsageErrors, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
     help="Teacher -> transfer -> distill -> INT8 QAD -> ONNX -> TensorRT/OpenVINO/ORT -> verified benchmark. "
          "Exit codes: 0 every measured budget holds; 1 a measured budget or accuracy floor fails; "
          "2 bad usage or input; 3 inconclusive (gate).",

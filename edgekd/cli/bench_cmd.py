@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from edgekd.artifacts import Candidate, Resolved, pick_role, resolve, verify
@@ -162,8 +163,8 @@ def print_bench(report: dict[str, Any]) -> None:
             budgets.add_row(b["name"], b["limit_text"], b["value_text"], b["basis"], b["verdict"], style=style)
         console.print(budgets)
     for note in report["notes"]:
-        err_console.print(f"[yellow]note:[/] {note}", markup=True)
-    console.print(f"verdict: [bold]{report['verdict']}[/] (exit {report['exit_code']})")
+        err_console.print(f"[yellow]note:[/] {escape(note)}", markup=True)
+    console.print(f"verdict: [bold]{report['verdict']}[/] (exit {report['exit_code']})", markup=True)
 
 
 @guarded

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from edgekd.cli.common import console, guarded, print_json
 
@@ -43,15 +44,17 @@ def export_bundle(
         for a in bundle.artifacts:
             v = a.verified
             state = ("[green]verified[/]" if v.get("passed") else "[red]FAILED[/]") if v.get("loaded_and_run") \
-                else f"[yellow]not run here[/] ({v.get('not_run')})"
+                else f"[yellow]not run here[/] ({escape(str(v.get('not_run')))})"
             top1 = "-" if a.top1 is None else f"{a.top1:.2%}"
-            console.print(f"{a.name:<24} {a.format:<12} {a.precision:<5} top-1 {top1:>7}  {state}")
+            integer = (v.get("integer") or {}).get("summary")  # "INT8 except 1 layer(s) in FP32: ..."
+            state += f" ({escape(integer)})" if integer else ""
+            console.print(f"{escape(a.name):<24} {a.format:<12} {a.precision:<5} top-1 {top1:>7}  {state}", markup=True)
         console.print(f"bundle: {folder}  archive: {folder.with_name(bundle.archive or '')}")
     if not bundle.verification.get("passed", False):
         failed = ", ".join(bundle.verification.get("failed", []))
         from edgekd.cli.common import fail
 
-        raise fail(f"verification failed for: {failed} (see {folder}/bundle.json 'verified')", 1)
+        raise fail(escape(f"verification failed for: {failed} (see {folder}/bundle.json 'verified')"), 1)
 
 
 def register(app: typer.Typer) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from typing import Any, Callable
 
@@ -12,8 +13,23 @@ from rich.console import Console
 
 from edgekd.errors import EdgekdError
 
-console = Console(stderr=False, highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+def _width(stream: Any) -> int | None:
+    """None (follow the terminal) on a TTY; otherwise $COLUMNS or 200, so that tables and the model card are
+    not cut at rich's default 80 columns in CI logs, files and `| less`."""
+    try:
+        if stream.isatty():
+            return None
+    except (AttributeError, ValueError):
+        pass
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() and int(columns) > 0 else 200
+
+
+# User text (paths, names, messages) prints as typed: emoji=False (`a:b:c` is not `a🅱c`) and markup=False (a
+# `[x]` in a file name is not a style; table cells included); a print that styles passes markup=True and
+# escapes every user value in it (rich.markup.escape).
+console = Console(stderr=False, highlight=False, soft_wrap=True, emoji=False, markup=False, width=_width(sys.stdout))
+err_console = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False, markup=False, width=_width(sys.stderr))
 
 
 def fail(message: str, code: int) -> typer.Exit:

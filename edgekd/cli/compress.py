@@ -148,7 +148,7 @@ def _run_stages(specs, run_dir: Path, dataset, load, progress, as_json: bool):
     def announce(outcome) -> None:
         if not as_json:
             state = "reused" if outcome.skipped else f"done in {outcome.manifest.wall_s:.1f}s"
-            console.print(f"[bold]{outcome.spec.name}[/] {outcome.manifest.id} {state}")
+            console.print(f"[bold]{outcome.spec.name}[/] {outcome.manifest.id} {state}", markup=True)
 
     with progress:
         return run_pipeline(specs, run_dir, fingerprint=lambda: dataset.fingerprint, data_loader=load,

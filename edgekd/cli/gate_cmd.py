@@ -19,6 +19,7 @@ from typing import Annotated, Any, Optional
 
 import numpy as np
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from edgekd.artifacts import Candidate, Resolved, pick_role, resolve, verify, verify_file
@@ -227,9 +228,9 @@ def print_gate(result: GateResult, context: dict[str, Any]) -> None:
         table.add_row(c.name, c.status, f"{c.measured:.4g} {c.unit}", f"{c.limit:g}", c.reason)
     console.print(table)
     for note in context["notes"]:
-        console.print(f"[yellow]note:[/] {note}")
-    console.print(f"[bold {color}]{result.verdict.upper()}[/] (exit {result.exit_code}): {result.reason} "
-                  f"[dim]({context['wall_s']:.1f} s)[/]")
+        console.print(f"[yellow]note:[/] {escape(note)}", markup=True)
+    console.print(f"[bold {color}]{result.verdict.upper()}[/] (exit {result.exit_code}): {escape(result.reason)} "
+                  f"[dim]({context['wall_s']:.1f} s)[/]", markup=True)
 
 
 _FLAGS = {"max_cv": "--max-spread", "reruns_when_noisy": "--reruns"}  # GateConfig fields named otherwise

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tarfile
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any
@@ -54,9 +53,10 @@ def inspect(
     if not path.exists():
         raise UsageError(f"{path} does not exist")
     if path.is_file() and path.name.endswith((".tar.gz", ".tgz")):
+        from edgekd.bundle.unpack import safe_extract
+
         with tempfile.TemporaryDirectory() as tmp:
-            with tarfile.open(path) as tar:
-                tar.extractall(tmp, filter="data")
+            safe_extract(path, Path(tmp))
             inner = [p for p in Path(tmp).iterdir() if p.is_dir()]
             if len(inner) != 1:
                 raise UsageError(f"{path}: expected one bundle folder in the archive, found {len(inner)}")
@@ -66,7 +66,8 @@ def inspect(
         _show(inspect_run(path), as_json, path)
         return
     if not path.is_dir():
-        raise UsageError(f"{path} is neither a bundle folder, a bundle .tar.gz nor a run directory")
+        raise UsageError(f"{path} is a file, not a bundle folder, a bundle .tar.gz or a run directory: pass the "
+                         "folder edgekd export-bundle or compress wrote, or its .tar.gz")
     if not (path / "bundle.json").is_file() and not (path / "model_card.md").exists() and not (path / "models").exists():
         raise UsageError(f"{path} is neither a bundle (no bundle.json) nor a run (no report.json)")
     _show(inspect_bundle(path, run_reference), as_json, path)
@@ -82,11 +83,20 @@ def _show(result: dict[str, Any], as_json: bool, folder: Path) -> None:
         print_report(result["report"], console)
         console.print(f"manifests: {result['stages']} stage folders, every artifact's sha256 matches")
         return
-    card = folder / "model_card.md"
-    from rich.markdown import Markdown
+    from edgekd.bundle.verify import bundle_path
 
-    console.print(Markdown(card.read_text()))
-    console.print(f"[green]ok[/]: {result['files_checked']} files match bundle.json's sha256")
+    card = bundle_path(folder, "model_card.md").read_text()
+    if console.is_terminal:
+        from rich.markdown import Markdown
+
+        console.print(Markdown(card))
+    else:  # a log, a file or `| less`: the markdown itself, whole (never cut to a width)
+        console.print(card)
+    for art in result["bundle"]["artifacts"]:
+        summary = ((art.get("verified") or {}).get("integer") or {}).get("summary")
+        if summary:
+            console.print(f"{art['name']}: {summary}")
+    console.print(f"[green]ok[/]: {result['files_checked']} files match bundle.json's sha256", markup=True)
     for name, r in (result.get("reference") or {}).items():
         console.print(f"reference {name}: {r.get('status')}")
     if any(r.get("status") == "mismatch" for r in (result.get("reference") or {}).values()):

@@ -12,6 +12,7 @@ from edgekd.data.sources import (
     Split, fingerprint_files, index_folder, load_digits_splits, load_images, probe_image, stratified_split,
 )
 from edgekd.errors import UsageError
+from edgekd.paths import require_dir
 from edgekd.manifest import Preprocessing
 
 DIGITS = "digits"
@@ -77,8 +78,8 @@ def load_data(cfg: DataConfig, cache_dir: Path | None = None) -> Dataset:
 
 
 def _load_folder(cfg: DataConfig, root: Path, cache_dir: Path | None) -> Dataset:
-    if not root.is_dir():
-        raise UsageError(f"data folder {root} does not exist: pass --data DIR (ImageFolder layout)")
+    require_dir(root, "--data", "a folder of images (ImageFolder layout: one sub-folder per class, or train/ and "
+                "val/)")
     train_dir = root / "train"
     val_dir = next((root / n for n in ("val", "test") if (root / n).is_dir()), None)
     if train_dir.is_dir() and val_dir is None:

@@ -18,6 +18,7 @@ import numpy as np
 
 from edgekd.errors import UsageError
 from edgekd.fsio import publish
+from edgekd.paths import require_dir
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -46,11 +47,13 @@ class FolderIndex:
 
 def index_folder(root: Path) -> FolderIndex:
     """List an ImageFolder tree (one sub-folder per class); classes sorted by name, as torchvision does."""
-    if not root.is_dir():
-        raise UsageError(f"data folder {root} does not exist: pass --data DIR holding one folder per class")
+    require_dir(root, "data folder", "a folder holding one sub-folder of images per class")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise UsageError(f"data folder {root} has no class sub-folders: expected {root}/<class>/<image files>")
+    if len(classes) == 1:  # checked before any image is read or cached
+        raise UsageError(f"data folder {root} has 1 class ({classes[0]}): a classifier needs at least 2; put the "
+                         "images of each class in its own sub-folder")
     files: list[Path] = []
     labels: list[int] = []
     for label, name in enumerate(classes):

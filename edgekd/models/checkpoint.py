@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from edgekd.errors import UsageError
+from edgekd.paths import require_file
 
 FORMAT = "edgekd-checkpoint/1"
 STATE_DICT_KEYS = ("state_dict", "model", "model_state_dict")
@@ -42,19 +43,23 @@ class LoadReport:
 
 def _torch_load(path: str | os.PathLike[str]) -> Any:
     p = Path(path)
-    if not p.is_file():
-        raise UsageError(f"checkpoint {p} does not exist (or is not a file)")
+    require_file(p, "checkpoint", "a .pt/.pth file")
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        # torch's reason follows "WeightsUnpickler error:" (same line or the next), e.g. "Unsupported operand 80"
+        after = str(exc).split("WeightsUnpickler error:", 1)[-1].strip().splitlines()
+        first = after[0] if after and "WeightsUnpickler error:" in str(exc) else (lines[0] if lines else
+                                                                                  type(exc).__name__)
+        if "Unsupported global" in str(exc):  # a real pickle naming classes: objects, not only tensors
             raise UsageError(
                 f"checkpoint {p} holds pickled Python objects, not only tensors and plain types; edgekd "
                 "loads weights with weights_only=True and refuses it: re-save it as "
                 "torch.save(model.state_dict(), path)"
             ) from None
-        raise UsageError(f"{p} is not a readable PyTorch checkpoint ({first})") from None
+        raise UsageError(f"{p} is not a readable PyTorch checkpoint (damaged, or not a checkpoint: "
+                         f"{first[:120]})") from None
     except Exception as exc:  # torch raises KeyError, RuntimeError, EOFError... on non-checkpoints
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UsageError(f"{p} is not a readable PyTorch checkpoint ({first[:160]})") from None

@@ -32,6 +32,8 @@ def _verified(v: dict[str, Any]) -> str:
             extra = "" if decided is None else f" ({decided:.1%} of the decided {c['decided_fraction']:.0%})"
             parts.append(f"{key[3:]}: max_abs {c['max_abs']:.2g}, top-1 agree {c['top1_agreement']:.1%}{extra}")
     integer = v.get("integer") or {}
+    if integer.get("summary"):
+        parts.append(integer["summary"])
     if "weighted_ops" in integer:
         parts.append(f"INT8 weights {integer['weighted_ops_int8']}/{integer['weighted_ops']}")
     if "fake_quantize" in integer:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from edgekd import __version__
@@ -155,7 +156,7 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         for note in report["quantization"]["notes"]:
             console.print(note, markup=False)
     console.print(f"verdict: [bold]{report['verdict']}[/] (exit {report['exit_code']}); "
-                  f"report: {report['run_dir']}/report.md")
+                  f"report: {escape(str(report['run_dir']))}/report.md", markup=True)
 
 
 def payoff_line(p: dict[str, Any]) -> str:

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from edgekd.errors import UsageError
+
 
 @dataclass(frozen=True)
 class RuntimeSettings:
@@ -83,3 +85,22 @@ class Runtime(ABC):
     @abstractmethod
     def load(self, artifact_path: Path, settings: RuntimeSettings) -> Session:
         """Load a compiled artifact (or an ONNX file directly where the runtime accepts one)."""
+
+
+def unreadable_model(path: Path, exc: BaseException, what: str) -> UsageError:
+    """The one message for a model file a parser or runtime cannot read (a text file named .onnx, a truncated
+    download, an IR whose .bin does not match): exit 2 naming the file, never the library's traceback."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.startswith("Exception from")]
+    reason = (lines[-1] if lines else type(exc).__name__)[:160]
+    return UsageError(f"{path}: not a readable {what} model ({reason}); pass a model file edgekd export or "
+                      "compile wrote, or re-export it")
+
+
+def read_onnx(path: Path | str) -> Any:
+    """onnx.load without external data; a file that is not an ONNX protobuf is a UsageError naming it."""
+    import onnx
+
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf DecodeError, or onnx's own errors on a damaged file
+        raise unreadable_model(Path(path), exc, "ONNX") from None

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.errors import UsageError, require
-from edgekd.runtimes.base import CompiledArtifact, Runtime, RuntimeSettings, Session
+from edgekd.runtimes.base import CompiledArtifact, Runtime, RuntimeSettings, Session, read_onnx, unreadable_model
 
 PROVIDERS = {
     "CPU": "CPUExecutionProvider",
@@ -27,6 +27,7 @@ PROVIDERS = {
     "TensorRT": "TensorrtExecutionProvider",
 }
 _GPU_DEVICES = {"CUDA", "TensorRT"}
+_UNREADABLE = ("InvalidProtobuf", "InvalidGraph", "NoSuchFile")  # ORT's errors for a file it cannot parse
 _LEVELS = {
     "disable": "ORT_DISABLE_ALL",
     "basic": "ORT_ENABLE_BASIC",
@@ -118,7 +119,7 @@ def _graph_facts(path: Path) -> dict[str, bool]:
         return {"qdq": True, "fp16": True}
     import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
+    model = read_onnx(path)
     ops = {n.op_type for n in model.graph.node}
     fp16 = any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer) or any(
         v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16 for v in model.graph.input
@@ -155,9 +156,13 @@ class OnnxRuntimeSession(Session):
         if path.suffix == ".ort":
             so.add_session_config_entry("session.load_model_format", "ORT")
         self._requested = [p for p, _ in providers]
-        self._sess = ort.InferenceSession(
-            str(path), sess_options=so, providers=[p for p, _ in providers], provider_options=[o for _, o in providers]
-        )
+        try:
+            self._sess = ort.InferenceSession(str(path), sess_options=so, providers=[p for p, _ in providers],
+                                              provider_options=[o for _, o in providers])
+        except Exception as exc:
+            if type(exc).__name__ in _UNREADABLE or any(s in str(exc) for s in ("Load model", "model verification")):
+                raise unreadable_model(path, exc, "ORT-format" if path.suffix == ".ort" else "ONNX") from None
+            raise
         self._options = so
         self.input_name = self._sess.get_inputs()[0].name
         self._output_name = self._sess.get_outputs()[0].name

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.errors import UsageError, require
-from edgekd.runtimes.base import CompiledArtifact, Runtime, RuntimeSettings, Session
+from edgekd.runtimes.base import CompiledArtifact, Runtime, RuntimeSettings, Session, unreadable_model
 
 # settings.precision -> INFERENCE_PRECISION_HINT element type name, and the precisions heavy layers should run in
 _HINT = {"fp32": "f32", "int8": "f32", "fp16": "f16", "bf16": "bf16"}
@@ -300,7 +300,14 @@ class OpenVINORuntime(Runtime):
         _ov_type(ov, settings.precision)
         core = ov.Core()
         _check_device(core, settings.device)
-        model = core.read_model(str(path))
+        try:
+            if path.suffix == ".xml":  # not XML: say so before OpenVINO tries every frontend (and logs each)
+                import xml.etree.ElementTree as ET
+
+                ET.parse(path)
+            model = core.read_model(str(path))
+        except (RuntimeError, SyntaxError) as exc:  # ET.ParseError is a SyntaxError  # not IR/ONNX, truncated, or an .xml whose .bin does not match
+            raise unreadable_model(path, exc, "OpenVINO IR" if path.suffix == ".xml" else "ONNX") from None
         if settings.precision == "int8" and _count_fake_quantize(model) == 0:
             raise UsageError(
                 f"precision int8 asked but {path.name} has no FakeQuantize/QDQ ops: OpenVINO would run it in "

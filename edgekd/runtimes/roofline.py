@@ -25,6 +25,7 @@ import onnx
 from onnx import helper, shape_inference
 
 from edgekd.errors import UsageError
+from edgekd.runtimes.base import read_onnx
 
 HEAVY_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 _BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
@@ -142,8 +143,7 @@ def count_ops(onnx_path: Path | str, batch: int = 1) -> list[OpCost]:
     """Per-op MACs / FLOPs / element counts of the heavy ops, with the batch made concrete."""
     if batch < 1:
         raise UsageError(f"batch must be >= 1, got {batch}")
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    model = _with_batch(model, batch)
+    model = _with_batch(read_onnx(onnx_path), batch)
     g = model.graph
     shapes: dict[str, list[int]] = {}
     for vi in list(g.input) + list(g.value_info) + list(g.output):

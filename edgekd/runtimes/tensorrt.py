@@ -31,7 +31,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from edgekd.errors import MissingExtra, StageFailed, UsageError, require
-from edgekd.runtimes.base import CompiledArtifact, Runtime, RuntimeSettings, Session
+from edgekd.runtimes.base import CompiledArtifact, Runtime, RuntimeSettings, Session, read_onnx
 
 FINGERPRINT_KEYS = ("gpu_name", "compute_capability", "tensorrt_version")  # a mismatch refuses the engine
 _QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
@@ -127,9 +127,7 @@ def plan_build(
 
 
 def onnx_has_qdq(onnx_path: Path | str) -> bool:
-    import onnx
-
-    model = onnx.load(str(onnx_path), load_external_data=False)
+    model = read_onnx(onnx_path)
     return any(n.op_type in _QDQ_OPS for n in model.graph.node)
 
 
@@ -252,7 +250,13 @@ def verify_engine(
     fp_file = fingerprint_path(path)
     if not fp_file.is_file():
         raise UsageError(f"refusing to load {path.name}: no {fp_file.name} beside it; rebuild it here with edgekd compile")
-    record = json.loads(fp_file.read_text(encoding="utf-8"))
+    try:
+        record = json.loads(fp_file.read_text(encoding="utf-8"))
+        if not isinstance(record, dict):
+            raise ValueError(f"a JSON {type(record).__name__}, not an object")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UsageError(f"refusing to load {path.name}: {fp_file.name} is not a readable fingerprint ({exc}); "
+                         "rebuild the engine here with edgekd compile") from None
     recorded = record.get("engine_sha256")
     if recorded and recorded != actual:
         raise UsageError(f"refusing to load {path.name}: it changed after it was built (sha256 differs from {fp_file.name})")

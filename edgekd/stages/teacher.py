@@ -70,7 +70,8 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     else:
         n_src = cfg.source_classes or max(2, k // 2)
         if not 2 <= n_src <= k:
-            raise UsageError(f"--source-classes must be between 2 and {k}, got {n_src}")
+            raise UsageError(f"source_classes (a --config file option) must be between 2 and {k}, the number of "
+                             f"classes in the data; got {n_src}")
         classes = n_src
         model = build_model(cfg.arch, num_classes=n_src, **kwargs)
         src_train, src_val = _source_split(data.train, n_src), _source_split(data.val, n_src)

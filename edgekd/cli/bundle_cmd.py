@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgekd.cli.common import console, guarded, print_json
+from edgekd.cli.common import console, guarded, print_json, set_run_dir, stdout_to_stderr
 
 FORMATS_HELP = ("Comma-separated or repeated: onnx, ort, openvino, tensorrt (when the run built a plan), and "
                 "with their packages installed executorch, coreml, tflite. Default: onnx,ort,openvino(,tensorrt).")
@@ -29,7 +29,9 @@ def export_bundle(
     from edgekd.bundle.build import write_bundle
     from edgekd.bundle.verify import load_bundle
 
-    folder = write_bundle(run, out, formats, force=force)
+    set_run_dir(run)
+    with stdout_to_stderr(as_json):  # --json: stdout holds the JSON document only
+        folder = write_bundle(run, out, formats, force=force)
     bundle = load_bundle(folder)
     if as_json:
         print_json(bundle.model_dump(mode="json"))

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from edgekd.cli.common import console, guarded, print_json
+from edgekd.cli.common import console, guarded, print_json, set_run_dir, stdout_to_stderr
 from edgekd.errors import require
 from edgekd.plan import CompressOptions, Transfer, Weighting, load_pipeline_file, validate_options
 
@@ -89,6 +89,23 @@ def check_extras(target) -> None:
 
 def run_compress(opts: CompressOptions, run_dir: Path | None, *, strict: bool = False, as_json: bool = False,
                  quiet: bool = False, bundle: bool = False) -> int:
+    """Run the chain and print the report (tables, or with ``as_json`` one JSON document alone on stdout:
+    library output during the run goes to stderr); returns the exit code."""
+    with stdout_to_stderr(as_json):
+        report = _run(opts, run_dir, strict=strict, as_json=as_json, quiet=quiet, bundle=bundle)
+    if report is None:  # not the main process of a distributed run
+        return 0
+    if as_json:
+        print_json(report)
+    else:
+        from edgekd.report.summary import print_report
+
+        print_report(report, console)
+    return int(report["exit_code"])
+
+
+def _run(opts: CompressOptions, run_dir: Path | None, *, strict: bool, as_json: bool, quiet: bool,
+         bundle: bool) -> dict[str, Any] | None:
     from edgekd.targets import load_target
 
     target = load_target(opts.target)
@@ -98,9 +115,10 @@ def run_compress(opts: CompressOptions, run_dir: Path | None, *, strict: bool = 
     from edgekd.data.dataset import DataConfig, load_data
     from edgekd.pipeline import run_pipeline
     from edgekd.plan import build_specs
-    from edgekd.report.summary import build_report, print_report, write_reports
+    from edgekd.report.summary import build_report, write_reports
 
     run_dir = (run_dir or default_run_dir(opts)).resolve()
+    set_run_dir(run_dir)
     if opts.threads:
         import torch
 
@@ -128,7 +146,7 @@ def run_compress(opts: CompressOptions, run_dir: Path | None, *, strict: bool = 
     from edgekd.train import dist
 
     if not dist.context().is_main:
-        return 0
+        return None
     report = build_report(outcomes, opts, target, dataset, run_dir, strict=strict)
     write_reports(report, run_dir)
     if bundle:
@@ -139,11 +157,7 @@ def run_compress(opts: CompressOptions, run_dir: Path | None, *, strict: bool = 
         if not as_json:
             console.print(f"bundle: {folder} (and {folder.name}.tar.gz), verified: "
                           f"{'yes' if _bundle_passed(folder) else 'NO - see bundle.json'}")
-    if as_json:
-        print_json(report)
-    else:
-        print_report(report, console)
-    return int(report["exit_code"])
+    return report
 
 
 def _bundle_passed(folder: Path) -> bool:

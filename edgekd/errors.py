@@ -1,7 +1,9 @@
 """Errors that reach the user as one actionable line and a documented exit code.
 
 Exit codes (everywhere): 0 every measured budget holds; 1 a measured budget or accuracy floor fails;
-2 bad usage or input (including a missing optional package); 3 inconclusive (gate only).
+2 bad usage or input (including a missing optional package); 3 inconclusive (gate only); 4 internal error
+(an exception edgekd did not expect: one line on stderr naming the log file that holds the traceback, see
+edgekd.cli.common.guarded). A crash never exits 1, so CI can tell "too slow" from "the tool broke".
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ EXIT_OK = 0
 EXIT_BUDGET_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INCONCLUSIVE = 3
+EXIT_INTERNAL = 4
 
 
 class EdgekdError(Exception):

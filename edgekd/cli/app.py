@@ -42,7 +42,8 @@ app = typer.Typer(
     name="edgekd", cls=OneLineUsageErrors, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
     help="Teacher -> transfer -> distill -> INT8 QAD -> ONNX -> TensorRT/OpenVINO/ORT -> verified benchmark. "
          "Exit codes: 0 every measured budget holds; 1 a measured budget or accuracy floor fails; "
-         "2 bad usage or input; 3 inconclusive (gate).",
+         "2 bad usage or input; 3 inconclusive (gate); 4 internal error (the one-line message names the log "
+         "file holding the traceback, in the run directory when there is one).",
 )
 
 
@@ -86,5 +87,10 @@ def _quiet_library_noise() -> None:
 
 def main() -> None:
     _quiet_library_noise()
-    _register()
-    app()
+    try:
+        _register()
+        app()
+    except Exception as exc:  # noqa: BLE001 - outside any command (registration): still exit 4, not a traceback
+        from edgekd.cli.common import internal_error
+
+        raise SystemExit(internal_error(exc).exit_code) from None

@@ -20,7 +20,7 @@ from edgekd.benchmark import (
     TimingConfig, chance_checks, choose_precision, estimate, eval_inputs, judge, layers_not_in_precision, measure,
     plan_measurement, settings_for, spread,
 )  # fmt: skip
-from edgekd.cli.common import console, err_console, guarded, print_json
+from edgekd.cli.common import console, err_console, guarded, print_json, set_run_dir, stdout_to_stderr
 from edgekd.errors import UsageError
 from edgekd.report.summary import exit_code_for, overall_verdict, precision_text
 from edgekd.runtimes.timing import METHODOLOGY
@@ -69,6 +69,8 @@ def run_bench(artifact: Path, target_name: str | None = None, role: str | None =
     if repeat < 1:
         raise UsageError("--repeat must be >= 1")
     res = resolve(artifact, eval_set)
+    if res.kind == "run":
+        set_run_dir(res.path)
     target = target_for(res, target_name)
     role = pick_role(res, role)
     plan = plan_measurement(target)
@@ -185,9 +187,10 @@ def bench(
     """Measure latency and accuracy of a compiled artifact on a target, without retraining.
 
     Exit codes: 0 every measured budget holds (estimated verdicts are listed, exit 0 unless --strict);
-    1 a measured budget or the accuracy floor fails; 2 bad usage or input.
+    1 a measured budget or the accuracy floor fails; 2 bad usage or input; 4 internal error.
     """
-    report = run_bench(artifact, target, role, repeat, eval_set, TimingConfig(min_s=min_s), strict)
+    with stdout_to_stderr(as_json):  # --json: stdout holds the JSON document only
+        report = run_bench(artifact, target, role, repeat, eval_set, TimingConfig(min_s=min_s), strict)
     if as_json:
         print_json(report)
     else:

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from edgekd.cli.common import console, guarded, print_json
+from edgekd.cli.common import console, guarded, print_json, set_run_dir, stdout_to_stderr
 
 FORMATS_HELP = ("Comma-separated or repeated: onnx, ort, openvino, tensorrt (when the run built a plan), and "
                 "with their packages installed executorch, coreml, tflite. Default: onnx,ort,openvino(,tensorrt).")
@@ -35,7 +35,9 @@ def export_bundle(
 
     check_writable(out, "--out")
     inside = run.is_dir() and (out.resolve() == run.resolve() or run.resolve() in out.resolve().parents)
-    with RunDirLock(run.resolve()) if inside else contextlib.nullcontext():  # one writer per run directory
+    set_run_dir(run)
+    with RunDirLock(run.resolve()) if inside else contextlib.nullcontext(), \
+            stdout_to_stderr(as_json):  # one writer per run directory; --json: stdout holds the JSON alone
         folder = write_bundle(run, out, formats, force=force)
     bundle = load_bundle(folder)
     if as_json:

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from edgekd.cli.common import console, err_console, guarded, print_json
+from edgekd.cli.common import console, err_console, guarded, print_json, set_run_dir, stdout_to_stderr
 from edgekd.errors import UsageError, require
 from edgekd.plan import CompressOptions, Transfer, Weighting, load_pipeline_file, validate_options
 
@@ -93,6 +93,23 @@ def check_extras(target) -> None:
 
 def run_compress(opts: CompressOptions, run_dir: Path | None, *, strict: bool = False, as_json: bool = False,
                  quiet: bool = False, bundle: bool = False, wait: bool = False) -> int:
+    """Run the chain and print the report (tables, or with ``as_json`` one JSON document alone on stdout:
+    library output during the run goes to stderr); returns the exit code."""
+    with stdout_to_stderr(as_json):
+        report = _run(opts, run_dir, strict=strict, as_json=as_json, quiet=quiet, bundle=bundle, wait=wait)
+    if report is None:  # not the main process of a distributed run
+        return 0
+    if as_json:
+        print_json(report)
+    else:
+        from edgekd.report.summary import print_report
+
+        print_report(report, console)
+    return int(report["exit_code"])
+
+
+def _run(opts: CompressOptions, run_dir: Path | None, *, strict: bool, as_json: bool, quiet: bool, bundle: bool,
+         wait: bool) -> dict[str, Any] | None:
     import os
 
     from edgekd.rundir import RunDirLock, check_writable
@@ -110,6 +127,7 @@ def run_compress(opts: CompressOptions, run_dir: Path | None, *, strict: bool = 
     from edgekd.data.dataset import DataConfig, load_data
     from edgekd.plan import build_specs
 
+    set_run_dir(run_dir)  # an internal error's traceback goes to RUN_DIR/logs
     if opts.threads:
         import torch
 
@@ -129,17 +147,10 @@ def run_compress(opts: CompressOptions, run_dir: Path | None, *, strict: bool = 
 
     if not dist.context().is_main:  # under torchrun only rank 0 writes the run directory (and holds its lock)
         _run_stages(specs, run_dir, dataset, load, progress, as_json)
-        return 0
+        return None
     with lock:
         outcomes = _run_stages(specs, run_dir, dataset, load, progress, as_json)
-        report = _publish(outcomes, opts, target, dataset, run_dir, strict=strict, as_json=as_json, bundle=bundle)
-    if as_json:
-        print_json(report)
-    else:
-        from edgekd.report.summary import print_report
-
-        print_report(report, console)
-    return int(report["exit_code"])
+        return _publish(outcomes, opts, target, dataset, run_dir, strict=strict, as_json=as_json, bundle=bundle)
 
 
 def _run_stages(specs, run_dir: Path, dataset, load, progress, as_json: bool):

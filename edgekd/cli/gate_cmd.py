@@ -25,7 +25,7 @@ from rich.table import Table
 from edgekd.artifacts import Candidate, Resolved, pick_role, resolve, verify, verify_file
 from edgekd.benchmark import choose_precision, plan_measurement, settings_for
 from edgekd.cli.bench_cmd import candidate_for
-from edgekd.cli.common import console, guarded, print_json
+from edgekd.cli.common import console, guarded, print_json, set_run_dir, stdout_to_stderr
 from edgekd.errors import MissingExtra, UsageError
 from edgekd.gate import (
     GateConfig, GateResult, accuracy_check, decide_with_rerun, interleaved_samples, latency_budget_check,
@@ -264,8 +264,11 @@ def gate(
     """Latency regression gate: re-measure baseline and candidate interleaved on the target and decide.
 
     Exit codes: 0 pass; 1 fail (slower beyond the threshold, or a budget / accuracy check fails);
-    3 inconclusive (too noisy or too close to call); 2 bad usage or input, or a target this machine cannot run.
+    3 inconclusive (too noisy or too close to call); 2 bad usage or input, or a target this machine cannot run;
+    4 internal error (its traceback goes to --out/logs/ when --out is given).
     """
+    if out is not None:
+        set_run_dir(out)
     try:
         cfg = GateConfig(threshold=threshold, alpha=alpha, rounds=rounds, runs_per_round=runs_per_round,
                          max_cv=max_spread, reruns_when_noisy=reruns, pairing="none" if independent else "round")
@@ -274,10 +277,11 @@ def gate(
         field = str(err["loc"][0])
         flag = _FLAGS.get(field, "--" + field.replace("_", "-"))
         raise UsageError(f"{flag}: {err['msg']}") from None
-    result, context, samples = run_gate(baseline, candidate, target, cfg, role, eval_set, accuracy_tolerance)
-    both = lambda explicit, name: [p for p in (explicit, out / name if out else None) if p]  # noqa: E731
-    write_outputs(result, context, samples, json_files=both(None, "gate.json"), junit=both(junit, "gate.xml"),
-                  markdown=both(markdown, "gate.md"), plot=both(plot, "gate.png"), step_summary=markdown is None)
+    with stdout_to_stderr(as_json):  # --json: stdout holds the JSON document only
+        result, context, samples = run_gate(baseline, candidate, target, cfg, role, eval_set, accuracy_tolerance)
+        both = lambda explicit, name: [p for p in (explicit, out / name if out else None) if p]  # noqa: E731
+        write_outputs(result, context, samples, json_files=both(None, "gate.json"), junit=both(junit, "gate.xml"),
+                      markdown=both(markdown, "gate.md"), plot=both(plot, "gate.png"), step_summary=markdown is None)
     if as_json:
         print_json(report_json(result, context))
     else:

@@ -80,7 +80,12 @@ def _torch() -> Any:
 
 
 def _nncf() -> Any:
-    return require("nncf", "train", "INT8 quantization uses NNCF")
+    """NNCF, with its fake-quant kernels in PyTorch (no JIT-compiled C++ extension; see edgekd.quant.kernels)."""
+    nncf = require("nncf", "train", "INT8 quantization uses NNCF")
+    from edgekd.quant.kernels import use_torch_kernels
+
+    use_torch_kernels()
+    return nncf
 
 
 def iter_images(batches: Iterable[Any]) -> Iterator[torch.Tensor]:
@@ -253,6 +258,7 @@ def save_quantized(qmodel: nn.Module, path: str | Path, meta: dict[str, Any] | N
     only. ``meta`` must be JSON-serialisable (architecture, preprocessing, spec ...).
     """
     torch = _torch()
+    _nncf()
     nncf_torch = require("nncf.torch", "train", "saving a quantized model uses NNCF")
     config = nncf_torch.get_config(qmodel)
     try:
@@ -301,6 +307,7 @@ def load_quantized(
     forward pass checks the result runs. Returns the model in eval mode.
     """
     torch = _torch()
+    _nncf()
     nncf_torch = require("nncf.torch", "train", "loading a quantized model uses NNCF")
     ckpt = _load_checkpoint(path)
     model = copy.deepcopy(float_model).eval()

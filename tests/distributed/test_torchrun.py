@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -22,6 +23,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+import edgekd
 
 pytestmark = pytest.mark.distributed
 
@@ -73,9 +76,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker_traceback(text: str) -> bool:
-    """A traceback from inside edgekd (torchrun's own launcher traceback after a failed worker is not ours)."""
-    return "edgekd/" in "".join(l for l in text.splitlines(True) if l.lstrip().startswith("File "))
+PACKAGE = Path(edgekd.__file__).resolve().parent  # the source of the edgekd the workers import
+
+
+def _worker_traceback(text: str, cwd: Path) -> bool:
+    """A traceback frame in edgekd's own source. torchrun's launcher traceback after a failed worker is not
+    ours, and its frames may contain 'edgekd/' too (a checkout named edgekd with its venv inside), so frames
+    are matched by their resolved path under the package directory, not by a substring."""
+    for frame in re.findall(r'^\s*File "([^"]+)", line \d+', text, re.M):
+        path = Path(frame) if Path(frame).is_absolute() else cwd / frame
+        if PACKAGE in path.resolve().parents:
+            return True
+    return False
 
 
 # -- quick ------------------------------------------------------------------------------------------------
@@ -100,7 +112,7 @@ def test_batch_not_divisible_by_world_size_stops_every_rank(tmp_path):
     assert len(lines) == 2, text[-3000:]  # one line from each rank
     assert all("global batch 33" in l and "multiple of 2" in l for l in lines), lines
     assert "exitcode  : 2" in text
-    assert not _worker_traceback(text), text[-3000:]
+    assert not _worker_traceback(text, tmp_path), text[-3000:]
     assert not any(p.is_dir() for p in (tmp_path / "run").glob("*-*")) if (tmp_path / "run").exists() else True
 
 

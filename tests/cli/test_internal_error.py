@@ -63,9 +63,11 @@ def test_an_unwritable_run_directory_falls_back_to_another_log_folder(tmp_path, 
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(dataset, "load_data", lambda *a, **k: (_ for _ in ()).throw(OSError("disk on fire")))
-    not_a_dir = tmp_path / "file"
+    run = tmp_path / "run"
+    run.mkdir()
+    not_a_dir = run / "logs"  # RUN/logs cannot be made: a file sits where the folder would go
     not_a_dir.write_text("x")
-    result = runner.invoke(app, ["compress", "--run-dir", str(not_a_dir / "run"), "-q"])
+    result = runner.invoke(app, ["compress", "--run-dir", str(run), "-q"])
     what, log = _one_line(result)
     assert what == "OSError: disk on fire" and log.parent == tmp_path / "cache" / "edgekd" / "logs"
     assert not_a_dir.read_text() == "x"

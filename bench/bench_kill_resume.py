@@ -61,7 +61,8 @@ def killed_after(cmd: list[str], delay: float) -> bool:
 def where_killed(run_dir: Path) -> str:
     if not run_dir.is_dir():
         return "before the run directory existed"
-    done = [p.name.split("-")[0] for p in run_dir.iterdir() if p.is_dir() and re.fullmatch(r"[a-z]+-[0-9a-f]{12}", p.name)]
+    done = [p.name.split("-")[0] for p in run_dir.iterdir()
+            if p.is_dir() and re.fullmatch(r"[a-z]+-[0-9a-f]{12}", p.name)]
     work = sorted(p for p in run_dir.glob(".work-*") if p.is_dir())
     if work:
         stage = work[-1].name.split("-")[1]
@@ -136,7 +137,8 @@ def _body(args, rows, when, where, ref_wall, ref_top1, n_files, total) -> str:
         f"every artifact's sha256)" + (f"; {args.n - len(rows)} of the {args.n} planned trials did not finish in "
                                        "time" if len(rows) < args.n else ""),
         "",
-        "| trial | SIGKILL at | landed | rerun exit | rerun wall | INT8 top-1 | identical artifacts | warnings on rerun |",
+        "| trial | SIGKILL at | landed | rerun exit | rerun wall | INT8 top-1 | identical artifacts "
+        "| warnings on rerun |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:

@@ -49,7 +49,7 @@ def write_bundle(run_dir: Path, out_dir: Path, formats: list[str] | None = None,
             raise UsageError(f"run {run.run_dir}: {run.dirs[stage].name}/{problems[0]}; refusing to bundle it")
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"{out_dir} is a file, not a bundle folder: choose another --out")
+        raise UsageError(f"--out {out_dir} is a file, but a folder for the bundle is expected: choose another --out")
     if out_dir.exists() and any(out_dir.iterdir()) and not force:
         raise UsageError(f"{out_dir} exists and is not empty: choose another --out or pass --force to replace it")
     archive = out_dir.with_name(out_dir.name + ".tar.gz")

@@ -9,6 +9,7 @@ from typing import Any
 
 from edgekd.errors import UsageError
 from edgekd.manifest import Manifest, load_manifest
+from edgekd.paths import require_dir
 
 REPORT_JSON = "report.json"
 
@@ -58,6 +59,7 @@ class RunView:
 
 
 def read_report(run_dir: Path) -> dict[str, Any]:
+    require_dir(Path(run_dir), "run directory", "the folder edgekd compress wrote")
     path = Path(run_dir) / REPORT_JSON
     if not path.is_file():
         raise UsageError(f"{run_dir} has no {REPORT_JSON}: not a finished edgekd run (run edgekd compress first)")

@@ -125,7 +125,8 @@ def bounded_fallback(
         return result([f"fallback skipped: the FP32 student ({fp32_metric:.2%}) is already below the requirement "
                        f"({required:.2%}); INT8 cannot reach it"])
     if max_layers <= 0 or budget_s <= 0:
-        return result(["fallback disabled (--max-fallback-layers 0 or --fallback-budget 0)"])
+        why = "max_fallback_layers is 0" if max_layers <= 0 else "--fallback-budget is 0"
+        return result([f"fallback disabled ({why}): the better of PTQ and QAD is kept"])
     start = clock()
     ranking = [r for r in rank(models[(tuple(base), "ptq")]) if r.layer not in base]
     ranking_s = clock() - start

@@ -82,7 +82,8 @@ def attempt_rows(report: dict[str, Any]) -> list[list[str]]:
 
 def _fallback_ran(report: dict[str, Any]) -> bool:
     q = report.get("quantization") or {}
-    return bool(q.get("notes")) or any(a["float_layers"] != q["attempts"][0]["float_layers"] for a in q.get("attempts", []))
+    attempts = q.get("attempts", [])
+    return bool(q.get("notes")) or any(a["float_layers"] != attempts[0]["float_layers"] for a in attempts)
 
 
 def _fmt_ms(v: float | None) -> str:
@@ -101,7 +102,8 @@ _PRECISION_NAMES = {"f32": "fp32", "f16": "fp16", "i8": "int8", "u8": "int8"}
 def precision_text(row: dict[str, Any]) -> str:
     """'int8', or 'int8 (3 layers fp32)' when layers ran in another precision than asked (named in
     report.json under models[].layers_not_in_precision)."""
-    off = Counter(_PRECISION_NAMES.get(x["precision"], x["precision"]) for x in row.get("layers_not_in_precision") or [])
+    layers = row.get("layers_not_in_precision") or []
+    off = Counter(_PRECISION_NAMES.get(x["precision"], x["precision"]) for x in layers)
     if not off:
         return row["precision"]
     parts = [f"{n} layer{'s' if n > 1 else ''} {p}" for p, n in off.items()]

@@ -66,13 +66,16 @@ def test_val_decides_and_test_is_reported(tiny_run):
     np.testing.assert_array_equal(images, ds.test.images)
     np.testing.assert_array_equal(labels, ds.test.labels)
     rows = {r["role"]: r for r in report["models"]}
+    def counts(v: float, n: int) -> bool:  # v is a share of n images
+        return abs(v * n - round(v * n)) < 1e-6
+
     for row in rows.values():  # a top-1 over the 359 test images, the val figure over the 179 val images
-        assert row["top1_split"] == "test" and abs(row["top1"] * len(ds.test) - round(row["top1"] * len(ds.test))) < 1e-6
-        assert abs(row["val_top1"] * len(ds.val) - round(row["val_top1"] * len(ds.val))) < 1e-6
+        assert row["top1_split"] == "test" and counts(row["top1"], len(ds.test)) and counts(row["val_top1"], len(ds.val))
     assert rows["student_int8"]["val_top1"] == manifests["qad"].metrics["int8_top1"]
     assert bench["teacher_top1"] == rows["teacher_fp32"]["top1"]  # the requirement: teacher test top-1 - drop
     drop = next(b for b in report["budgets"] if b["name"] == "accuracy (top-1)")
-    assert abs(drop["limit"] - (rows["teacher_fp32"]["top1"] - 0.01)) < 1e-9 and drop["value"] == rows["student_int8"]["top1"]
+    assert abs(drop["limit"] - (rows["teacher_fp32"]["top1"] - 0.01)) < 1e-9
+    assert drop["value"] == rows["student_int8"]["top1"]
     data = report["data"]
     assert data["splits"]["test"] == {"images": 359, "origin": "carved 20% of sklearn digits (stratified, seed 0)"}
     assert data["decisions_split"] == "val" and data["reported_split"] == "test"

@@ -52,9 +52,8 @@ def check_same_classes(indexes: dict[str, object]) -> None:
         if other.class_names != first.class_names:
             only_a = sorted(set(first.class_names) - set(other.class_names))
             only_b = sorted(set(other.class_names) - set(first.class_names))
-            diff = "; ".join(s for s in (
-                f"only in {first.root.name}/: {', '.join(only_a)}" if only_a else "",
-                f"only in {other.root.name}/: {', '.join(only_b)}" if only_b else "") if s) or "same names, different order"
+            diff = "; ".join([f"only in {first.root.name}/: {', '.join(only_a)}"] * bool(only_a)
+                             + [f"only in {other.root.name}/: {', '.join(only_b)}"] * bool(only_b))
             raise UsageError(f"{first.root} and {other.root} have different class folders ({diff}): make them the same")
 
 

@@ -144,7 +144,8 @@ def write_html_report(report: dict[str, Any], run_dir: Path, assets: dict[str, A
         f"<div class=muted>{html.escape(t.get('device', ''))} via {html.escape(t.get('runtime', ''))} "
         f"({html.escape(t.get('precision', ''))}); {html.escape(where)}. Data: "
         f"{html.escape(report['data'].get('description', ''))}. Splits: {html.escape(data_line(report))}; the "
-        f"verdict uses the {html.escape(reported_split(report))} top-1 only. Exit code {report.get('exit_code')}.</div>",
+        f"verdict uses the {html.escape(reported_split(report))} top-1 only. "
+        f"Exit code {report.get('exit_code')}.</div>",
         "<h2>Models</h2><div class=card>", _table(MODEL_COLUMNS, model_rows(report), (3, 4, 5, 6)), "</div>",
         "<h2>Budgets</h2><div class=card>", _table(BUDGET_COLUMNS, budget_rows(report)), "</div>",
         "<h2>Accuracy against latency</h2><div class=card>", img("accuracy_latency", "accuracy-latency plot"),

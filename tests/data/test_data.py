@@ -44,7 +44,8 @@ def test_digits_default_is_split_into_three_seeded_stratified_roles():
         counts = np.bincount(split.labels, minlength=10)
         full = np.bincount(np.concatenate([a.train.labels, a.val.labels, a.test.labels]), minlength=10)
         assert np.all(np.abs(counts - full * share) <= 1)
-    assert a.facts("val") == {"split": "val", "images": 179, "origin": "carved 10% of sklearn digits (stratified, seed 0)"}
+    assert a.facts("val") == {"split": "val", "images": 179,
+                              "origin": "carved 10% of sklearn digits (stratified, seed 0)"}
     assert a.roles_line().startswith("decisions: val (179 images, carved 10%")
     assert "reported: test (359 images, carved 20%" in a.roles_line()
 

@@ -173,7 +173,7 @@ def part_qad(b: btd.Bench) -> None:
     precision = {k: ("int8" if "int8" in k else "fp32") for k in paths}
 
     # ------------------------------------------------------------------ accuracy of the artifacts
-    full = load_data(DataConfig(source=str(b.root), input_size=b.target.input_size), b.args.work / ".cache").val
+    full = load_data(DataConfig(source=str(b.root), input_size=b.target.input_size), b.args.work / ".cache").test
     in_subset = np.zeros(len(full), bool)
     for c in np.unique(full.labels):
         in_subset[np.flatnonzero(full.labels == c)[:a.test_per_class]] = True

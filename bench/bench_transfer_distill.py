@@ -113,7 +113,8 @@ class Bench:
         self.target = load_target("intel-cpu")
         t0 = time.perf_counter()
         cfg = DataConfig(source=str(self.root), input_size=self.target.input_size,
-                         max_train_per_class=args.train_per_class, max_val_per_class=args.test_per_class)
+                         max_train_per_class=args.train_per_class, max_val_per_class=args.test_per_class,
+                         max_test_per_class=args.test_per_class)  # val (decisions) is carved from train/
         self.data = load_data(cfg, args.work / ".cache")
         self.data_load_s = time.perf_counter() - t0
         # edgekd's data fingerprint ignores max_*_per_class (see RESULTS.md, bugs): name the subset here so
@@ -127,6 +128,7 @@ class Bench:
         base = dict(target="intel-cpu", data=str(self.root), teacher="cifar_resnet56",
                     teacher_weights=str(a.models / TEACHER_FILE), student="cifar_resnet20",
                     max_train_per_class=a.train_per_class, max_val_per_class=a.test_per_class,
+                    max_test_per_class=a.test_per_class,
                     batch_size=a.batch_size, finetune_lr=a.finetune_lr, teacher_epochs=0, seed=0,
                     transfer=a.distill_teacher, **self.finetune_epochs(a.distill_teacher))
         base.update(over)

@@ -26,9 +26,11 @@ class CompressOptions(BaseModel):
     target: str = "intel-cpu"
     data: str = "digits"
     split_seed: int = 0
-    val_fraction: float = Field(default=0.2, gt=0, lt=1)
+    val_fraction: float = Field(default=0.1, gt=0, lt=1)  # of train/ (or of a single tree) when val is carved
+    test_fraction: float = Field(default=0.2, gt=0, lt=1)  # of a single tree (or the digits)
     max_train_per_class: int | None = Field(default=None, ge=1)
     max_val_per_class: int | None = Field(default=None, ge=1)
+    max_test_per_class: int | None = Field(default=None, ge=1)
     teacher: str | None = None
     teacher_weights: str | None = None
     pretrained: bool = False

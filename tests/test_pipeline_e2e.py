@@ -46,6 +46,45 @@ def test_report_rows_are_measured_on_the_compiled_artifacts(tiny_run):
     assert qad["kept"] in ("qad", "ptq") and 0 <= qad["ptq_top1"] <= 1
 
 
+def test_val_decides_and_test_is_reported(tiny_run):
+    """Best epochs, PTQ vs QAD and the fallback are decided on val; the bench stage reports and judges the
+    compiled artifacts on test, whose images are exactly the eval set written for bundles and the gate."""
+    import numpy as np
+
+    from edgekd.data.dataset import DataConfig, load_data
+    from edgekd.preprocess import read_eval_set
+
+    ds = load_data(DataConfig())
+    report = _report(tiny_run)
+    manifests = {s["stage"]: load_manifest(tiny_run / s["dir"]) for s in report["stages"]}
+    val, test = ds.facts("val"), ds.facts("test")
+    for stage in ("finetune", "distill", "qad"):
+        assert manifests[stage].metrics["decided_on"] == val, stage
+    bench = manifests["bench"].metrics
+    assert bench["reported_on"] == test and bench["decided_on"] == val
+    images, labels, _ = read_eval_set(tiny_run / report["stages"][-1]["dir"] / "eval_set.npz")
+    np.testing.assert_array_equal(images, ds.test.images)
+    np.testing.assert_array_equal(labels, ds.test.labels)
+    rows = {r["role"]: r for r in report["models"]}
+    def counts(v: float, n: int) -> bool:  # v is a share of n images
+        return abs(v * n - round(v * n)) < 1e-6
+
+    for row in rows.values():  # a top-1 over the 359 test images, the val figure over the 179 val images
+        assert row["top1_split"] == "test" and counts(row["top1"], len(ds.test)) and counts(row["val_top1"], len(ds.val))
+    assert rows["student_int8"]["val_top1"] == manifests["qad"].metrics["int8_top1"]
+    assert bench["teacher_top1"] == rows["teacher_fp32"]["top1"]  # the requirement: teacher test top-1 - drop
+    drop = next(b for b in report["budgets"] if b["name"] == "accuracy (top-1)")
+    assert abs(drop["limit"] - (rows["teacher_fp32"]["top1"] - 0.01)) < 1e-9
+    assert drop["value"] == rows["student_int8"]["top1"]
+    data = report["data"]
+    assert data["splits"]["test"] == {"images": 359, "origin": "carved 20% of sklearn digits (stratified, seed 0)"}
+    assert data["decisions_split"] == "val" and data["reported_split"] == "test"
+    md = (tiny_run / "report.md").read_text()
+    assert "decisions: val (179 images" in md and "reported: test (359 images" in md
+    assert "decisions: val (179 images" in (tiny_run / "report.html").read_text()
+    assert "test top-1" in md and "val top-1" in md
+
+
 def test_rerun_skips_and_changed_temperature_reruns_only_the_tail(tiny_run, tmp_path):
     from edgekd.cli.compress import run_compress
     from edgekd.plan import CompressOptions

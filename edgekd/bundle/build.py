@@ -224,6 +224,7 @@ def _pipeline(run: RunView) -> dict[str, Any]:
                          "qad_top1": q.get("qad_top1"), "calibration_images": q.get("calibration_images")},
         "float_layers": declared_float_layers(run),
         "target": run.target.get("name"), "data": run.report.get("data", {}).get("description"),
+        "splits": run.report.get("data", {}).get("splits"),  # role -> images, origin (val decided, test reported)
         "stages": {s["stage"]: s["id"] for s in run.report.get("stages", [])},
         "run_dir": str(run.run_dir),
     }

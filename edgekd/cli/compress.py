@@ -18,7 +18,10 @@ Opt = typer.Option
 @guarded
 def compress(
     target: Annotated[Optional[str], Opt("--target", "-t", help="Target profile name (see `edgekd targets`) or a YAML file. Default: intel-cpu.")] = None,
-    data: Annotated[Optional[str], Opt(help="ImageFolder tree with train/ and val/ (or test/), or one tree split by --split-seed. Default: the embedded sklearn digits.")] = None,
+    data: Annotated[Optional[str], Opt(help="ImageFolder folder: train/ val/ test/; train/ + test/ (or val/: used as the test role), val carved from train/; or one tree split into train/val/test. Default: the embedded sklearn digits (split like one tree).")] = None,
+    val_fraction: Annotated[Optional[float], Opt(help="Share of each class carved out as the val split (every decision is made on it) when no val/ is given beside test/; of train/, or of a single tree. 0 < f < 1. Default: 0.1.")] = None,
+    test_fraction: Annotated[Optional[float], Opt(help="Share of each class of a single tree (or the digits) carved out as the test split, the only one reported and judged. 0 < f < 1. Default: 0.2.")] = None,
+    split_seed: Annotated[Optional[int], Opt(help="Seed of the stratified val/test carve-outs. Default: 0.")] = None,
     teacher: Annotated[Optional[str], Opt(help="Teacher architecture (e.g. cifar_resnet56, resnet50, timm:convnext_tiny). Default: cifar_resnet20.")] = None,
     teacher_weights: Annotated[Optional[Path], Opt(help="Local teacher checkpoint (state_dict, or a dict holding one; 'module.' prefixes are stripped).")] = None,
     pretrained: Annotated[Optional[bool], Opt("--pretrained/--no-pretrained", help="Use the architecture's published pretrained weights (needs the network or a local torch cache).")] = None,
@@ -91,6 +94,16 @@ def check_extras(target) -> None:
             require("openvino", "cpu", f"target {target.name} runs on OpenVINO")
 
 
+def data_config(opts: CompressOptions, target):
+    """The data options of a compress run (edgekd.data.dataset.DataConfig)."""
+    from edgekd.data.dataset import DataConfig
+
+    return DataConfig(source=opts.data, split_seed=opts.split_seed, val_fraction=opts.val_fraction,
+                      test_fraction=opts.test_fraction, input_size=target.input_size,
+                      max_train_per_class=opts.max_train_per_class, max_val_per_class=opts.max_val_per_class,
+                      max_test_per_class=opts.max_test_per_class)
+
+
 def run_compress(opts: CompressOptions, run_dir: Path | None, *, strict: bool = False, as_json: bool = False,
                  quiet: bool = False, bundle: bool = False, wait: bool = False) -> int:
     """Run the chain and print the report (tables, or with ``as_json`` one JSON document alone on stdout:
@@ -124,7 +137,7 @@ def _run(opts: CompressOptions, run_dir: Path | None, *, strict: bool, as_json: 
     check_extras(target)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from edgekd.data.dataset import DataConfig, load_data
+    from edgekd.data.dataset import load_data
     from edgekd.plan import build_specs
 
     set_run_dir(run_dir)  # an internal error's traceback goes to RUN_DIR/logs
@@ -132,9 +145,7 @@ def _run(opts: CompressOptions, run_dir: Path | None, *, strict: bool, as_json: 
         import torch
 
         torch.set_num_threads(opts.threads)
-    data_cfg = DataConfig(source=opts.data, split_seed=opts.split_seed, val_fraction=opts.val_fraction,
-                          input_size=target.input_size, max_train_per_class=opts.max_train_per_class,
-                          max_val_per_class=opts.max_val_per_class)
+    data_cfg = data_config(opts, target)
     load = functools.lru_cache(maxsize=1)(lambda: load_data(data_cfg, run_dir / ".cache"))
     dataset = load()  # bad data fails here, before any stage folder is written
     specs = build_specs(opts, target, dataset.preprocessing.channels)

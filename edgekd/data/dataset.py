@@ -1,4 +1,5 @@
-"""Dataset configuration and loading: the one place that turns `--data` into train/val splits."""
+"""Dataset configuration and loading: the one place that turns `--data` into the train / val / test roles
+(edgekd/data/roles.py says which layout gives which role)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgekd.data.sources import (
-    Split, fingerprint_files, index_folder, load_digits_splits, load_images, probe_image, stratified_split,
-)
+from edgekd.data.roles import ROLES, carve, check_same_classes, folder_layout, pct, role_facts, roles_line
+from edgekd.data.sources import Split, fingerprint_files, index_folder, load_digits, load_images, probe_image
 from edgekd.errors import UsageError
 from edgekd.paths import require_dir
 from edgekd.manifest import Preprocessing
@@ -21,98 +22,139 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
 class DataConfig(BaseModel):
-    """`source` is 'digits' (embedded default) or a folder: either with train/ and val/ (or test/) inside,
-    or one ImageFolder tree split by `split_seed`."""
+    """`source` is 'digits' (embedded default) or a folder: train/ with val/ and/or test/ inside, or one
+    ImageFolder tree. `val_fraction` of train/ (or of the single tree) is carved out as val when no val/ is
+    given beside a test/; `test_fraction` of a single tree is carved out as test."""
 
     model_config = ConfigDict(extra="forbid")
 
     source: str = DIGITS
     split_seed: int = 0
-    val_fraction: float = Field(default=0.2, gt=0, lt=1)
+    val_fraction: float = Field(default=0.1, gt=0, lt=1)
+    test_fraction: float = Field(default=0.2, gt=0, lt=1)
     input_size: tuple[int, int] | None = None  # None: the images' own size (the first image decides)
     mean: list[float] | None = None  # None: ImageNet statistics for RGB, 0.5 for grayscale
     std: list[float] | None = None
     max_train_per_class: int | None = Field(default=None, ge=1)  # a subset, said in every report
     max_val_per_class: int | None = Field(default=None, ge=1)
+    max_test_per_class: int | None = Field(default=None, ge=1)
 
 
 @dataclass
 class Dataset:
+    """train fits weights, val makes every decision, test is the only reported and judged figure."""
+
     train: Split
     val: Split
+    test: Split
     preprocessing: Preprocessing
     fingerprint: str
     description: str
-    val_name: str  # "val", "test", "held-out 20%"
+    origins: dict[str, str]  # role -> where its images come from ("given test/", "carved 10% of train/ ...")
 
     @property
     def num_classes(self) -> int:
         return len(self.preprocessing.class_names)
 
+    def split(self, role: str) -> Split:
+        return {"train": self.train, "val": self.val, "test": self.test}[role]
+
+    def facts(self, role: str) -> dict:
+        """What a manifest records about the split a stage used: its role, image count and origin."""
+        return {"split": role, **role_facts(len(self.split(role)), self.origins[role])}
+
+    def splits(self) -> dict[str, dict]:
+        return {r: role_facts(len(self.split(r)), self.origins[r]) for r in ROLES}
+
+    def roles_line(self) -> str:
+        return roles_line(self.splits())
+
 
 def _cap_per_class(split: Split, cap: int | None) -> Split:
     if cap is None:
         return split
-    import numpy as np
-
     idx = np.concatenate([np.flatnonzero(split.labels == c)[:cap] for c in np.unique(split.labels)])
     return split.subset(np.sort(idx))
 
 
+def _carve_tree(cfg: DataConfig, labels: np.ndarray, names: list[str], where: str) -> tuple[dict, dict[str, str]]:
+    """A single tree (or the digits) into test, val and train indices; their origins."""
+    parts = carve(labels, {"test": cfg.test_fraction, "val": cfg.val_fraction}, cfg.split_seed, names, where)
+    how = f"(stratified, seed {cfg.split_seed})"
+    origins = {"test": f"carved {pct(cfg.test_fraction)} of {where} {how}",
+               "val": f"carved {pct(cfg.val_fraction)} of {where} {how}",
+               "train": f"the rest of {where}"}
+    return parts, origins
+
+
+def _split_tag(cfg: DataConfig, *fractions: float) -> str:
+    """Fingerprint suffix of a carve: a changed seed or fraction is different data for every stage."""
+    return f"-roles{cfg.split_seed}-" + "-".join(f"{f:g}" for f in fractions)
+
+
 def load_data(cfg: DataConfig, cache_dir: Path | None = None) -> Dataset:
     if cfg.source == DIGITS:
-        train, val, names, fp = load_digits_splits()
+        full, names, fp = load_digits()
         pre = Preprocessing(input_size=(8, 8), channels=1, mean=cfg.mean or [0.5], std=cfg.std or [0.5],
                             value_scale=16.0, channel_order="GRAY", class_names=names)
-        ds = Dataset(train, val, pre, f"digits:{fp}", "sklearn digits (1,797 8x8 images), fixed 80/20 split",
-                     "held-out 20%")
+        carved, origins = _carve_tree(cfg, full.labels, names, "sklearn digits")
+        parts = {role: full.subset(idx) for role, idx in carved.items()}
+        fp += _split_tag(cfg, cfg.test_fraction, cfg.val_fraction)
+        ds = Dataset(parts["train"], parts["val"], parts["test"], pre, f"digits:{fp}",
+                     "sklearn digits (1,797 8x8 images)", origins)
     else:
         ds = _load_folder(cfg, Path(cfg.source), cache_dir)
-    ds.train = _cap_per_class(ds.train, cfg.max_train_per_class)
-    ds.val = _cap_per_class(ds.val, cfg.max_val_per_class)
-    if cfg.max_train_per_class or cfg.max_val_per_class:
-        ds.fingerprint += f"-subset{cfg.max_train_per_class}x{cfg.max_val_per_class}"
-        ds.description += (f" (subset: at most {cfg.max_train_per_class or 'all'} train and "
-                           f"{cfg.max_val_per_class or 'all'} {ds.val_name} images per class)")
+    caps = {"train": cfg.max_train_per_class, "val": cfg.max_val_per_class, "test": cfg.max_test_per_class}
+    for role, cap in caps.items():
+        setattr(ds, role, _cap_per_class(ds.split(role), cap))
+    if any(caps.values()):
+        ds.fingerprint += "-subset" + "x".join(str(c) for c in caps.values())
+        ds.description += " (subset: at most " + ", ".join(
+            f"{c or 'all'} {r}" for r, c in caps.items()) + " images per class)"
+        for role, cap in caps.items():
+            if cap:
+                ds.origins[role] += f", at most {cap} per class"
     return ds
 
 
 def _load_folder(cfg: DataConfig, root: Path, cache_dir: Path | None) -> Dataset:
-    require_dir(root, "--data", "a folder of images (ImageFolder layout: one sub-folder per class, or train/ and "
-                "val/)")
-    train_dir = root / "train"
-    val_dir = next((root / n for n in ("val", "test") if (root / n).is_dir()), None)
-    if train_dir.is_dir() and val_dir is None:
-        raise UsageError(f"{root} has train/ but no val/ or test/ folder: add one, or point --data at a single tree")
-    if train_dir.is_dir():
-        train_idx, val_idx = index_folder(train_dir), index_folder(val_dir)
-        if train_idx.class_names != val_idx.class_names:
-            raise UsageError(f"{train_dir} and {val_dir} have different class folders: make them the same")
-        names = train_idx.class_names
-        files = train_idx.files + val_idx.files
-    else:
-        train_idx = val_idx = index_folder(root)
-        names, files = train_idx.class_names, train_idx.files
+    require_dir(root, "--data", "a folder of images (ImageFolder layout: one sub-folder per class, or train/, "
+                "val/ and test/ trees)")
+    layout = folder_layout(root)
+    indexes = {role: index_folder(folder) for role, folder in layout.items()} or {"tree": index_folder(root)}
+    check_same_classes(indexes)
+    names = next(iter(indexes.values())).class_names
+    files = [f for idx in indexes.values() for f in idx.files]
     size, channels = probe_image(files[0])
     if cfg.input_size is not None:
         size = tuple(cfg.input_size)
     fp = fingerprint_files(files, root) + f"-{size[0]}x{size[1]}"
-    if train_idx is val_idx:
-        import numpy as np
-
-        full = load_images(train_idx, size, channels, cache_dir, fp)
-        keep, held = stratified_split(full.labels, cfg.val_fraction, cfg.split_seed)
-        train, val, val_name = full.subset(keep), full.subset(held), f"held-out {cfg.val_fraction:.0%} (seed {cfg.split_seed})"
-        fp += f"-split{cfg.split_seed}-{cfg.val_fraction}"
-        del np
+    # carved roles are decided on the folder index, so a class too small to split fails before any decoding
+    if not layout:  # one tree: test and val carved out of it
+        carved, origins = _carve_tree(cfg, np.asarray(indexes["tree"].labels), names, f"{root.name}/")
+        full = load_images(indexes["tree"], size, channels, cache_dir, fp)
+        parts = {role: full.subset(idx) for role, idx in carved.items()}
+        fp += _split_tag(cfg, cfg.test_fraction, cfg.val_fraction)
     else:
-        train = load_images(train_idx, size, channels, cache_dir, fp + "-train")
-        val = load_images(val_idx, size, channels, cache_dir, fp + "-val")
-        val_name = val_dir.name
+        origins = {role: f"given {layout[role].name}/" for role in layout}
+        carved = None
+        if "val" not in layout:  # a lone test/ (or val/) beside train/: val is carved out of train/
+            carved = carve(np.asarray(indexes["train"].labels), {"val": cfg.val_fraction}, cfg.split_seed, names,
+                           "train/")
+            origins["val"] = f"carved {pct(cfg.val_fraction)} of train/ (stratified, seed {cfg.split_seed})"
+            origins["train"] = "train/ less the val images"
+        parts = {role: load_images(idx, size, channels, cache_dir, fp + f"-{layout[role].name}")
+                 for role, idx in indexes.items()}
+        if carved is not None:
+            given_train = parts["train"]
+            parts["val"], parts["train"] = given_train.subset(carved["val"]), given_train.subset(carved["train"])
+            fp += _split_tag(cfg, cfg.val_fraction)
+        if layout["test"].name == "val":
+            origins["test"] = "given val/ (the test role: nothing is selected on it)"
     rgb = channels == 3
     pre = Preprocessing(
         input_size=size, channels=channels, mean=cfg.mean or (IMAGENET_MEAN if rgb else [0.5]),
         std=cfg.std or (IMAGENET_STD if rgb else [0.5]), value_scale=255.0,
         channel_order="RGB" if rgb else "GRAY", class_names=names)
-    desc = f"{root} ({len(names)} classes, {len(train)} train / {len(val)} {val_name} images, {size[0]}x{size[1]})"
-    return Dataset(train, val, pre, f"folder:{fp}", desc, val_name)
+    desc = f"{root} ({len(names)} classes, {size[0]}x{size[1]})"
+    return Dataset(parts["train"], parts["val"], parts["test"], pre, f"folder:{fp}", desc, origins)

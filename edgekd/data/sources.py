@@ -131,29 +131,13 @@ def load_images(index: FolderIndex, size: tuple[int, int], channels: int, cache_
     return split
 
 
-def load_digits_splits() -> tuple[Split, Split, list[str], str]:
-    """sklearn's bundled digits (1,797 real 8x8 handwritten digits, values 0..16), fixed 80/20 split."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+def load_digits() -> tuple[Split, list[str], str]:
+    """sklearn's bundled digits (1,797 real 8x8 handwritten digits, values 0..16), all of them: the roles are
+    carved out in edgekd.data.dataset like any single tree."""
+    from sklearn.datasets import load_digits as sk_digits
 
-    digits = load_digits()
+    digits = sk_digits()
     images = digits.images.astype(np.uint8)[:, None]  # (N, 1, 8, 8), 0..16
     labels = digits.target.astype(np.int64)
-    idx_train, idx_val = train_test_split(
-        np.arange(len(labels)), test_size=0.2, random_state=0, stratify=labels)
     fp = hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest()[:16]
-    names = [str(i) for i in range(10)]
-    return Split(images[idx_train], labels[idx_train]), Split(images[idx_val], labels[idx_val]), names, fp
-
-
-def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Deterministic stratified split of indices: (keep, held_out) with `fraction` of each class held out."""
-    rng = np.random.default_rng(seed)
-    keep, held = [], []
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        rng.shuffle(idx)
-        n_held = max(1, int(round(len(idx) * fraction)))
-        held.append(idx[:n_held])
-        keep.append(idx[n_held:])
-    return np.sort(np.concatenate(keep)), np.sort(np.concatenate(held))
+    return Split(images, labels), [str(i) for i in range(10)], fp

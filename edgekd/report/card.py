@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgekd.bundle.schema import Bundle
+from edgekd.data.roles import roles_line
 
 
 def _pct(v: float | None) -> str:
@@ -65,12 +66,14 @@ def model_card(b: Bundle) -> str:
         f"{_pct(q.get('qad_top1'))}, FP32 {_pct(q.get('fp32_top1'))}); layers left in float: "
         f"{', '.join(p.get('float_layers') or []) or 'none'}",
         f"- data: {p.get('data')}; stage ids: {p.get('stages')}",
+        f"- splits: {roles_line(p.get('splits') or {}) or 'not recorded'}. The quantization figures above are on "
+        "val (they chose PTQ or QAD); the top-1 below is on test, measured once per artifact",
         "", "## Artifacts", "",
-        *_table(("artifact", "format", "precision", "runtimes", "top-1 (held-out)", "size", "main file"),
+        *_table(("artifact", "format", "precision", "runtimes", "test top-1", "size", "main file"),
                 [[a.name, a.format, a.precision, ", ".join(a.runtimes), _pct(a.top1),
                   _size(sum(f.size_bytes for f in a.files)), a.files[0].path] for a in b.artifacts]),
-        "", f"Top-1 is measured on eval_set.npz ({b.verification.get('eval_images', '?')} held-out images) with "
-            "the artifact itself, on this machine's CPU runtime.",
+        "", f"Top-1 is measured on eval_set.npz ({b.verification.get('eval_images', '?')} images of the test "
+            "split, never used for a decision) with the artifact itself, on this machine's CPU runtime.",
         "", "## Latency", "",
     ]
     lat_rows = [[a.name, c.target, c.percentile, f"{c.value_ms:.3f} ms", c.basis.upper() if c.basis == "estimated"

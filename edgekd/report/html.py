@@ -18,7 +18,7 @@ import numpy as np
 
 from edgekd.fsio import write_atomic
 from edgekd.report import plots
-from edgekd.report.summary import BUDGET_COLUMNS, MODEL_COLUMNS, budget_rows, model_rows
+from edgekd.report.summary import BUDGET_COLUMNS, MODEL_COLUMNS, budget_rows, data_line, model_rows, reported_split
 
 ASSETS = "report_assets"
 CSS = """
@@ -144,9 +144,10 @@ def write_html_report(report: dict[str, Any], run_dir: Path, assets: dict[str, A
         f"<h1>edgekd run: {html.escape(t['name'])} {_badge(report.get('verdict', '?'))}</h1>",
         f"<div class=muted>{html.escape(t.get('device', ''))} via {html.escape(t.get('runtime', ''))} "
         f"({html.escape(t.get('precision', ''))}); {html.escape(where)}. Data: "
-        f"{html.escape(report['data'].get('description', ''))}; accuracy on the "
-        f"{html.escape(report['data'].get('val_split', ''))} split. Exit code {report.get('exit_code')}.</div>",
-        "<h2>Models</h2><div class=card>", _table(MODEL_COLUMNS, model_rows(report), (3, 4, 5)), "</div>",
+        f"{html.escape(report['data'].get('description', ''))}. Splits: {html.escape(data_line(report))}; the "
+        f"verdict uses the {html.escape(reported_split(report))} top-1 only. "
+        f"Exit code {report.get('exit_code')}.</div>",
+        "<h2>Models</h2><div class=card>", _table(MODEL_COLUMNS, model_rows(report), (3, 4, 5, 6)), "</div>",
         "<h2>Budgets</h2><div class=card>", _table(BUDGET_COLUMNS, budget_rows(report)), "</div>",
         "<h2>Accuracy against latency</h2><div class=card>", img("accuracy_latency", "accuracy-latency plot"),
         "<p class=muted>Filled: measured. Hollow: estimated for the target device (not measured). Dashed: the "
@@ -154,7 +155,8 @@ def write_html_report(report: dict[str, Any], run_dir: Path, assets: dict[str, A
         "<h2>Stages</h2><div class=card>", _table(STAGE_COLUMNS, stage_rows(report), (3,)), "</div>",
         "<h2>Training curves</h2><div class=card>", img("training_curves", "training curves"), "</div>",
         f"<h2>Per-class accuracy of the final artifact</h2><div class=card><p class=muted>{html.escape(pc['artifact'])}"
-        f" on {pc['images']} held-out images; overall {pc['top1']:.2%}. {html.escape(pc.get('note', ''))}</p>",
+        f" on {pc['images']} {html.escape(reported_split(report))} images; overall {pc['top1']:.2%}. "
+        f"{html.escape(pc.get('note', ''))}</p>",
         img("per_class", "per-class accuracy"),
         _table(("class", "images", "top-1", "most often mistaken for"), pc_rows, (1, 2)), "</div>",
         "<h2>Methodology</h2><div class=card><p>", html.escape(report.get("methodology", "")), "</p></div>",
@@ -176,7 +178,8 @@ def markdown_sections(report: dict[str, Any], run_dir: Path, assets: dict[str, A
     if "training_curves" in assets:
         lines += ["## Training curves", "", f"![training curves]({ASSETS}/training_curves.png)", ""]
     lines += ["## Per-class accuracy of the final artifact", "",
-              f"{pc['artifact']} on {pc['images']} held-out images; overall {pc['top1']:.2%}. {pc.get('note', '')}", "",
+              f"{pc['artifact']} on {pc['images']} {reported_split(report)} images; overall {pc['top1']:.2%}. "
+              f"{pc.get('note', '')}", "",
               f"![per-class accuracy]({ASSETS}/per_class.png)", "",
               "| class | images | top-1 | most often mistaken for |", "|---|---|---|---|"]
     lines += [f"| {c['class']} | {c['n']} | {'-' if c['top1'] is None else format(c['top1'], '.2%')} | "

@@ -96,7 +96,9 @@ def accuracy_latency_png(report: dict[str, Any]) -> bytes:
     if xs:
         ax.set_xlim(0 if ax.get_xscale() == "linear" else None, max(xs) * 1.15)
     ax.set_xlabel(f"latency {pct} (ms, batch {report.get('models', [{}])[0].get('batch', 1) if report.get('models') else 1})")
-    ax.set_ylabel(f"top-1 on the {report.get('data', {}).get('val_split', 'held-out')} split (%)")
+    from edgekd.report.summary import reported_split
+
+    ax.set_ylabel(f"top-1 on the {reported_split(report)} split (%)")
     ax.set_title(f"accuracy vs latency - {t.get('name', '?')} ({t.get('runtime', '?')})", fontsize=11)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7.5, loc="lower right", framealpha=0.9)
@@ -127,7 +129,7 @@ def training_curves_png(histories: dict[str, list[dict[str, Any]]]) -> bytes:
                 a1.plot(xs, [100 * (r.get("val_top1") or float("nan")) for r in rows], marker="o", ms=3, color=c, label=label)
             if any(r.get("loss") is not None for r in rows):
                 a2.plot(xs, [r.get("loss", float("nan")) for r in rows], marker="o", ms=3, color=c, label=label)
-    a1.set_title("validation top-1 per epoch", fontsize=10)
+    a1.set_title("val top-1 per epoch (the split that picks the best epoch)", fontsize=10)
     a1.set_ylabel("top-1 (%)")
     a2.set_title("training loss per epoch (each stage's own loss)", fontsize=10)
     a2.set_ylabel("loss")

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from edgekd import __version__
+from edgekd.data.roles import DECIDES, REPORTS, roles_line
 from edgekd.errors import EXIT_BUDGET_FAILED, EXIT_OK
 from edgekd.manifest import write_json_atomic
 
@@ -49,7 +50,8 @@ def build_report(outcomes, opts, target, dataset, run_dir: Path, strict: bool = 
         "target": {"name": target.name, "runtime": target.runtime.name, "device": target.device.name,
                    "precision": target.precision, "measured_here": bench.get("measured_on_target", False),
                    "budgets": target.budgets.model_dump(mode="json")},
-        "data": {"description": dataset.description, "val_split": dataset.val_name,
+        "data": {"description": dataset.description, "decisions_split": DECIDES, "reported_split": REPORTS,
+                 "splits": dataset.splits(), "roles": dataset.roles_line(),
                  "fingerprint": dataset.fingerprint, "classes": dataset.preprocessing.class_names},
         "options": opts.model_dump(mode="json"),
         "stages": [_stage_summary(o) for o in outcomes],
@@ -118,13 +120,31 @@ def model_rows(report: dict[str, Any]) -> list[list[str]]:
         p50 = _fmt_ms(lat.get("median_ms")) if lat else "-"
         if est is not None:  # device estimate beside a host measurement: never mixed, always labelled
             p50 += f" (device est. {est:.3f})"
-        rows.append([r["stage"], r["model"], f"{precision_text(r)} / {r['runtime']}",
-                     "-" if r.get("top1") is None else f"{r['top1']:.2%}", p50, _fmt_ms(lat.get("p90_ms")),
-                     _size(r.get("size_bytes")), r.get("verdict", "-")])
+        rows.append([r["stage"], r["model"], f"{precision_text(r)} / {r['runtime']}", _pct(r.get("top1")),
+                     _pct(r.get("val_top1")), p50, _fmt_ms(lat.get("p90_ms")), _size(r.get("size_bytes")),
+                     r.get("verdict", "-")])
     return rows
 
 
-MODEL_COLUMNS = ("stage", "model", "precision / runtime", "top-1", "p50 ms", "p90 ms", "size", "verdict")
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2%}"
+
+
+def reported_split(report: dict[str, Any]) -> str:
+    """The split whose top-1 the report shows and judges ('test'; a report from before the roles: its name)."""
+    data = report.get("data", {})
+    return data.get("reported_split") or data.get("val_split") or "held-out"
+
+
+def data_line(report: dict[str, Any]) -> str:
+    """Which split decided what, with image counts (report.json's data.splits)."""
+    data = report.get("data", {})
+    return roles_line(data.get("splits") or {}) or f"accuracy on the {reported_split(report)} split"
+
+
+# top-1: the compiled artifact on test (reported, judged); val top-1: PyTorch, the stage that decided on val
+MODEL_COLUMNS = ("stage", "model", "precision / runtime", "test top-1", "val top-1", "p50 ms", "p90 ms", "size",
+                 "verdict")
 BUDGET_COLUMNS = ("budget", "limit", "value", "basis", "verdict")
 
 
@@ -157,6 +177,7 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         console.print(attempts)
         for note in report["quantization"]["notes"]:
             console.print(note, markup=False)
+    console.print(f"data: {escape(data_line(report))}", markup=True)
     console.print(f"verdict: [bold]{report['verdict']}[/] (exit {report['exit_code']}); "
                   f"report: {escape(str(report['run_dir']))}/report.md", markup=True)
 
@@ -186,7 +207,9 @@ def markdown(report: dict[str, Any]) -> str:
         f"# edgekd run: {t['name']}", "",
         f"- target: {t['name']} - {t['device']} via {t['runtime']} ({t['precision']}); "
         f"{'measured on this machine' if t['measured_here'] else 'device not here: device numbers are ESTIMATED'}",
-        f"- data: {report['data']['description']}; accuracy on the {report['data']['val_split']} split",
+        f"- data: {report['data']['description']}",
+        f"- splits: {data_line(report)}. The verdict uses the {reported_split(report)} top-1 only; "
+        "val top-1 is the PyTorch figure of the stage that decided on val (best epoch, PTQ vs QAD, fallback)",
         f"- verdict: **{report['verdict']}** (exit code {report['exit_code']})",
         f"- {payoff_line(report['int8_payoff'])}" if report.get("int8_payoff") else "", "",
         "## Models", "", table(MODEL_COLUMNS, model_rows(report)), "",

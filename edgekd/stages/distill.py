@@ -105,6 +105,7 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     metrics = {
         "student_top1": result.best_top1, "best_epoch": result.best_epoch, "history": result.history,
         "teacher_top1": accuracy(teacher, data.val, pre, device), "train_wall_s": result.wall_s,
+        "decided_on": data.facts("val"),  # best epoch; student_top1 and teacher_top1 are on val too
         "student_params": sum(p.numel() for p in student.parameters()),
         "teacher_params": sum(p.numel() for p in teacher.parameters()), "teacher_cached": cache is not None,
     }

@@ -37,7 +37,9 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     pre = data.preprocessing
     work = ctx.work_dir
     example = example_input(pre)
-    inputs = normalize_np(data.val.images[: cfg.parity_samples], pre)
+    # parity is a check, not a selection: inputs only (no labels) from the test split, which is the largest
+    # held-out split and the one the bundle's eval set and the bench stage run the same artifacts on
+    inputs = normalize_np(data.test.images[: cfg.parity_samples], pre)
     sizes = (1, min(len(inputs), 64))
     teacher, _ = load_model(ctx.parent_dirs["teacher"], parents["teacher"])
     student, meta = load_model(ctx.parent_dirs["student"], parents["student"])
@@ -81,5 +83,5 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     elif cfg.openvino_ir:
         notes.append(f"OpenVINO IR not written: {MissingExtra('openvino', 'cpu')}.")
     metrics = {"parity": parity, "student_arch": meta["arch"], "opset": cfg.opset,
-               "parity_inputs": f"{len(inputs)} {data.val_name} images at batch sizes {sizes}"}
+               "parity_inputs": f"{len(inputs)} test images (inputs only) at batch sizes {sizes}"}
     return Manifest(stage=NAME, id="", config={}, artifacts=artifacts, preprocessing=pre, metrics=metrics, notes=notes)

@@ -72,7 +72,7 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     pre, k = data.preprocessing, data.num_classes
     model, meta = load_model(ctx.parent_dirs["teacher"], parents["teacher"])
     kwargs = dict(meta["arch_kwargs"])
-    metrics: dict = {"transfer": cfg.transfer}
+    metrics: dict = {"transfer": cfg.transfer, "decided_on": data.facts("val")}  # best epoch; top1_* on val
     notes: list[str] = []
     if kwargs["num_classes"] != k:
         if cfg.transfer == "none":

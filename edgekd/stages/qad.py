@@ -5,12 +5,14 @@
    set written into this stage's folder. That model, calibrated only, is the PTQ baseline.
 2. A copy is fine-tuned with the teacher still teaching (the distill stage's losses), BatchNorm statistics
    frozen (right after quantization, train-mode BN makes the loss ~4x worse than eval mode).
-3. The better of PTQ and QAD is kept, and the report says which. When it misses the accuracy requirement,
+3. The better of PTQ and QAD on the **val** split is kept, and the report says which. When it misses the accuracy requirement,
    the most sensitive layers go back to floating point: float layer sets are tried as PTQ only (calibrate and
    evaluate, no training), QAD runs once on the most promising set, and the search stops at
    `fallback_budget_min` minutes (edgekd.quant.fallback). It is skipped when the FP32 student is already below
    the requirement. Every attempt is reported with its cost; the layers are named. Missing the floor is a
    budget failure (exit 1), with the best artifact kept.
+   Every accuracy here (the requirement's teacher figure included) is on val; test is left for the bench
+   stage, which reports and judges.
 """
 
 from __future__ import annotations
@@ -137,9 +139,10 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
         notes.append(f"QAD ended below PTQ ({qad_top1:.2%} < {ptq_top1:.2%}): the PTQ model is kept.")
     fallback = [l for l in result.ignored_layers if l not in cfg.ignored_layers]
     if fallback:
-        notes.append(f"Accuracy requirement {required:.2%}: layers returned to floating point: {', '.join(fallback)}.")
+        notes.append(f"Accuracy requirement {required:.2%} (on val): layers returned to floating point: "
+                     f"{', '.join(fallback)}.")
     if not result.met:
-        notes.append(f"No setting reached the required {required:.2%} (tried {len(result.attempts)}: "
+        notes.append(f"No setting reached the required {required:.2%} on val (tried {len(result.attempts)}: "
                      f"{attempts_text(result.attempts)}); the best artifact is kept.")
     out = ctx.work_dir / "quantized.pt"
     q_meta = {"arch": meta["arch"], "arch_kwargs": meta["arch_kwargs"], "spec": spec.model_dump(mode="json"),
@@ -159,5 +162,6 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
         "fallback_budget_s": cfg.fallback_budget_min * 60, "ranking_s": result.ranking_s,
         "sensitivity": [{"layer": r.layer, "kl_recovered": r.metric} for r in result.ranking[:10]],
         "calibration_images": len(calib), "history": histories,
+        "decided_on": data.facts("val"),  # PTQ vs QAD, fallback layers; every *_top1 here is on val
     }
     return Manifest(stage=NAME, id="", config={}, artifacts=artifacts, preprocessing=pre, metrics=metrics, notes=notes)

@@ -86,7 +86,9 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
         result = trainer.fit([Phase("teacher-source", cfg.train or TrainConfig())])
         origin = (f"trained from scratch on a source task: classes {pre.class_names[0]}..{pre.class_names[n_src - 1]} "
                   f"({n_src} of {k}) of the training split")
-        metrics.update(source_task_top1=result.best_top1, history=result.history, train_wall_s=result.wall_s)
+        metrics.update(source_task_top1=result.best_top1, history=result.history, train_wall_s=result.wall_s,
+                       decided_on={**data.facts("val"), "images": len(src_val),
+                                   "classes": f"{pre.class_names[0]}..{pre.class_names[n_src - 1]}"})
         notes.append(f"No pretrained teacher was given: the teacher was {origin}; the finetune stage transfers it "
                      f"to all {k} classes.")
     model.eval()

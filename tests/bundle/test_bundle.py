@@ -47,7 +47,11 @@ def test_bundle_passes_its_own_verification(tiny_bundle: Path):
     ref = read_reference(tiny_bundle / "reference.npz")
     assert set(ref["expected"]) == names and ref["raw"].shape[0] == ref["inputs"].shape[0] >= len(b.classes)
     assert sorted(set(ref["labels"].tolist())) == list(range(len(b.classes)))  # one sample of each class at least
-    assert (tiny_bundle / "model_card.md").read_text().startswith("# Model card")
+    card = (tiny_bundle / "model_card.md").read_text()
+    assert card.startswith("# Model card")
+    # which split decided and which is reported, with counts; the eval set is the test split
+    assert "decisions: val (179 images" in card and "reported: test (359 images" in card
+    assert b.pipeline["splits"]["test"]["images"] == b.verification["eval_images"] == 359
     assert b.pipeline["student"] and b.pipeline["transfer"] and b.preprocessing.class_names == b.classes
     archive = tiny_bundle.with_name(tiny_bundle.name + ".tar.gz")
     with tarfile.open(archive) as tar:

@@ -67,6 +67,36 @@ def test_class_folder_without_images(tmp_path):
     _no_stage_dirs(tmp_path / "run")
 
 
+@pytest.mark.parametrize("args,needles", [
+    (["--val-fraction", "1.2"], ("val_fraction", "less than 1")),
+    (["--test-fraction", "0"], ("test_fraction", "greater than 0")),
+    (["--val-fraction", "0.5", "--test-fraction", "0.5"], ("leave no training images",)),
+])
+def test_bad_split_fractions(tmp_path, args, needles):
+    result = _invoke(args, tmp_path / "run")
+    _assert_one_line(result, *needles)
+    _no_stage_dirs(tmp_path / "run")
+
+
+def test_class_with_too_few_images_for_three_roles(tmp_path):
+    for i in range(5):
+        _png(tmp_path / "data" / "cat" / f"{i}.png")
+    _png(tmp_path / "data" / "dog" / "0.png")
+    result = _invoke(["--data", str(tmp_path / "data")], tmp_path / "run")
+    _assert_one_line(result, "class 'dog' has 1 image(s)", "needs at least 3 images per class")
+    _no_stage_dirs(tmp_path / "run")
+
+
+def test_train_and_test_with_different_classes(tmp_path):
+    for split, classes in (("train", ("cat", "dog")), ("test", ("cat", "bird"))):
+        for cls in classes:
+            for i in range(3):
+                _png(tmp_path / "data" / split / cls / f"{i}.png")
+    result = _invoke(["--data", str(tmp_path / "data")], tmp_path / "run")
+    _assert_one_line(result, "different class folders", "only in train/: dog", "only in test/: bird")
+    _no_stage_dirs(tmp_path / "run")
+
+
 def test_unreadable_image(tmp_path):
     for cls in ("cat", "dog"):
         for i in range(3):

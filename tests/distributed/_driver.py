@@ -22,7 +22,8 @@ def main() -> int:
 
     import edgekd.pipeline as pipeline
     from edgekd.cli.common import guarded
-    from edgekd.data.dataset import DataConfig, load_data
+    from edgekd.cli.compress import data_config
+    from edgekd.data.dataset import load_data
     from edgekd.plan import build_specs, validate_options
     from edgekd.targets import load_target
     from rich.console import Console
@@ -40,8 +41,7 @@ def main() -> int:
     def run() -> int:
         opts = validate_options(options)
         target = load_target(opts.target)
-        data_cfg = DataConfig(source=opts.data, input_size=target.input_size,
-                              max_train_per_class=opts.max_train_per_class, max_val_per_class=opts.max_val_per_class)
+        data_cfg = data_config(opts, target)
         load = functools.lru_cache(maxsize=1)(lambda: load_data(data_cfg, run_dir / ".cache"))
         dataset = load()
         specs = build_specs(opts, target, dataset.preprocessing.channels)[:3]  # teacher, finetune, distill

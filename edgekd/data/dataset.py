@@ -12,8 +12,8 @@ from edgekd.data.sources import (
     Split, fingerprint_files, index_folder, load_digits_splits, load_images, probe_image, stratified_split,
 )
 from edgekd.errors import UsageError
-from edgekd.paths import require_dir
 from edgekd.manifest import Preprocessing
+from edgekd.paths import require_dir
 
 DIGITS = "digits"
 IMAGENET_MEAN = [0.485, 0.456, 0.406]

@@ -10,7 +10,6 @@ built from tiny exported conv nets (tests/cli/test_bench_cmd.build_run), so the 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import sys

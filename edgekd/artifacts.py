@@ -25,8 +25,8 @@ from typing import Literal
 from pydantic import ValidationError
 
 from edgekd.errors import UsageError
-from edgekd.paths import require_file
 from edgekd.manifest import MANIFEST_NAME, Manifest, Preprocessing, sha256_file
+from edgekd.paths import require_file
 
 ROLES = ("teacher_fp32", "student_fp32", "student_int8")
 ROLE_PRECISION = {"teacher_fp32": "fp32", "student_fp32": "fp32", "student_int8": "int8"}

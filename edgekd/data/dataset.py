@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from edgekd.data.roles import ROLES, carve, check_same_classes, folder_layout, pct, role_facts, roles_line
 from edgekd.data.sources import Split, fingerprint_files, index_folder, load_digits, load_images, probe_image
 from edgekd.errors import UsageError
-from edgekd.paths import require_dir
 from edgekd.manifest import Preprocessing
+from edgekd.paths import require_dir
 
 DIGITS = "digits"
 IMAGENET_MEAN = [0.485, 0.456, 0.406]

@@ -10,7 +10,6 @@ built from tiny exported conv nets (tests/cli/test_bench_cmd.build_run), so the 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import sys
@@ -280,6 +279,8 @@ CASES = [
     Case("option-not-an-integer", lambda e: _compress(e, "--epochs", "a:b:c", run=e.run), ("'--epochs'", "integer")),
     Case("option-unknown-flag", lambda e: _compress(e, "--turbo"), ("No such option: --turbo",)),
     Case("option-bad-choice", lambda e: _compress(e, "--transfer", "sideways"), ("'--transfer'",)),
+    Case("option-source-classes-out-of-range", lambda e: _compress(e, "--config", str(e.file(
+        "p.yaml", "source_classes: 50\n"))), ("source_classes (from the --config file) must be between 2 and 10",)),
     Case("option-config-is-a-folder", lambda e: _compress(e, "--config", str(e.tmp)), ("is a folder",)),
     # checkpoints
     Case("checkpoint-random-bytes", lambda e: _compress(e, "--teacher-weights", str(e.file(

@@ -36,7 +36,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
-from bench_runtime_overhead import machine, write_section  # noqa: E402
+from bench_runtime_overhead import machine, publish  # noqa: E402
 
 NAME = "bench_nncf_extension"
 
@@ -219,10 +219,7 @@ def main() -> None:
     for (preset, name), (d_out, rel, n, same) in parity.items():
         lines.append(f"- parity {name} vs extension ({preset} preset, one batch, {n} parameters, same set: {same}): "
                      f"max |logit diff| {d_out:.3g}, max gradient diff / gradient's max {rel:.3g}")
-    text = "\n".join(lines)
-    print(text)
-    if not args.no_results:
-        write_section(text, NAME)
+    publish(lines, NAME, write=not args.no_results)
 
 
 if __name__ == "__main__":

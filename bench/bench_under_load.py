@@ -24,7 +24,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_runtime_overhead import machine, write_section  # noqa: E402
+from bench_runtime_overhead import machine, publish  # noqa: E402
 
 NAME = "bench_under_load"
 
@@ -115,10 +115,7 @@ def main() -> None:
         "",
         f"- logs: {work}/quickstart.log, pair-1.log, pair-2.log",
     ]
-    text = "\n".join(lines)
-    print(text)
-    if not args.no_results:
-        write_section(text, NAME)
+    publish(lines, NAME, write=not args.no_results)
 
 
 if __name__ == "__main__":

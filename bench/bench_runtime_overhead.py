@@ -51,6 +51,14 @@ def write_section(body: str, name: str = NAME) -> None:
     path.write_text(text)
 
 
+def publish(lines: list[str], name: str, write: bool = True) -> None:
+    """Print a results section and, unless told not to, replace its part of RESULTS.md."""
+    text = "\n".join(lines)
+    print(text)
+    if write:
+        write_section(text, name)
+
+
 def bare_loop(fn, seconds: float) -> float:
     for _ in range(50):
         fn()

@@ -112,7 +112,7 @@ def namespaces() -> list[Any]:
         raise StageFailed(
             f"NNCF {nncf.__version__} no longer exposes the kernel namespace edgekd replaces "
             "(nncf.torch.quantization.extensions.QuantizedFunctionsCPU._loaded_namespace): "
-            "install the NNCF version this edgekd supports with pip install 'nncf>=3.4,<3.5'"
+            "install the NNCF release edgekd is tested with: pip install 'nncf==3.4.*'"
         )
     return found
 

@@ -47,6 +47,17 @@ def test_edgekd_checkpoint_round_trip(tmp_path: Path) -> None:
         assert torch.equal(loaded.eval()(x), model(x))
 
 
+def test_same_weights_give_the_same_bytes(tmp_path: Path) -> None:
+    """A rerun stage (after a kill, or a repair) must reproduce its checkpoint bit for bit: the bytes may not
+    depend on the (random) temporary file name the checkpoint is written under."""
+    model = build_model("small_cnn", num_classes=3, in_channels=1)
+    args = ("small_cnn", {"num_classes": 3, "in_channels": 1})
+    a = save_edgekd_checkpoint(tmp_path / "a" / "model.pt", model, *args)
+    b = save_edgekd_checkpoint(tmp_path / "b" / "model.pt", model, *args)
+    assert a.read_bytes() == b.read_bytes()
+    assert [p.name for p in a.parent.iterdir()] == ["model.pt"]
+
+
 def test_save_refuses_objects_weights_only_cannot_read(tmp_path: Path) -> None:
     model = build_model("small_cnn", num_classes=2)
     with pytest.raises(TypeError, match="extra.when"):

@@ -27,6 +27,18 @@ def test_compile_writes_fp32_ir_with_dynamic_batch(ir) -> None:
     assert ir.path.with_suffix(".bin").stat().st_size >= 4 * (432 + 144 + 512 + 320)
 
 
+def test_ir_bytes_do_not_depend_on_earlier_work_in_the_process(conv_onnx: Path, tmp_path: Path) -> None:
+    """OpenVINO numbers unnamed nodes with a process-wide counter; the IR edgekd writes must not carry it, so a
+    stage rerun after other conversions (a resumed run) writes the same file."""
+    import openvino as ov
+
+    rt = get_runtime("openvino")
+    first = rt.compile(conv_onnx, tmp_path / "a", RuntimeSettings()).path.read_bytes()
+    for _ in range(3):
+        ov.convert_model(str(conv_onnx))  # moves OpenVINO's node counter on
+    assert rt.compile(conv_onnx, tmp_path / "b", RuntimeSettings()).path.read_bytes() == first
+
+
 def test_fp32_matches_onnxruntime_with_precision_pinned(ir, conv_onnx: Path, batch: np.ndarray) -> None:
     sess = get_runtime("openvino").load(ir.path, RuntimeSettings(precision="fp32", threads=1, batch=2))
     np.testing.assert_allclose(sess.infer(batch), ort_reference(conv_onnx, batch), atol=1e-4, rtol=0)

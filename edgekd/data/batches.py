@@ -12,7 +12,9 @@ from edgekd.data.sources import Split
 from edgekd.manifest import Preprocessing
 from edgekd.preprocess import normalize_np  # noqa: F401  (re-exported for stages)
 
-Augment = Literal["none", "crop", "crop_flip"]
+Augment = Literal["none", "crop", "crop_flip", "rrc_flip"]
+RRC_SCALE = (0.25, 1.0)  # area fraction of the stored (centre-cropped) image
+RRC_RATIO = (3 / 4, 4 / 3)
 
 
 def normalize(images: torch.Tensor | np.ndarray, pre: Preprocessing) -> torch.Tensor:
@@ -23,10 +25,34 @@ def normalize(images: torch.Tensor | np.ndarray, pre: Preprocessing) -> torch.Te
     return (x - mean) / std
 
 
+def random_resized_crop(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Inception-style random-resized-crop of each image, back to its own size (bilinear, torchvision's
+    roi_align). The stored images are the eval centre crop, so crops cover RRC_SCALE of that area with an
+    aspect ratio in RRC_RATIO (log-uniform), clamped to the image."""
+    from torchvision.ops import roi_align
+
+    n, _, h, w = x.shape
+    area = torch.empty(n).uniform_(*RRC_SCALE, generator=gen) * h * w
+    log_r = torch.empty(n).uniform_(*(float(torch.log(torch.tensor(r))) for r in RRC_RATIO), generator=gen)
+    ratio = torch.exp(log_r)
+    cw = torch.sqrt(area * ratio).clamp(1, w)
+    ch = torch.sqrt(area / ratio).clamp(1, h)
+    x0 = torch.rand(n, generator=gen) * (w - cw)
+    y0 = torch.rand(n, generator=gen) * (h - ch)
+    boxes = torch.stack([torch.arange(n, dtype=torch.float32), x0, y0, x0 + cw, y0 + ch], dim=1)
+    return roi_align(x.float(), boxes, output_size=(h, w), spatial_scale=1.0, sampling_ratio=2, aligned=True)
+
+
 def augment_batch(x: torch.Tensor, mode: Augment, gen: torch.Generator) -> torch.Tensor:
-    """Random crop after zero padding (1/8 of the side) and optional horizontal flip, seeded by `gen`."""
+    """Random crop after zero padding (1/8 of the side) and optional horizontal flip, seeded by `gen`;
+    rrc_flip: random-resized-crop and horizontal flip (photos)."""
     if mode == "none":
         return x
+    if mode == "rrc_flip":
+        out = random_resized_crop(x, gen)
+        flip = torch.rand(x.shape[0], generator=gen) < 0.5
+        out[flip] = out[flip].flip(-1)
+        return out
     n, _, h, w = x.shape
     pad = max(1, h // 8)
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgekd.data.sources import (
-    Split, fingerprint_files, index_folder, load_digits_splits, load_images, probe_image, stratified_split,
+    Split, fingerprint_files, index_folder, load_digits_splits, load_images, stratified_split,
 )
 from edgekd.errors import UsageError
 from edgekd.manifest import Preprocessing
@@ -28,11 +28,17 @@ class DataConfig(BaseModel):
     source: str = DIGITS
     split_seed: int = 0
     val_fraction: float = Field(default=0.2, gt=0, lt=1)
-    input_size: tuple[int, int] | None = None  # None: the images' own size (the first image decides)
+    input_size: tuple[int, int] | None = None  # None: from the data (edgekd.data.sizing)
     mean: list[float] | None = None  # None: ImageNet statistics for RGB, 0.5 for grayscale
     std: list[float] | None = None
     max_train_per_class: int | None = Field(default=None, ge=1)  # a subset, said in every report
     max_val_per_class: int | None = Field(default=None, ge=1)
+    # preprocessing choices (edgekd.data.sizing): None lets the data / defaults decide
+    resize_shorter: int | None = Field(default=None, ge=1)
+    interpolation: Literal["nearest", "bilinear", "bicubic", "lanczos"] | None = None
+    size_source: str | None = None  # why input_size was given (--input-size, target, teacher weights)
+    size_cap: int = Field(default=224, ge=1)
+    strict: bool = False  # unreadable image files are an error instead of skipped with a warning
 
 
 @dataclass
@@ -62,7 +68,8 @@ def load_data(cfg: DataConfig, cache_dir: Path | None = None) -> Dataset:
     if cfg.source == DIGITS:
         train, val, names, fp = load_digits_splits()
         pre = Preprocessing(input_size=(8, 8), channels=1, mean=cfg.mean or [0.5], std=cfg.std or [0.5],
-                            value_scale=16.0, channel_order="GRAY", class_names=names)
+                            value_scale=16.0, resize_shorter=None, exif_transpose=False, source="array",
+                            size_source="sklearn digits arrays", channel_order="GRAY", class_names=names)
         ds = Dataset(train, val, pre, f"digits:{fp}", "sklearn digits (1,797 8x8 images), fixed 80/20 split",
                      "held-out 20%")
     else:
@@ -92,26 +99,31 @@ def _load_folder(cfg: DataConfig, root: Path, cache_dir: Path | None) -> Dataset
     else:
         train_idx = val_idx = index_folder(root)
         names, files = train_idx.class_names, train_idx.files
-    size, channels = probe_image(files[0])
-    if cfg.input_size is not None:
-        size = tuple(cfg.input_size)
-    fp = fingerprint_files(files, root) + f"-{size[0]}x{size[1]}"
+    from edgekd.data.sizing import describe, folder_preprocessing, preprocessing_key
+
+    pre = folder_preprocessing(cfg, files, names)
+    size = pre.input_size
+    fp = fingerprint_files(files, root) + f"-{size[0]}x{size[1]}-{preprocessing_key(pre)}"
     if train_idx is val_idx:
         import numpy as np
 
-        full = load_images(train_idx, size, channels, cache_dir, fp)
+        full = load_images(train_idx, pre, cache_dir, fp, strict=cfg.strict)
         keep, held = stratified_split(full.labels, cfg.val_fraction, cfg.split_seed)
         train, val, val_name = full.subset(keep), full.subset(held), f"held-out {cfg.val_fraction:.0%} (seed {cfg.split_seed})"
         fp += f"-split{cfg.split_seed}-{cfg.val_fraction}"
+        skipped = full.skipped
         del np
     else:
-        train = load_images(train_idx, size, channels, cache_dir, fp + "-train")
-        val = load_images(val_idx, size, channels, cache_dir, fp + "-val")
+        train = load_images(train_idx, pre, cache_dir, fp + "-train", strict=cfg.strict)
+        val = load_images(val_idx, pre, cache_dir, fp + "-val", strict=cfg.strict)
         val_name = val_dir.name
-    rgb = channels == 3
-    pre = Preprocessing(
-        input_size=size, channels=channels, mean=cfg.mean or (IMAGENET_MEAN if rgb else [0.5]),
-        std=cfg.std or (IMAGENET_STD if rgb else [0.5]), value_scale=255.0,
-        channel_order="RGB" if rgb else "GRAY", class_names=names)
-    desc = f"{root} ({len(names)} classes, {len(train)} train / {len(val)} {val_name} images, {size[0]}x{size[1]})"
+        skipped = train.skipped + val.skipped
+    desc = (f"{root} ({len(names)} classes, {len(train)} train / {len(val)} {val_name} images; "
+            f"{describe(pre)})")
+    notes = train_idx.notes + (val_idx.notes if val_idx is not train_idx else [])
+    if skipped:
+        desc += f"; skipped {len(skipped)} unreadable files: {'; '.join(skipped[:3])}{' ...' if len(skipped) > 3 else ''}"
+        fp += f"-skipped{len(skipped)}"
+    if notes:
+        desc += "; " + "; ".join(notes)
     return Dataset(train, val, pre, f"folder:{fp}", desc, val_name)

@@ -35,7 +35,7 @@ def test_single_tree_is_split_deterministically_and_stratified(tmp_path):
     assert not np.array_equal(one.val.images, other.val.images)
     assert np.bincount(one.val.labels).tolist() == [2, 2, 2]
     assert one.preprocessing.input_size == (12, 10) and one.preprocessing.class_names == ["a", "b", "c"]
-    assert list((tmp_path / "cache").glob("images-*.npz"))
+    assert list((tmp_path / "cache").glob("images-*.npy"))  # the decoded memory map
 
 
 def test_train_val_folders_must_share_classes(tmp_path):

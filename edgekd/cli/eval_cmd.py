@@ -26,7 +26,8 @@ def run_eval(bundle_dir: Path, images: Path, *, strict: bool = False, batch: int
     from edgekd.preprocess import normalize_np
 
     if not bundle_dir.is_dir():
-        raise UsageError(f"{bundle_dir} is not a bundle folder (edgekd export-bundle writes one; unpack a .tar.gz first)")
+        raise UsageError(f"{bundle_dir} is not a bundle folder (edgekd export-bundle writes one; unpack a "
+                         ".tar.gz first)")
     bundle = load_bundle(bundle_dir)
     problems = check_files(bundle_dir, bundle)
     if problems:
@@ -60,10 +61,12 @@ def run_eval(bundle_dir: Path, images: Path, *, strict: bool = False, batch: int
         rows.append({**row, "ran": True, "runtime": "openvino CPU" if art.format == "openvino_ir" else art.runtimes[0],
                      "top1": correct / len(labels), "correct": correct})
     if not any(r["ran"] for r in rows):
-        raise UsageError(f"no artifact of {bundle_dir.name} can run here ({rows[0]['why'] if rows else 'none listed'}): "
+        why = rows[0]["why"] if rows else "none listed"
+        raise UsageError(f"no artifact of {bundle_dir.name} can run here ({why}): "
                          "install a runtime, e.g. pip install 'edgekd[cpu]'")
     return {"bundle": str(bundle_dir), "images": str(images), "n_images": int(len(labels)),
-            "classes_present": index.class_names, "skipped": split.skipped, "preprocessing": pre.model_dump(mode="json"),
+            "classes_present": index.class_names, "skipped": split.skipped,
+            "preprocessing": pre.model_dump(mode="json"),
             "artifacts": rows}
 
 

@@ -8,7 +8,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from edgekd.data.sources import Split
+from edgekd.data.sources import Split, read_rows
 from edgekd.manifest import Preprocessing
 from edgekd.preprocess import normalize_np  # noqa: F401  (re-exported for stages)
 
@@ -25,22 +25,31 @@ def normalize(images: torch.Tensor | np.ndarray, pre: Preprocessing) -> torch.Te
     return (x - mean) / std
 
 
-def random_resized_crop(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Inception-style random-resized-crop of each image, back to its own size (bilinear, torchvision's
-    roi_align). The stored images are the eval centre crop, so crops cover RRC_SCALE of that area with an
-    aspect ratio in RRC_RATIO (log-uniform), clamped to the image."""
-    from torchvision.ops import roi_align
+def _normalize_(x: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
+    """`normalize` in place on a float tensor this module owns (the same arithmetic, less memory)."""
+    x.div_(pre.value_scale)
+    x.sub_(torch.tensor(pre.mean, dtype=torch.float32).view(1, -1, 1, 1))
+    return x.div_(torch.tensor(pre.std, dtype=torch.float32).view(1, -1, 1, 1))
 
+
+def random_resized_crop(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Inception-style random-resized-crop of each image back to its own size: bilinear with antialiasing on
+    uint8 (torch's fast path). The stored images are the eval centre crop, so a crop covers RRC_SCALE of that
+    area with an aspect ratio in RRC_RATIO (log-uniform), clamped to the image."""
     n, _, h, w = x.shape
     area = torch.empty(n).uniform_(*RRC_SCALE, generator=gen) * h * w
     log_r = torch.empty(n).uniform_(*(float(torch.log(torch.tensor(r))) for r in RRC_RATIO), generator=gen)
     ratio = torch.exp(log_r)
-    cw = torch.sqrt(area * ratio).clamp(1, w)
-    ch = torch.sqrt(area / ratio).clamp(1, h)
-    x0 = torch.rand(n, generator=gen) * (w - cw)
-    y0 = torch.rand(n, generator=gen) * (h - ch)
-    boxes = torch.stack([torch.arange(n, dtype=torch.float32), x0, y0, x0 + cw, y0 + ch], dim=1)
-    return roi_align(x.float(), boxes, output_size=(h, w), spatial_scale=1.0, sampling_ratio=2, aligned=True)
+    cw = torch.sqrt(area * ratio).round().clamp(1, w).long()
+    ch = torch.sqrt(area / ratio).round().clamp(1, h).long()
+    x0 = (torch.rand(n, generator=gen) * (w - cw + 1)).long().clamp(max=w - cw)
+    y0 = (torch.rand(n, generator=gen) * (h - ch + 1)).long().clamp(max=h - ch)
+    out = torch.empty_like(x)
+    for i in range(n):
+        crop = x[i:i + 1, :, y0[i]:y0[i] + ch[i], x0[i]:x0[i] + cw[i]]
+        out[i:i + 1] = torch.nn.functional.interpolate(crop, size=(h, w), mode="bilinear", antialias=True,
+                                                       align_corners=False)
+    return out
 
 
 def augment_batch(x: torch.Tensor, mode: Augment, gen: torch.Generator) -> torch.Tensor:
@@ -74,24 +83,41 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
 
 
 def train_batches(split: Split, pre: Preprocessing, *, batch_size: int, seed: int, epoch: int,
-                  augment: Augment, rank: int = 0, world: int = 1, drop_last: bool = True,
+                  augment: Augment, rank: int = 0, world: int = 1, drop_last: bool = True, prefetch: int = 2,
                   ) -> Iterator[tuple[torch.Tensor, torch.Tensor, np.ndarray]]:
     """Yield (normalised inputs, labels, dataset indices) for this rank's share of each global batch.
 
     `batch_size` is the global batch: each of `world` ranks takes an equal, disjoint slice of it, so the
-    samples seen per step do not depend on the world size.
+    samples seen per step do not depend on the world size. Batches are read from the split (a memory map for
+    folder data) and augmented by `prefetch` threads ahead of the consumer (torch ops release the GIL); each
+    batch's augmentation is seeded by (seed, epoch, batch, rank), so the result does not depend on them.
     """
     order = epoch_order(len(split), seed, epoch)
     per_rank = batch_size // world
-    gen = torch.Generator().manual_seed(seed * 100_003 + epoch * 7919 + rank)
     stop = len(order) - (len(order) % batch_size if drop_last else 0)
-    for start in range(0, stop, batch_size):
-        idx = order[start:start + batch_size][rank * per_rank:(rank + 1) * per_rank]
-        if len(idx) == 0:
-            continue
-        raw = torch.from_numpy(split.images[idx])
-        x = normalize(augment_batch(raw, augment, gen), pre)
-        yield x, torch.from_numpy(split.labels[idx]), idx
+    plan = [(b, order[start:start + batch_size][rank * per_rank:(rank + 1) * per_rank])
+            for b, start in enumerate(range(0, stop, batch_size))]
+    plan = [(b, idx) for b, idx in plan if len(idx)]
+
+    def make(b: int, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+        gen = torch.Generator().manual_seed(((seed * 100_003 + epoch) * 1_000_003 + b) * 64 + rank)
+        raw = torch.from_numpy(read_rows(split.images, idx))
+        return _normalize_(augment_batch(raw, augment, gen).float(), pre), torch.from_numpy(split.labels[idx]), idx
+
+    if prefetch <= 0:
+        yield from (make(b, idx) for b, idx in plan)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=prefetch) as pool:
+        pending: deque = deque()
+        for b, idx in plan:
+            pending.append(pool.submit(make, b, idx))
+            if len(pending) > prefetch:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def eval_batches(split: Split, pre: Preprocessing, batch_size: int = 256

@@ -122,7 +122,8 @@ def _load_folder(cfg: DataConfig, root: Path, cache_dir: Path | None) -> Dataset
             f"{describe(pre)})")
     notes = train_idx.notes + (val_idx.notes if val_idx is not train_idx else [])
     if skipped:
-        desc += f"; skipped {len(skipped)} unreadable files: {'; '.join(skipped[:3])}{' ...' if len(skipped) > 3 else ''}"
+        more = " ..." if len(skipped) > 3 else ""
+        desc += f"; skipped {len(skipped)} unreadable files: {'; '.join(skipped[:3])}{more}"
         fp += f"-skipped{len(skipped)}"
     if notes:
         desc += "; " + "; ".join(notes)

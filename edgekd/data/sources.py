@@ -238,56 +238,89 @@ def load_images(index: FolderIndex, pre, cache_dir: Path | None, fingerprint: st
 
 
 def _decode_all(index: FolderIndex, pre, final: Path | None, shape, strict: bool, workers: int | None) -> Split:
+    """Decode into `final` (renamed into place when complete), or into a scratch file unlinked once mapped."""
+    n = len(index.files)
+    where = final.parent if final is not None else Path(tempfile.gettempdir())
+    tmp = where / f".{final.name if final is not None else 'edgekd-images.npy'}.tmp-{os.getpid()}-{id(index)}"
+    try:
+        errors = _decode_into(tmp, index, pre, (n, *shape), workers)
+        bad = [i for i, e in enumerate(errors) if e is not None]
+        skipped = [errors[i] for i in bad]
+        labels = np.asarray(index.labels, dtype=np.int64)
+        _report_skipped(skipped, n, strict, warn=False)
+        _check_classes(labels, bad, index)
+        if bad:
+            keep = np.setdiff1d(np.arange(n), bad)
+            part = tmp.with_name(tmp.name + ".kept")
+            src = np.load(tmp, mmap_mode="r")
+            dst = np.lib.format.open_memmap(part, mode="w+", dtype=np.uint8, shape=(len(keep), *shape))
+            for s in range(0, len(keep), 2048):
+                dst[s:s + 2048] = src[keep[s:s + 2048]]
+            dst.flush()
+            del dst, src
+            os.replace(part, tmp)
+            labels = labels[keep]
+        if final is None:
+            images = np.load(tmp, mmap_mode="c")
+            _report_skipped(skipped, n, strict)
+            return Split(images, labels, skipped)
+        np.save(final.with_suffix(".labels.npy"), labels)
+        final.with_suffix(".json").write_text(json.dumps({"skipped": skipped, "files": n}))
+        os.replace(tmp, final)  # last: a complete .npy means labels and notes are there too
+        return Split(np.load(final, mmap_mode="c"), labels, skipped)
+    finally:
+        tmp.unlink(missing_ok=True)
+        tmp.with_name(tmp.name + ".kept").unlink(missing_ok=True)
+
+
+def _decode_into(path: Path, index: FolderIndex, pre, shape: tuple[int, ...], workers: int | None) -> list:
+    """Decode file i into row i of a new .npy at `path` with positioned writes (threads; no pages of the
+    store are mapped into this process while it is written). Returns, per file, None or why it failed."""
     from edgekd.preprocess import load_image
 
-    n = len(index.files)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}") if final else None
-    store = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, *shape)) if tmp \
-        else _scratch_memmap((n, *shape), np.uint8)
+    header = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)  # header + sparse file
+    offset = header.offset
+    del header
+    rb = int(np.prod(shape[1:]))
+    fd = os.open(path, os.O_WRONLY)
 
     def work(i: int) -> str | None:
         try:
-            store[i] = load_image(index.files[i], pre)
+            arr = np.ascontiguousarray(load_image(index.files[i], pre), dtype=np.uint8)
+            if arr.shape != shape[1:]:
+                raise ValueError(f"decoded to {arr.shape}, expected {shape[1:]}")
+            os.pwrite(fd, arr.data, offset + i * rb)
             return None
         except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad files; each is listed
             why = str(exc).splitlines()[0][:120] if str(exc) else ""
-            return f"{index.files[i].relative_to(index.root).as_posix()} ({type(exc).__name__}{': ' + why if why else ''})"
+            name = index.files[i].relative_to(index.root).as_posix()
+            return f"{name} ({type(exc).__name__}{': ' + why if why else ''})"
 
-    with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
-        errors = list(pool.map(work, range(n)))
-    bad = [i for i, e in enumerate(errors) if e is not None]
-    skipped = [errors[i] for i in bad]
-    labels = np.asarray(index.labels, dtype=np.int64)
     try:
-        _report_skipped(skipped, n, strict, warn=False)
-    except UsageError:
-        if tmp:
-            tmp.unlink(missing_ok=True)
-        raise
-    _check_classes(labels, bad, index)
-    if bad:
-        keep = np.setdiff1d(np.arange(n), bad)
-        store.flush()
-        compact = _fill_unlinked(store, keep) if tmp is None else None
-        if tmp is not None:
-            part = tmp.with_name(tmp.name + ".kept.npy")
-            dst = np.lib.format.open_memmap(part, mode="w+", dtype=np.uint8, shape=(len(keep), *shape))
-            for s in range(0, len(keep), 2048):
-                dst[s:s + 2048] = store[keep[s:s + 2048]]
-            dst.flush()
-            del dst, store
-            os.replace(part, tmp)
-        store, labels = compact, labels[keep]
-    if tmp is None:
-        _report_skipped(skipped, n, strict)
-        return Split(store, labels, skipped)
-    if store is not None:
-        store.flush()
-    del store
-    np.save(final.with_suffix(".labels.npy"), labels)
-    final.with_suffix(".json").write_text(json.dumps({"skipped": skipped, "files": n}))
-    os.replace(tmp, final)  # last: a complete .npy means labels and notes are there too
-    return Split(np.load(final, mmap_mode="c"), labels, skipped)
+        with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
+            return list(pool.map(work, range(shape[0])))
+    finally:
+        os.close(fd)
+
+
+def read_rows(images: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """images[idx] as a new array. Rows of a whole-file memory map are read with positioned reads (in file
+    order): the kernel's page cache keeps them, this process's resident memory does not grow with the epoch."""
+    idx = np.asarray(idx)
+    path = images.filename if isinstance(images, np.memmap) else None
+    rb = row_bytes(images)
+    if not path or not os.path.exists(path) or not images.flags.c_contiguous or \
+            (os.path.getsize(path) - images.offset) // rb != images.shape[0]:  # a view, or not a file any more
+        return np.asarray(images[idx])
+    out = np.empty((len(idx), *images.shape[1:]), images.dtype)
+    flat = out.reshape(len(idx), -1).view(np.uint8)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for k in np.argsort(idx, kind="stable"):
+            os.preadv(fd, [flat[k]], images.offset + int(idx[k]) * rb)
+    finally:
+        os.close(fd)
+    return out
 
 
 def _report_skipped(skipped: list[str], total: int, strict: bool, warn: bool = True) -> None:

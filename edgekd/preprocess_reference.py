@@ -98,8 +98,7 @@ def load_image(path, pre: Any) -> np.ndarray:
 
     channels = int(_get(pre, "channels", 3))
     with Image.open(path) as img:
-        img.load()
-        if _get(pre, "exif_transpose", True):
+        if _get(pre, "exif_transpose", True) and img.getexif().get(0x0112, 1) != 1:  # 0x0112: Orientation
             img = ImageOps.exif_transpose(img)
         img = to_mode(img, channels, _get(pre, "alpha_background", (255, 255, 255)))
         img = resize_center_crop(img, tuple(_get(pre, "input_size")), _get(pre, "resize_shorter"),

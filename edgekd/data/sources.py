@@ -30,6 +30,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".t
 GREY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 IN_MEMORY_BYTES = 64 << 20  # subsets smaller than this are plain arrays, larger ones memory maps
 SHOWN = 3  # paths listed in a warning or error about unreadable files
+PREAD_MIN_ROW = 16 << 10  # rows at least this large are read with positioned reads; small ones through the map
 
 
 @dataclass
@@ -304,12 +305,14 @@ def _decode_into(path: Path, index: FolderIndex, pre, shape: tuple[int, ...], wo
 
 
 def read_rows(images: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """images[idx] as a new array. Rows of a whole-file memory map are read with positioned reads (in file
-    order): the kernel's page cache keeps them, this process's resident memory does not grow with the epoch."""
+    """images[idx] as a new array. Rows (of PREAD_MIN_ROW bytes or more, e.g. a 224x224 photo) of a whole-file
+    memory map are read with positioned reads in file order: the kernel's page cache keeps them and this
+    process's resident memory does not grow with the epoch. Small rows (CIFAR's 3 KB) are copied through the
+    map, where one system call per row would cost more than the copy."""
     idx = np.asarray(idx)
     path = images.filename if isinstance(images, np.memmap) else None
     rb = row_bytes(images)
-    if not path or not os.path.exists(path) or not images.flags.c_contiguous or \
+    if rb < PREAD_MIN_ROW or not path or not os.path.exists(path) or not images.flags.c_contiguous or \
             (os.path.getsize(path) - images.offset) // rb != images.shape[0]:  # a view, or not a file any more
         return np.asarray(images[idx])
     out = np.empty((len(idx), *images.shape[1:]), images.dtype)

@@ -144,10 +144,11 @@ def test_concurrent_processes_decode_once(tmp_path):
     assert sorted(int(o[0]) for o in outs) == [0, 40] and outs[0][1] == outs[1][1]
 
 
-def test_read_rows_equals_indexing(tmp_path):
+def test_read_rows_equals_indexing(tmp_path, monkeypatch):
     """Batches read memory-mapped rows with positioned reads: the same bytes as indexing, in idx order."""
     _tree(tmp_path / "d", n=10)
     ds = load_data(DataConfig(source=str(tmp_path / "d"), val_fraction=0.5), tmp_path / "cache")
+    monkeypatch.setattr(sources, "PREAD_MIN_ROW", 1)
     full = np.load(next((tmp_path / "cache").glob("images-*[0-9a-f].npy")), mmap_mode="c")
     idx = np.array([7, 2, 2, 9, 0])
     np.testing.assert_array_equal(sources.read_rows(full, idx), full[idx])

@@ -107,3 +107,24 @@ def test_legacy_resize_field_still_reads():
     pre = Preprocessing.model_validate({"input_size": [8, 8], "channels": 1, "mean": [0.5], "std": [0.5],
                                         "resize": 10, "class_names": ["a"]})
     assert pre.resize_shorter == 10
+
+
+def test_input_size_precedence(monkeypatch):
+    """--input-size, then the target's pinned size, then the pretrained teacher's published size."""
+    from types import SimpleNamespace
+
+    import edgekd.data.sizing as sizing
+
+    published = {"mean": [0.4, 0.4, 0.4], "std": [0.2, 0.2, 0.2], "input_size": 224, "resize_size": 232,
+                 "interpolation": "bicubic"}
+    monkeypatch.setattr(sizing, "teacher_preprocessing", lambda arch: published)
+    opts = SimpleNamespace(strict_data=False, teacher="resnet50", pretrained=True, input_size=None)
+    target = SimpleNamespace(name="t", input_size=None)
+    got = sizing.preprocessing_options(opts, target)
+    assert got["input_size"] == (224, 224) and got["resize_shorter"] == 232 and got["interpolation"] == "bicubic"
+    assert "resnet50's published weights" in got["size_source"] and got["mean"] == [0.4, 0.4, 0.4]
+    assert sizing.preprocessing_options(opts, SimpleNamespace(name="t", input_size=(96, 96)))["input_size"] == (96, 96)
+    mine = sizing.preprocessing_options(SimpleNamespace(**{**vars(opts), "input_size": (64, 48)}), target)
+    assert mine["input_size"] == (64, 48) and mine["size_source"] == "--input-size"
+    scratch = sizing.preprocessing_options(SimpleNamespace(**{**vars(opts), "pretrained": False}), target)
+    assert "input_size" not in scratch and "mean" not in scratch  # a teacher trained here publishes nothing

@@ -64,13 +64,28 @@ def _memmap_rows(images: np.memmap, idx: np.ndarray, chunk: int = 2048) -> np.me
     out = src.with_name(f"{src.stem}-rows{tag}.npy")
     if not out.is_file():
         tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-        dst = np.lib.format.open_memmap(tmp, mode="w+", dtype=images.dtype, shape=(len(idx), *images.shape[1:]))
-        for s in range(0, len(idx), chunk):
-            dst[s:s + chunk] = images[idx[s:s + chunk]]
-        dst.flush()
-        del dst
+        _copy_rows(images, idx, tmp, chunk)
         os.replace(tmp, out)
     return np.load(out, mmap_mode="c")
+
+
+def _new_npy(path: Path, dtype, shape: tuple[int, ...]) -> tuple[int, int]:
+    """Create a .npy of `shape` (header written, data a sparse hole): a write descriptor and the data offset."""
+    header = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    offset = header.offset
+    del header
+    return os.open(path, os.O_WRONLY), offset
+
+
+def _copy_rows(images: np.ndarray, idx: np.ndarray, path: Path, chunk: int = 2048) -> None:
+    """Write images[idx] as a new .npy at `path`, a chunk at a time, with positioned reads and writes."""
+    fd, offset = _new_npy(path, images.dtype, (len(idx), *images.shape[1:]))
+    rb = row_bytes(images)
+    try:
+        for s in range(0, len(idx), chunk):
+            os.pwrite(fd, np.ascontiguousarray(read_rows(images, idx[s:s + chunk])).data, offset + s * rb)
+    finally:
+        os.close(fd)
 
 
 def _fill_unlinked(images: np.ndarray, idx: np.ndarray, chunk: int = 2048) -> np.memmap:
@@ -253,12 +268,7 @@ def _decode_all(index: FolderIndex, pre, final: Path | None, shape, strict: bool
         if bad:
             keep = np.setdiff1d(np.arange(n), bad)
             part = tmp.with_name(tmp.name + ".kept")
-            src = np.load(tmp, mmap_mode="r")
-            dst = np.lib.format.open_memmap(part, mode="w+", dtype=np.uint8, shape=(len(keep), *shape))
-            for s in range(0, len(keep), 2048):
-                dst[s:s + 2048] = src[keep[s:s + 2048]]
-            dst.flush()
-            del dst, src
+            _copy_rows(np.load(tmp, mmap_mode="r"), keep, part)
             os.replace(part, tmp)
             labels = labels[keep]
         if final is None:
@@ -279,11 +289,8 @@ def _decode_into(path: Path, index: FolderIndex, pre, shape: tuple[int, ...], wo
     store are mapped into this process while it is written). Returns, per file, None or why it failed."""
     from edgekd.preprocess import load_image
 
-    header = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)  # header + sparse file
-    offset = header.offset
-    del header
+    fd, offset = _new_npy(path, np.uint8, shape)
     rb = int(np.prod(shape[1:]))
-    fd = os.open(path, os.O_WRONLY)
 
     def work(i: int) -> str | None:
         try:

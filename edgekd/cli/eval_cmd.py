@@ -22,7 +22,7 @@ from edgekd.errors import UsageError
 def run_eval(bundle_dir: Path, images: Path, *, strict: bool = False, batch: int = 64,
              workers: int | None = None) -> dict[str, Any]:
     from edgekd.bundle.verify import NotRunnable, check_files, load_bundle, runner
-    from edgekd.data.sources import FolderIndex, fingerprint_files, index_folder, load_images
+    from edgekd.data.sources import index_folder, load_images
     from edgekd.preprocess import normalize_np
 
     if not bundle_dir.is_dir():
@@ -42,8 +42,7 @@ def run_eval(bundle_dir: Path, images: Path, *, strict: bool = False, batch: int
         raise UsageError(f"{images / unknown[0]}: no class '{unknown[0]}' in the bundle (its classes: "
                          f"{', '.join(bundle.classes[:10])}{' ...' if len(bundle.classes) > 10 else ''})")
     to_bundle = np.asarray([bundle.classes.index(c) for c in index.class_names], dtype=np.int64)
-    split = load_images(FolderIndex(index.root, index.class_names, index.files, index.labels), pre, None,
-                        fingerprint_files(index.files, index.root), strict=strict, workers=workers)
+    split = load_images(index, pre, None, "eval", strict=strict, workers=workers)
     labels = to_bundle[split.labels]
     rows = []
     for art in bundle.artifacts:

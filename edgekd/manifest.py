@@ -17,9 +17,9 @@ from datetime import datetime, timezone
 from enum import Enum
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgekd.errors import UsageError
 from edgekd.fsio import publish, write_atomic
@@ -55,19 +55,48 @@ class Artifact(BaseModel):
 
 
 class Preprocessing(BaseModel):
-    """What a raw input goes through before the model: travels with the weights."""
+    """What a raw input goes through before the model: travels with the weights.
+
+    For image files (`source == "image_file"`) the steps are, in order (edgekd.preprocess.load_image is the
+    reference implementation, numpy + Pillow only; the bundle carries a copy as preprocess.py):
+    1. decode; if `exif_transpose`, apply the EXIF orientation tag (PIL.ImageOps.exif_transpose);
+    2. colour: 16-bit / 32-bit integer grey is scaled to 8 bits (value * 255 / 65535, rounded); an image with
+       alpha (RGBA, LA, P with transparency) is composited on `alpha_background`; then converted to RGB
+       (or L for 1 channel) with Pillow's convert (L = ITU-R 601-2 luma, CMYK -> RGB naive inverse);
+    3. resize (aspect kept) so the shorter side is `resize_shorter` and the image covers `input_size`, with
+       `interpolation` (Pillow's resampling filter, which antialiases when downscaling);
+    4. centre crop to `input_size` (height, width): left = (w - W) // 2, top = (h - H) // 2;
+    5. uint8 (C, H, W) in `channel_order`; x = (raw / value_scale - mean) / std per channel, float32, `layout`.
+    `source == "array"` (the embedded digits) has no file steps: raw arrays go straight to step 5.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    input_size: tuple[int, int]
+    input_size: tuple[int, int]  # (height, width) of the model input: the centre crop
     channels: int
     mean: list[float]
     std: list[float]
     value_scale: float = 255.0  # raw value that maps to 1.0 (255 for 8-bit images, 16 for sklearn digits)
-    resize: int | None = None  # shorter side resized to this before the center crop, if set
+    resize_shorter: int | None = None  # shorter side resized to this before the centre crop (None: no resize)
+    interpolation: Literal["nearest", "bilinear", "bicubic", "lanczos"] = "bilinear"
+    antialias: bool = True  # Pillow's filters widen their support when downscaling
+    exif_transpose: bool = True
+    alpha_background: tuple[int, int, int] = (255, 255, 255)
+    source: Literal["image_file", "array"] = "image_file"
+    size_source: str = ""  # why this input size: --input-size, the target, the teacher's weights, the data
     channel_order: str = "RGB"
     layout: str = "NCHW"
     class_names: list[str]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_resize(cls, data: Any) -> Any:
+        """Records written before resize_shorter existed called it `resize`."""
+        if isinstance(data, dict) and "resize" in data:
+            data = dict(data)
+            legacy = data.pop("resize")
+            data.setdefault("resize_shorter", legacy)
+        return data
 
 
 class Manifest(BaseModel):

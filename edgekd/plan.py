@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgekd.configio import first_error, read_yaml_mapping
 from edgekd.errors import UsageError
@@ -57,7 +57,9 @@ class CompressOptions(BaseModel):
     weighting: Weighting = "uniform"
     train_only: list[str] | None = None  # distill: parameter-name patterns that train
     max_update_norm: float | None = None
-    augment: Literal["none", "crop", "crop_flip"] | None = None  # None: crop for 1-channel data, crop_flip for RGB
+    augment: Literal["none", "crop", "crop_flip", "rrc_flip"] | None = None  # None: edgekd.data.sizing.default_augment
+    input_size: tuple[int, int] | None = None  # --input-size N|HxW; None: target, teacher weights, then data
+    strict_data: bool = False  # unreadable image files: an error instead of skipped with a warning
     cache_teacher: bool = True
     calib: str | None = None
     calib_size: int = Field(default=300, ge=1)
@@ -70,6 +72,14 @@ class CompressOptions(BaseModel):
     seed: int = 0
     threads: int | None = Field(default=None, ge=1)  # torch intra-op threads for training (not part of stage ids)
     sync_bn: bool = False
+
+
+    @field_validator("input_size", mode="before")
+    @classmethod
+    def _input_size(cls, value):
+        from edgekd.data.sizing import parse_input_size
+
+        return parse_input_size(value)
 
 
 def load_pipeline_file(path: Path) -> dict:
@@ -133,11 +143,13 @@ def quant_preset(target: TargetProfile) -> str:
     return "trt" if target.runtime.name == "tensorrt" or target.runtime.device == "TensorRT" else "mixed"
 
 
-def build_specs(opt: CompressOptions, target: TargetProfile, channels: int) -> list[StageSpec]:
+def build_specs(opt: CompressOptions, target: TargetProfile, channels: int,
+                input_size: tuple[int, int] = (32, 32)) -> list[StageSpec]:
     """The stage list for `compress`. Imports stage configs (torch) lazily through the pipeline."""
+    from edgekd.data.sizing import default_augment
     from edgekd.pipeline import config_of
 
-    augment = opt.augment or ("crop" if channels == 1 else "crop_flip")
+    augment = opt.augment or default_augment(channels, tuple(input_size))
     common = dict(batch_size=opt.batch_size, seed=opt.seed, augment=augment)
     teacher_arch = opt.teacher or "cifar_resnet20"
     loss = loss_options(opt)

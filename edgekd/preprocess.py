@@ -1,18 +1,25 @@
-"""Preprocessing in numpy (no torch): what a device applies to raw pixels before the model."""
+"""Preprocessing in numpy + Pillow (no torch): what a device applies to an image file before the model.
+
+The steps themselves live in edgekd/preprocess_reference.py (standalone: the bundle ships it verbatim as
+preprocess.py); this module adapts them to edgekd's records and files.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
+from edgekd import preprocess_reference as reference
 from edgekd.manifest import Preprocessing
+
+load_image = reference.load_image  # path, Preprocessing -> uint8 (C, H, W): training, eval and bundle use it
+REFERENCE_SOURCE = Path(reference.__file__)
 
 
 def normalize_np(images: np.ndarray, pre: Preprocessing) -> np.ndarray:
     """Raw images (N, C, H, W) at the model's input size -> float32 model input, as `pre` says."""
-    x = images.astype(np.float32) / pre.value_scale
-    mean = np.asarray(pre.mean, dtype=np.float32).reshape(1, -1, 1, 1)
-    std = np.asarray(pre.std, dtype=np.float32).reshape(1, -1, 1, 1)
-    return np.ascontiguousarray((x - mean) / std, dtype=np.float32)
+    return reference.normalize(images, pre)
 
 
 def write_eval_set(path, images: np.ndarray, labels: np.ndarray, pre: Preprocessing) -> None:

@@ -26,7 +26,7 @@ from edgekd.bundle.verify import (NotRunnable, bundle_file, compare, content_sha
 from edgekd.errors import MissingExtra, UsageError
 from edgekd.fsio import fsync_path, publish, remove_dead_leftovers, tmp_name
 from edgekd.manifest import library_versions, now_iso, verify_artifacts, write_json_atomic
-from edgekd.preprocess import normalize_np, read_eval_set
+from edgekd.preprocess import REFERENCE_SOURCE, normalize_np, read_eval_set
 
 REFERENCE_SAMPLES = 16
 COMPARE_IMAGES = 512
@@ -64,7 +64,8 @@ def write_bundle(run_dir: Path, out_dir: Path, formats: list[str] | None = None,
         from edgekd.report.card import model_card
 
         (tmp / "model_card.md").write_text(model_card(bundle))
-        bundle.extra_files = [bundle_file(tmp, tmp / "model_card.md")]
+        shutil.copyfile(REFERENCE_SOURCE, tmp / "preprocess.py")  # the torch-free reference, standalone
+        bundle.extra_files = [bundle_file(tmp, tmp / "model_card.md"), bundle_file(tmp, tmp / "preprocess.py")]
         bundle.archive = archive.name
         bundle.content_sha256 = content_sha256(bundle)
         write_json_atomic(tmp / "bundle.json", bundle.model_dump_json(indent=2))

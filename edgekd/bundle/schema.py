@@ -8,6 +8,7 @@ Layout of a bundle folder (also packed as `<name>.tar.gz` beside it):
                          openvino/student_int8.xml + .bin, tensorrt/student_int8.plan + .fingerprint.json
     eval_set.npz         the test split (uint8 raw, labels) for `edgekd bench BUNDLE` on the device
     reference.npz        a few raw sample inputs and, per artifact, the expected outputs
+    preprocess.py        the preprocessing of `preprocessing` as standalone numpy + Pillow code (image files)
 """
 
 from __future__ import annotations

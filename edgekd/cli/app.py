@@ -62,7 +62,8 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 def _register() -> None:
     import importlib
 
-    for name in ("compress", "targets_cmd", "models_cmd", "bench_cmd", "gate_cmd", "inspect_cmd", "bundle_cmd"):
+    for name in ("compress", "targets_cmd", "models_cmd", "bench_cmd", "gate_cmd", "inspect_cmd", "bundle_cmd",
+                 "eval_cmd"):
         try:
             module = importlib.import_module(f"edgekd.cli.{name}")
         except ModuleNotFoundError as exc:

@@ -45,6 +45,8 @@ def compress(
     max_drop: Annotated[Optional[float], Opt(help="Largest allowed top-1 drop (points) of the INT8 artifact below the fine-tuned teacher. Default: the target's.")] = None,
     accuracy_floor: Annotated[Optional[float], Opt(help="Absolute top-1 floor (0..1) for the INT8 artifact, instead of --max-drop.")] = None,
     fallback_budget: Annotated[Optional[float], Opt(help="Minutes the floating-point fallback may spend when the INT8 model misses the accuracy requirement (PTQ candidates, then one QAD); 0 disables it. Default: 10.")] = None,
+    input_size: Annotated[Optional[str], Opt("--input-size", help="Model input N or HxW pixels (eval: resize the shorter side, centre crop). Default: the target's, else the pretrained teacher's published size, else the data's median (at most 224).")] = None,
+    strict_data: Annotated[Optional[bool], Opt("--strict-data", help="Unreadable image files are an error (default: skipped with a warning and listed in the report).")] = None,
     seed: Annotated[Optional[int], Opt(help="Seed of every random choice.")] = None,
     threads: Annotated[Optional[int], Opt(help="CPU threads for training (torch.set_num_threads); results do not depend on it.")] = None,
     sync_bn: Annotated[Optional[bool], Opt("--sync-bn/--no-sync-bn", help="Under torchrun on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm) in the teacher, finetune and distill stages.")] = None,
@@ -97,11 +99,12 @@ def check_extras(target) -> None:
 def data_config(opts: CompressOptions, target):
     """The data options of a compress run (edgekd.data.dataset.DataConfig)."""
     from edgekd.data.dataset import DataConfig
+    from edgekd.data.sizing import preprocessing_options
 
     return DataConfig(source=opts.data, split_seed=opts.split_seed, val_fraction=opts.val_fraction,
-                      test_fraction=opts.test_fraction, input_size=target.input_size,
-                      max_train_per_class=opts.max_train_per_class, max_val_per_class=opts.max_val_per_class,
-                      max_test_per_class=opts.max_test_per_class)
+                      test_fraction=opts.test_fraction, max_train_per_class=opts.max_train_per_class,
+                      max_val_per_class=opts.max_val_per_class, max_test_per_class=opts.max_test_per_class,
+                      **preprocessing_options(opts, target))
 
 
 def run_compress(opts: CompressOptions, run_dir: Path | None, *, strict: bool = False, as_json: bool = False,
@@ -148,7 +151,7 @@ def _run(opts: CompressOptions, run_dir: Path | None, *, strict: bool, as_json: 
     data_cfg = data_config(opts, target)
     load = functools.lru_cache(maxsize=1)(lambda: load_data(data_cfg, run_dir / ".cache"))
     dataset = load()  # bad data fails here, before any stage folder is written
-    specs = build_specs(opts, target, dataset.preprocessing.channels)
+    specs = build_specs(opts, target, dataset.preprocessing.channels, dataset.preprocessing.input_size)
     from edgekd.preflight import preflight
 
     preflight(opts, dataset.num_classes, dataset.preprocessing.channels, dataset.preprocessing.input_size[0])

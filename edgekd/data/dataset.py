@@ -11,7 +11,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgekd.data.roles import ROLES, carve, check_same_classes, folder_layout, pct, role_facts, roles_line
-from edgekd.data.sources import Split, fingerprint_files, index_folder, load_digits, load_images, probe_image
+from edgekd.data.sources import Split, fingerprint_files, index_folder, load_digits, load_images
 from edgekd.errors import UsageError
 from edgekd.manifest import Preprocessing
 from edgekd.paths import require_dir
@@ -32,12 +32,18 @@ class DataConfig(BaseModel):
     split_seed: int = 0
     val_fraction: float = Field(default=0.1, gt=0, lt=1)
     test_fraction: float = Field(default=0.2, gt=0, lt=1)
-    input_size: tuple[int, int] | None = None  # None: the images' own size (the first image decides)
+    input_size: tuple[int, int] | None = None  # None: from the data (edgekd.data.sizing)
     mean: list[float] | None = None  # None: ImageNet statistics for RGB, 0.5 for grayscale
     std: list[float] | None = None
     max_train_per_class: int | None = Field(default=None, ge=1)  # a subset, said in every report
     max_val_per_class: int | None = Field(default=None, ge=1)
     max_test_per_class: int | None = Field(default=None, ge=1)
+    # preprocessing choices (edgekd.data.sizing): None lets the data / defaults decide
+    resize_shorter: int | None = Field(default=None, ge=1)
+    interpolation: Literal["nearest", "bilinear", "bicubic", "lanczos"] | None = None
+    size_source: str | None = None  # why input_size was given (--input-size, target, teacher weights)
+    size_cap: int = Field(default=224, ge=1)
+    strict: bool = False  # unreadable image files are an error instead of skipped with a warning
 
 
 @dataclass
@@ -96,7 +102,8 @@ def load_data(cfg: DataConfig, cache_dir: Path | None = None) -> Dataset:
     if cfg.source == DIGITS:
         full, names, fp = load_digits()
         pre = Preprocessing(input_size=(8, 8), channels=1, mean=cfg.mean or [0.5], std=cfg.std or [0.5],
-                            value_scale=16.0, channel_order="GRAY", class_names=names)
+                            value_scale=16.0, resize_shorter=None, exif_transpose=False, source="array",
+                            size_source="sklearn digits arrays", channel_order="GRAY", class_names=names)
         carved, origins = _carve_tree(cfg, full.labels, names, "sklearn digits")
         parts = {role: full.subset(idx) for role, idx in carved.items()}
         fp += _split_tag(cfg, cfg.test_fraction, cfg.val_fraction)
@@ -125,36 +132,41 @@ def _load_folder(cfg: DataConfig, root: Path, cache_dir: Path | None) -> Dataset
     check_same_classes(indexes)
     names = next(iter(indexes.values())).class_names
     files = [f for idx in indexes.values() for f in idx.files]
-    size, channels = probe_image(files[0])
-    if cfg.input_size is not None:
-        size = tuple(cfg.input_size)
-    fp = fingerprint_files(files, root) + f"-{size[0]}x{size[1]}"
-    # carved roles are decided on the folder index, so a class too small to split fails before any decoding
+    from edgekd.data.sizing import describe, folder_preprocessing, preprocessing_key
+
+    pre = folder_preprocessing(cfg, files, names)
+    fp = fingerprint_files(files, root) + f"-{pre.input_size[0]}x{pre.input_size[1]}-{preprocessing_key(pre)}"
+    # a class too small for the carve fails on the folder index, before any decoding; the carve itself is made
+    # on the decoded labels (unreadable files are skipped, so the rows may be fewer than the files)
     if not layout:  # one tree: test and val carved out of it
-        carved, origins = _carve_tree(cfg, np.asarray(indexes["tree"].labels), names, f"{root.name}/")
-        full = load_images(indexes["tree"], size, channels, cache_dir, fp)
+        _carve_tree(cfg, np.asarray(indexes["tree"].labels), names, f"{root.name}/")
+        full = load_images(indexes["tree"], pre, cache_dir, fp, strict=cfg.strict)
+        carved, origins = _carve_tree(cfg, full.labels, names, f"{root.name}/")
         parts = {role: full.subset(idx) for role, idx in carved.items()}
+        skipped = list(full.skipped)
         fp += _split_tag(cfg, cfg.test_fraction, cfg.val_fraction)
     else:
         origins = {role: f"given {layout[role].name}/" for role in layout}
-        carved = None
         if "val" not in layout:  # a lone test/ (or val/) beside train/: val is carved out of train/
-            carved = carve(np.asarray(indexes["train"].labels), {"val": cfg.val_fraction}, cfg.split_seed, names,
-                           "train/")
+            carve(np.asarray(indexes["train"].labels), {"val": cfg.val_fraction}, cfg.split_seed, names, "train/")
+        parts = {role: load_images(idx, pre, cache_dir, fp + f"-{layout[role].name}", strict=cfg.strict)
+                 for role, idx in indexes.items()}
+        skipped = [f for part in parts.values() for f in part.skipped]
+        if "val" not in layout:
+            given_train = parts["train"]
+            carved = carve(given_train.labels, {"val": cfg.val_fraction}, cfg.split_seed, names, "train/")
+            parts["val"], parts["train"] = given_train.subset(carved["val"]), given_train.subset(carved["train"])
             origins["val"] = f"carved {pct(cfg.val_fraction)} of train/ (stratified, seed {cfg.split_seed})"
             origins["train"] = "train/ less the val images"
-        parts = {role: load_images(idx, size, channels, cache_dir, fp + f"-{layout[role].name}")
-                 for role, idx in indexes.items()}
-        if carved is not None:
-            given_train = parts["train"]
-            parts["val"], parts["train"] = given_train.subset(carved["val"]), given_train.subset(carved["train"])
             fp += _split_tag(cfg, cfg.val_fraction)
         if layout["test"].name == "val":
             origins["test"] = "given val/ (the test role: nothing is selected on it)"
-    rgb = channels == 3
-    pre = Preprocessing(
-        input_size=size, channels=channels, mean=cfg.mean or (IMAGENET_MEAN if rgb else [0.5]),
-        std=cfg.std or (IMAGENET_STD if rgb else [0.5]), value_scale=255.0,
-        channel_order="RGB" if rgb else "GRAY", class_names=names)
-    desc = f"{root} ({len(names)} classes, {size[0]}x{size[1]})"
+    desc = f"{root} ({len(names)} classes; {describe(pre)})"
+    notes = [n for idx in indexes.values() for n in idx.notes]
+    if skipped:
+        more = " ..." if len(skipped) > 3 else ""
+        desc += f"; skipped {len(skipped)} unreadable files: {'; '.join(skipped[:3])}{more}"
+        fp += f"-skipped{len(skipped)}"
+    if notes:
+        desc += "; " + "; ".join(notes)
     return Dataset(parts["train"], parts["val"], parts["test"], pre, f"folder:{fp}", desc, origins)

@@ -343,7 +343,11 @@ def preprocessing_defaults(arch: str) -> dict[str, Any] | None:
         cfg = _timm().get_pretrained_cfg(_timm_name(arch))
         if cfg is None:
             return None
-        return {"mean": list(cfg.mean), "std": list(cfg.std), "input_size": int(cfg.input_size[-1])}
+        side = int(cfg.input_size[-1])
+        crop_pct = getattr(cfg, "crop_pct", None)
+        return {"mean": list(cfg.mean), "std": list(cfg.std), "input_size": side,
+                "resize_size": int(side / crop_pct) if crop_pct else None,  # timm: floor(size / crop_pct)
+                "interpolation": getattr(cfg, "interpolation", None)}
     if arch in _torchvision_names():
         return _torchvision_preprocessing(arch)
     raise _unknown(arch)

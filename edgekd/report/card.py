@@ -42,6 +42,30 @@ def _verified(v: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def _preprocessing_steps(pre) -> list[str]:
+    """The steps as edgekd applied them (edgekd/preprocess_reference.py; the bundle's preprocess.py)."""
+    h, w = pre.input_size
+    norm = [f"x = (raw / {pre.value_scale:g} - mean) / std per channel, mean {pre.mean}, std {pre.std}; "
+            f"layout {pre.layout}, float32"]
+    if pre.source == "array":
+        return [f"1. raw {pre.channel_order} arrays of {h}x{w}, values in [0, {pre.value_scale:g}], no resize or crop",
+                f"2. {norm[0]}"]
+    mode = "RGB" if pre.channels == 3 else "L (grey, ITU-R 601-2 luma)"
+    steps = [
+        "decode the file with Pillow" + ("; apply the EXIF orientation tag (PIL.ImageOps.exif_transpose)"
+                                         if pre.exif_transpose else ""),
+        f"colour: 16-bit grey -> 8 bits (v * 255 / 65535, rounded); alpha composited over RGB "
+        f"{tuple(pre.alpha_background)}; then convert to {mode}",
+        f"resize, aspect kept, so the shorter side is {pre.resize_shorter} px (and the image covers {h}x{w}), "
+        f"{pre.interpolation} interpolation{' with antialiasing (Pillow)' if pre.antialias else ''}",
+        f"centre crop {h}x{w} (height x width): left = (width - {w}) // 2, top = (height - {h}) // 2",
+        f"uint8 {pre.channel_order}, then {norm[0]}",
+    ]
+    return [f"{i}. {step}" for i, step in enumerate(steps, 1)] + [
+        "", f"Input size: {pre.size_source or 'not recorded'}. preprocess.py in this bundle implements these steps "
+            "(numpy + Pillow only): `python preprocess.py bundle.json IMAGE OUT.npy`."]
+
+
 def model_card(b: Bundle) -> str:
     pre, p = b.preprocessing, b.pipeline
     q = p.get("quantization", {})
@@ -53,11 +77,7 @@ def model_card(b: Bundle) -> str:
         f"output `{b.output_name}`: raw logits, one per class (apply softmax for probabilities)",
         f"- classes, in output order: {', '.join(b.classes)}",
         "", "## Preprocessing (apply exactly this on the device)", "",
-        f"1. channel order {pre.channel_order}, {pre.channels} channel(s); raw values in [0, {pre.value_scale:g}]",
-        f"2. {'resize the shorter side to ' + str(pre.resize) + ', then ' if pre.resize else ''}"
-        f"center crop / size {pre.input_size[0]}x{pre.input_size[1]}",
-        f"3. x = (raw / {pre.value_scale:g} - mean) / std with mean {pre.mean} and std {pre.std}, per channel",
-        f"4. layout {pre.layout}, float32",
+        *_preprocessing_steps(pre),
         "", "## How it was made", "",
         f"- teacher: {p.get('teacher', {}).get('arch')} (pretrained: {p.get('teacher', {}).get('pretrained')}), "
         f"transfer mode {p.get('transfer')}",

@@ -97,13 +97,32 @@ def test_train_and_test_with_different_classes(tmp_path):
     _no_stage_dirs(tmp_path / "run")
 
 
-def test_unreadable_image(tmp_path):
+def test_unreadable_image_with_strict_data(tmp_path):
+    """Unreadable files are skipped with a warning by default (tests/data/test_folder_data.py); with
+    --strict-data they are an error naming them."""
     for cls in ("cat", "dog"):
         for i in range(3):
             _png(tmp_path / "data" / cls / f"{i}.png")
     (tmp_path / "data" / "dog" / "broken.jpg").write_bytes(b"not an image at all")
+    result = _invoke(["--data", str(tmp_path / "data"), "--strict-data"], tmp_path / "run")
+    _assert_one_line(result, "broken.jpg", "1 of 7 image files are unreadable", "--strict-data")
+    _no_stage_dirs(tmp_path / "run")
+
+
+def test_all_images_unreadable(tmp_path):
+    for cls in ("cat", "dog"):
+        for i in range(2):
+            (tmp_path / "data" / cls).mkdir(parents=True, exist_ok=True)
+            (tmp_path / "data" / cls / f"{i}.jpg").write_bytes(b"garbage")
     result = _invoke(["--data", str(tmp_path / "data")], tmp_path / "run")
-    _assert_one_line(result, "broken.jpg", "cannot read image")
+    _assert_one_line(result, "none of the 4", "image files could be read")
+    _no_stage_dirs(tmp_path / "run")
+
+
+@pytest.mark.parametrize("value", ["0", "abc", "3x"])
+def test_bad_input_size(tmp_path, value):
+    result = _invoke(["--input-size", value], tmp_path / "run")
+    _assert_one_line(result, "input_size", "N or HxW")
     _no_stage_dirs(tmp_path / "run")
 
 

@@ -62,7 +62,7 @@ def test_single_tree_is_split_into_train_val_test(tmp_path):
     np.testing.assert_array_equal(one.val.images, two.val.images)
     assert _keys(one.test) != _keys(other.test)
     assert one.preprocessing.input_size == (12, 10) and one.preprocessing.class_names == ["a", "b", "c"]
-    assert list((tmp_path / "cache").glob("images-*.npz"))
+    assert list((tmp_path / "cache").glob("images-*.npy"))  # the decoded memory map
     assert one.origins["test"] == "carved 20% of d/ (stratified, seed 3)"
 
 

@@ -36,7 +36,7 @@ def run_eval(bundle_dir: Path, images: Path, *, strict: bool = False, batch: int
     if pre.source != "image_file":
         raise UsageError(f"{bundle_dir.name}'s model takes {pre.input_size[0]}x{pre.input_size[1]} arrays, not image "
                          "files (it was trained on the embedded digits): use `edgekd bench BUNDLE` instead")
-    index = index_folder(images)
+    index = index_folder(images, min_classes=1)
     unknown = [c for c in index.class_names if c not in bundle.classes]
     if unknown:
         raise UsageError(f"{images / unknown[0]}: no class '{unknown[0]}' in the bundle (its classes: "

@@ -138,13 +138,14 @@ def _walk_images(folder: Path, notes: list[str]) -> list[Path]:
     return sorted(out)
 
 
-def index_folder(root: Path) -> FolderIndex:
-    """List an ImageFolder tree (one sub-folder per class); classes sorted by name, as torchvision does."""
+def index_folder(root: Path, min_classes: int = 2) -> FolderIndex:
+    """List an ImageFolder tree (one sub-folder per class); classes sorted by name, as torchvision does.
+    Training needs two classes at least; evaluating a bundle on one class's images is fine (min_classes=1)."""
     require_dir(root, "data folder", "a folder holding one sub-folder of images per class")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise UsageError(f"data folder {root} has no class sub-folders: expected {root}/<class>/<image files>")
-    if len(classes) == 1:  # checked before any image is read or cached
+    if len(classes) == 1 and min_classes > 1:  # checked before any image is read or cached
         raise UsageError(f"data folder {root} has 1 class ({classes[0]}): a classifier needs at least 2; put the "
                          "images of each class in its own sub-folder")
     files: list[Path] = []

@@ -37,10 +37,13 @@ def test_images_are_a_disk_backed_memory_map_reused_from_the_cache(tmp_path, mon
     _tree(tmp_path / "d" / "val", n=3)
     cfg = DataConfig(source=str(tmp_path / "d"))
     first = load_data(cfg, tmp_path / "cache")
-    assert isinstance(first.train.images, np.memmap) and first.train.images.shape == (12, 3, 16, 20)
+    # the given val/ is the test role, a whole store; train/ is carved into train and val (small: in memory)
+    assert isinstance(first.test.images, np.memmap) and first.test.images.shape[1:] == (3, 16, 20)
+    assert len(first.train) + len(first.val) == 12
     monkeypatch.setattr("edgekd.preprocess.load_image", lambda *a: (_ for _ in ()).throw(AssertionError("decoded")))
     again = load_data(cfg, tmp_path / "cache")  # from the store: nothing decoded
     np.testing.assert_array_equal(first.train.images, again.train.images)
+    np.testing.assert_array_equal(first.test.images, again.test.images)
     assert first.fingerprint == again.fingerprint
 
 
@@ -60,7 +63,7 @@ def test_unreadable_files_are_skipped_listed_and_fingerprinted(tmp_path, capsys)
     (tmp_path / "d" / "a" / "broken.jpg").write_bytes(b"not an image")
     _bomb_png(tmp_path / "d" / "b" / "huge.png")
     ds = load_data(DataConfig(source=str(tmp_path / "d")), tmp_path / "cache")
-    assert len(ds.train) + len(ds.val) == 12
+    assert len(ds.train) + len(ds.val) + len(ds.test) == 12
     assert "skipped 2 unreadable files" in ds.description and "broken.jpg" in ds.description
     assert "huge.png (DecompressionBombError" in ds.description
     assert "skipped 2 of 14 unreadable image files" in capsys.readouterr().err
@@ -77,7 +80,8 @@ def test_strict_data_makes_unreadable_files_an_error(tmp_path):
 def test_a_class_with_only_unreadable_files_is_an_error(tmp_path):
     _tree(tmp_path / "d")
     (tmp_path / "d" / "c").mkdir()
-    (tmp_path / "d" / "c" / "x.jpg").write_bytes(b"junk")
+    for i in range(6):  # enough files for the train/val/test carve, none of them readable
+        (tmp_path / "d" / "c" / f"x{i}.jpg").write_bytes(b"junk")
     with pytest.raises(UsageError, match="c has no readable images"):
         load_data(DataConfig(source=str(tmp_path / "d")))
 
@@ -87,7 +91,7 @@ def test_symlink_loop_does_not_hang(tmp_path):
     os.symlink(tmp_path / "d" / "a", tmp_path / "d" / "a" / "loop")  # a -> a/loop -> a ...
     os.symlink(tmp_path / "d" / "nowhere", tmp_path / "d" / "b" / "dangling.png")
     ds = load_data(DataConfig(source=str(tmp_path / "d")))
-    assert len(ds.train) + len(ds.val) == 12 and "symbolic links (a loop)" in ds.description
+    assert len(ds.train) + len(ds.val) + len(ds.test) == 12 and "symbolic links (a loop)" in ds.description
 
 
 def test_input_size_from_data_median_and_pinned(tmp_path):

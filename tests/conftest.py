@@ -31,3 +31,25 @@ def shared_path(*parts: str) -> Path:
 
 
 requires_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared (CIFAR-10-JPEG, pretrained ResNets) is absent")
+
+
+
+@pytest.fixture(scope="session")
+def _torch_default_threads():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch.get_num_threads()
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_do_not_leak(_torch_default_threads):
+    """An in-process compress with --threads changes torch's thread count for the whole process; float sums
+    then differ in the last bits, and tests that compare bytes with the session's tiny run would see it."""
+    yield
+    if _torch_default_threads is not None:
+        import torch
+
+        if torch.get_num_threads() != _torch_default_threads:
+            torch.set_num_threads(_torch_default_threads)

@@ -87,6 +87,9 @@ def _quiet_library_noise() -> None:
 
 
 def main() -> None:
+    from edgekd.cli.common import set_run_dir
+
+    set_run_dir(None)  # a crash before any command logs to the user's cache, not a run an earlier call named
     _quiet_library_noise()
     try:
         _register()

@@ -244,6 +244,7 @@ def load_images(index: FolderIndex, pre, cache_dir: Path | None, fingerprint: st
     shape = (pre.channels, *pre.input_size)
     if cache_dir is None:
         return _decode_all(index, pre, None, shape, strict, workers)
+    created = [p for p in (cache_dir, *cache_dir.parents) if not p.exists()]
     cache_dir.mkdir(parents=True, exist_ok=True)
     final = cache_dir / f"images-{fingerprint}-{_cache_key(pre)}.npy"
     import fcntl
@@ -251,11 +252,28 @@ def load_images(index: FolderIndex, pre, cache_dir: Path | None, fingerprint: st
     with open(final.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # torchrun: the first rank decodes, the others wait and open its file
         if not final.is_file():
-            _decode_all(index, pre, final, shape, strict, workers)
+            try:
+                _decode_all(index, pre, final, shape, strict, workers)
+            except UsageError:
+                _undo_cache_dirs(final.with_suffix(".lock"), created)
+                raise
     meta = json.loads(final.with_suffix(".json").read_text())
     labels = np.load(final.with_suffix(".labels.npy"))
     _report_skipped(meta["skipped"], len(index.files), strict)
     return Split(np.load(final, mmap_mode="c"), labels, meta["skipped"])
+
+
+def _undo_cache_dirs(lock: Path, created: list[Path]) -> None:
+    """Bad data (e.g. --strict-data and an unreadable file) leaves no trace: the lock file and the folders this
+    call created are removed again. Not under torchrun, where another rank may be waiting on that lock."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return
+    lock.unlink(missing_ok=True)
+    for folder in created:  # innermost first
+        try:
+            folder.rmdir()
+        except OSError:
+            break
 
 
 def _decode_all(index: FolderIndex, pre, final: Path | None, shape, strict: bool, workers: int | None) -> Split:

@@ -196,7 +196,7 @@ def _empty_class(env: Env):
 def _broken_image(env: Env):
     data = _image_tree(env)
     (data / "dog" / "broken.jpg").write_bytes(b"not an image at all")
-    return _compress(env, "--data", str(data))
+    return _compress(env, "--data", str(data), "--strict-data")  # without it: skipped with a warning
 
 
 def _no_class_folders(env: Env):
@@ -253,7 +253,7 @@ CASES = [
     Case("data-is-a-file", _data_file, ("is a file", "folder")),
     Case("data-one-class", _one_class, ("at least 2",)),
     Case("data-empty-class-folder", _empty_class, ("empty", "has no images")),
-    Case("data-unreadable-image", _broken_image, ("broken.jpg", "cannot read image")),
+    Case("data-unreadable-image", _broken_image, ("broken.jpg", "unreadable", "--strict-data")),
     Case("data-no-class-folders", _no_class_folders, ("no class sub-folders",)),
     # target files
     Case("target-unknown-name", lambda e: _compress(e, "--target", "jetsn"), ("did you mean jetson",)),
@@ -332,11 +332,10 @@ CASES = [
                                                     str(e.tmp / "b")], e.tmp), ("is a file",)),
     Case("run-export-bundle-out-is-a-file", lambda e: (["export-bundle", str(e.run), "--formats", "onnx", "--out",
                                                         str(e.file("out.txt", "x"))], e.run), ("is a file",)),
-    Case("run-dir-is-a-file", lambda e: _compress(e, run=e.file("run.txt", "x")), ("run",),
-         (pytest.mark.xfail(strict=False, reason="H2"),)),
+    Case("run-dir-is-a-file", lambda e: _compress(e, run=e.file("run.txt", "x")), ("is a file",)),
+    # as root (CI here) see tests/test_run_repair.py, which runs the command as an unprivileged user
     Case("run-dir-read-only", _read_only_run, ("read-only",),
-         (pytest.mark.xfail(strict=False, reason="H2"),
-          pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores permission bits"))),
+         (pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores permission bits"),)),
 ]
 
 

@@ -27,12 +27,14 @@ def load_model(stage_dir: Path, manifest: Manifest, name: str = "model") -> tupl
     return model, meta
 
 
-def trainer_for(model, loss_fn, ctx, extra=None, sync_bn: bool = False) -> Trainer:
+def trainer_for(model, loss_fn, ctx, extra=None, sync_bn: bool = False, mixed_precision: bool = True) -> Trainer:
+    """A Trainer on the val split's accuracy; on CUDA with autocast unless `mixed_precision` is False
+    (edgekd.train.accel)."""
     data = ctx.data
     device = dist.context().device
     return Trainer(model, loss_fn, lambda: accuracy(model, data.val, data.preprocessing, device),
                    data.train, data.preprocessing, ctx.work_dir / "state", ctx.progress, extra=extra,
-                   sync_bn=sync_bn)
+                   sync_bn=sync_bn, mixed_precision=mixed_precision)
 
 
 def example_input(pre, batch: int = 2) -> torch.Tensor:

@@ -117,7 +117,9 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
         """QAD of a copy of the PTQ model `base` (built with `layers` in float)."""
         qmodel = prepare_for_qat(copy.deepcopy(base))
         loss, s_taps, t_taps = build_distill_loss(cfg.loss, qmodel, teacher, pre, device)
-        trainer = trainer_for(qmodel, make_step(loss, s_taps, t_taps, teacher, None), ctx, extra=loss)
+        # float32 on every device: fake-quant ranges and rounding are what the INT8 export runs
+        trainer = trainer_for(qmodel, make_step(loss, s_taps, t_taps, teacher, None), ctx, extra=loss,
+                              mixed_precision=False)
         trainer.state_dir = ctx.work_dir / "state" / ("float-" + "-".join(layers) if layers else "all-int8")
         result = trainer.fit([Phase("qad", cfg.train)])
         for taps in (s_taps, t_taps):

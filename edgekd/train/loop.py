@@ -41,6 +41,7 @@ from edgekd.errors import StageFailed, UsageError
 from edgekd.fsio import move_aside, publish, tmp_name, write_atomic
 from edgekd.manifest import Preprocessing, sha256_file
 from edgekd.train import dist
+from edgekd.train.accel import policy_for
 
 LossFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, np.ndarray], tuple[torch.Tensor, dict[str, float]]]
 
@@ -162,9 +163,10 @@ class Trainer:
 
     def __init__(self, model: torch.nn.Module, loss_fn: LossFn, evaluate: Callable[[], float],
                  train: Split, pre: Preprocessing, state_dir: Path, progress=None,
-                 extra: torch.nn.Module | None = None, sync_bn: bool = False) -> None:
+                 extra: torch.nn.Module | None = None, sync_bn: bool = False, mixed_precision: bool = True) -> None:
         self.ctx = dist.context()
-        self.model = model.to(self.ctx.device)
+        self.accel = policy_for(self.ctx.device, mixed_precision)  # CUDA: autocast, channels_last, pinned memory
+        self.model = self.accel.prepare_model(model.to(self.ctx.device))
         self.extra = extra.to(self.ctx.device) if extra is not None else None
         self.loss_fn = loss_fn
         self.evaluate = evaluate
@@ -289,6 +291,7 @@ class Trainer:
         if self.ctx.distributed and self.extra is not None:
             dist.broadcast_module(self.extra)  # DDP syncs the model's initial weights; this, the loss's adapters
         trained = [p for g in params for p in g["params"]]
+        scaler = self.accel.grad_scaler()  # float16 autocast only; state restarts with a resumed phase
         outside = [p for p in self.extra.parameters() if p.requires_grad] if self.extra is not None else []
         for epoch in range(start, cfg.epochs):
             t0 = time.perf_counter()
@@ -299,19 +302,26 @@ class Trainer:
             for step, (x, y, idx) in enumerate(train_batches(
                     self.train_split, self.pre, batch_size=cfg.batch_size, seed=cfg.seed, epoch=epoch,
                     augment=cfg.augment, rank=self.ctx.rank, world=self.ctx.world)):
-                x, y = x.to(self.ctx.device, non_blocking=True), y.to(self.ctx.device, non_blocking=True)
-                loss, parts = self.loss_fn(net, x, y, idx)
+                x, y = self.accel.to_device(x, y)
+                with self.accel.autocast():
+                    loss, parts = self.loss_fn(net, x, y, idx)
                 if not self._finite(loss):
                     raise StageFailed(f"{phase.name}: the loss became {loss.item()} at epoch {epoch + 1}, step "
                                       f"{step + 1}: lower --lr or enable gradient clipping (stage stopped; the last "
                                       f"good checkpoint is kept in {self.state_dir})")
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                (scaler.scale(loss) if scaler is not None else loss).backward()
                 dist.average_gradients(outside)
+                if scaler is not None:
+                    scaler.unscale_(opt)  # clipping and the update cap see true gradient sizes
                 if cfg.grad_clip_norm:
                     torch.nn.utils.clip_grad_norm_(trained, cfg.grad_clip_norm)
                 before = [p.detach().clone() for p in trained] if cfg.max_update_norm else None
-                opt.step()
+                if scaler is not None:
+                    scaler.step(opt)  # skipped when a gradient overflowed; the scale adapts
+                    scaler.update()
+                else:
+                    opt.step()
                 if before is not None:
                     _cap_update(trained, before, cfg.max_update_norm)
                 sched.step()
@@ -331,7 +341,7 @@ class Trainer:
                 top1 = dist.broadcast_object(top1)  # one verdict for all ranks, so they keep the same best weights
             record = {"phase": phase.name, "epoch": epoch + 1, "loss": float(reduced[0]) / total_steps,
                       "val_top1": top1, "lr": opt.param_groups[0]["lr"], "train_s": train_s,
-                      "epoch_s": time.perf_counter() - t0}
+                      "epoch_s": time.perf_counter() - t0, "precision": self.accel.precision}
             record.update({k: float(reduced[2 + i]) / total_steps for i, k in enumerate(keys)})
             self.history.append(record)
             if top1 > self.best_top1:

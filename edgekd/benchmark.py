@@ -68,6 +68,7 @@ def measure(path: Path, runtime: str, settings: RuntimeSettings, eval_x: np.ndar
         "latency": stats.to_dict(include_samples=False),
         "latency_samples_ms": [round(s, 5) for s in stats.samples_ms],
         "cv_warning": high_cv_warning(stats, timing.cv_warning),
+        "host_load": host_load(),
         "memory_bytes": memory["memory_bytes"], "memory_method": memory["method"],
         "size_bytes": model_size_bytes(files),
         "runtime_facts": session.describe(),
@@ -109,6 +110,30 @@ def estimate(onnx_path: Path, target: TargetProfile, precision: str, batch: int)
     return est.to_dict()
 
 
+def host_load() -> dict[str, Any] | None:
+    """The machine's 1-minute load average and CPU count right after a measurement (None where the OS has no
+    load average): a latency measured while other programs kept every CPU busy says little about the model."""
+    import os
+
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+    return {"loadavg_1m": round(load, 2), "cpus": os.cpu_count() or 1}
+
+
+def busy_host_reason(row: dict[str, Any], cv_limit: float = 0.10) -> str | None:
+    """Why a measured latency cannot be judged, or None: the host was loaded beyond its CPUs (1-minute load
+    average above the CPU count) *and* the measurement itself was noisy (cv above `cv_limit`). Either alone is
+    not enough: a quiet, stable measurement over budget is a real failure."""
+    load, lat = row.get("host_load"), row.get("latency") or {}
+    cv = lat.get("cv")
+    if not load or cv is None or load["loadavg_1m"] <= load["cpus"] or cv <= cv_limit:
+        return None
+    return (f"measured on a busy host (load average {load['loadavg_1m']:.1f} on {load['cpus']} CPUs, "
+            f"cv {cv:.2f}): rerun `edgekd bench` on a quiet machine")
+
+
 def _verdict(ok: bool, estimated: bool) -> str:
     word = "pass" if ok else "fail"
     return f"estimated {word}" if estimated else word
@@ -128,9 +153,13 @@ def judge(target: TargetProfile, final: dict[str, Any], required_top1: float | N
             value, basis = est.get("latency_ms"), "estimated (roofline; percentile not modelled)"
         if value is not None:
             est_flag = basis != "measured"
+            verdict = _verdict(value <= b.latency_ms, est_flag)
+            busy = busy_host_reason(final) if verdict == "fail" else None
+            if busy:  # over budget, but the neighbours' load may be why: not a verdict on the model
+                verdict, basis = "inconclusive", busy
             out.append({"name": f"latency {b.latency_percentile}", "limit": b.latency_ms, "value": value,
                         "limit_text": f"<= {b.latency_ms} ms", "value_text": f"{value:.3f} ms", "basis": basis,
-                        "verdict": _verdict(value <= b.latency_ms, est_flag)})
+                        "verdict": verdict})
     if b.model_size_mb is not None and final.get("size_bytes") is not None:
         mb = final["size_bytes"] / 1e6
         basis = "measured" if measured_here else f"estimated (size of {final.get('file', 'the artifact')} here)"

@@ -161,7 +161,8 @@ def print_bench(report: dict[str, Any]) -> None:
         for col in ("budget", "limit", "value", "basis", "verdict"):
             budgets.add_column(col)
         for b in report["budgets"]:
-            style = "red" if "fail" in b["verdict"] else ("yellow" if "estimated" in b["verdict"] else "green")
+            style = "red" if "fail" in b["verdict"] else \
+                ("yellow" if "estimated" in b["verdict"] or b["verdict"] == "inconclusive" else "green")
             budgets.add_row(b["name"], b["limit_text"], b["value_text"], b["basis"], b["verdict"], style=style)
         console.print(budgets)
     for note in report["notes"]:

@@ -25,16 +25,17 @@ def _stage_summary(outcome) -> dict[str, Any]:
 
 
 def exit_code_for(budgets: list[dict[str, Any]], strict: bool) -> int:
-    """1 when a measured budget fails (or, with --strict, an estimated one); else 0."""
+    """1 when a measured budget fails (or, with --strict, an estimated one or one measured on a busy host
+    and therefore inconclusive); else 0."""
     for b in budgets:
-        if b["verdict"] == "fail" or (strict and b["verdict"] == "estimated fail"):
+        if b["verdict"] == "fail" or (strict and b["verdict"] in ("estimated fail", "inconclusive")):
             return EXIT_BUDGET_FAILED
     return EXIT_OK
 
 
 def overall_verdict(budgets: list[dict[str, Any]]) -> str:
     verdicts = {b["verdict"] for b in budgets}
-    for word in ("fail", "estimated fail", "estimated pass"):
+    for word in ("fail", "estimated fail", "inconclusive", "estimated pass"):
         if word in verdicts:
             return word
     return "pass"

@@ -98,9 +98,9 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     notes += [c["message"] for c in learned]
     for r in rows:
         r["verdict"] = "-"
-    by_role[final]["verdict"] = "fail" if any(b["verdict"] == "fail" for b in budgets) else (
-        "estimated fail" if any(b["verdict"] == "estimated fail" for b in budgets) else
-        ("estimated pass" if any("estimated" in b["verdict"] for b in budgets) else "pass"))
+    from edgekd.report.summary import overall_verdict
+
+    by_role[final]["verdict"] = overall_verdict(budgets)
     s32, s8 = by_role["student_fp32"], by_role["student_int8"]
     arms = [(comp_dir / comp.artifact(r).path, settings_for(target, by_role[r]["precision"],
                                                            device=None if here else "CPU"), comp.artifact(r).sha256)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -42,7 +43,13 @@ def test_quantize_and_qat_run_without_the_compiled_extension(no_extension, train
 def _extension():
     if shutil.which("c++") is None and shutil.which("g++") is None:
         pytest.skip("no C++ compiler: NNCF's extension cannot be built to compare with")
-    module = extensions.QuantizedFunctionsCPULoader.load()
+    # the reference is NNCF's JIT build (edgekd itself never builds it): a cold build on a loaded machine can take
+    # minutes, past NNCF's 60 s default; give it 5, and skip (not fail) when it still cannot be had
+    os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", "300")
+    try:
+        module = extensions.QuantizedFunctionsCPULoader.load()
+    except Exception as exc:  # noqa: BLE001 - a timeout or compiler error means no reference to compare with
+        pytest.skip(f"NNCF could not build its C++ extension here ({type(exc).__name__})")
     if module is getattr(extensions, "ReferenceQuantizedFunctions", None):
         pytest.skip("NNCF could not build its C++ extension here")
     return module

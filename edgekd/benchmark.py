@@ -303,7 +303,7 @@ def eval_inputs(eval_set: Path | None, input_shape: tuple[int, ...] | None, batc
     """(model inputs, labels, class names) from an eval_set.npz, or seeded random inputs (no labels) when
     there is none. The eval set's sha256 is checked against its manifest first when one is given."""
     from edgekd.errors import UsageError
-    from edgekd.preprocess import normalize_np, read_eval_set
+    from edgekd.preprocess import NormalizedImages, read_eval_set
 
     if eval_set is not None:
         from edgekd.artifacts import verify_file
@@ -312,7 +312,7 @@ def eval_inputs(eval_set: Path | None, input_shape: tuple[int, ...] | None, batc
             raise UsageError(f"{label}: file is missing ({eval_set})")
         verify_file(eval_set, expected_sha256, label)
         images, labels, pre = read_eval_set(eval_set)
-        return normalize_np(images, pre), labels, pre.class_names
+        return NormalizedImages(images, pre), labels, pre.class_names  # normalised a batch at a time
     if input_shape is None:
         raise UsageError("no eval set and the model's input shape is not static: pass --eval-set eval_set.npz")
     rng = np.random.default_rng(0)

@@ -26,7 +26,7 @@ from edgekd.bundle.verify import (NotRunnable, bundle_file, compare, content_sha
 from edgekd.errors import MissingExtra, UsageError
 from edgekd.fsio import fsync_path, publish, remove_dead_leftovers, tmp_name
 from edgekd.manifest import library_versions, now_iso, verify_artifacts, write_json_atomic
-from edgekd.preprocess import REFERENCE_SOURCE, normalize_np, read_eval_set
+from edgekd.preprocess import REFERENCE_SOURCE, NormalizedImages, read_eval_set
 
 REFERENCE_SAMPLES = 16
 COMPARE_IMAGES = 512
@@ -89,7 +89,7 @@ def _assemble(run: RunView, root: Path, planned: list[Planned], names: list[str]
     bench_dir = run.dirs["bench"]
     shutil.copy2(bench_dir / run.manifest("bench").artifact("eval_set").path, root / "eval_set.npz")
     images, labels, pre = read_eval_set(root / "eval_set.npz")
-    eval_x = normalize_np(images, pre)
+    eval_x = NormalizedImages(images, pre)  # normalised a batch at a time
     idx = pick_samples(labels, REFERENCE_SAMPLES)
     ref_x = eval_x[idx]
     cmp_x = eval_x[:COMPARE_IMAGES]  # independent references are compared on this many held-out images

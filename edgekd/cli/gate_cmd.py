@@ -96,11 +96,11 @@ def _eval_images(a: Resolved, b: Resolved) -> tuple[np.ndarray | None, np.ndarra
 
 def _inputs(res: Resolved, images: np.ndarray | None, batch: int) -> np.ndarray:
     if images is not None:
-        from edgekd.preprocess import normalize_np
+        from edgekd.preprocess import NormalizedImages
 
         if res.preprocessing is None:
             raise UsageError(f"{res.path.name}: no preprocessing is known for it: pass --eval-set eval_set.npz")
-        return normalize_np(images, res.preprocessing)
+        return NormalizedImages(images, res.preprocessing)  # normalised a batch at a time
     if res.input_shape is None:
         raise UsageError(f"{res.path.name}: its input shape is not static: pass --eval-set eval_set.npz")
     return np.random.default_rng(0).standard_normal((batch, *res.input_shape)).astype(np.float32)

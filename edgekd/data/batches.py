@@ -19,14 +19,11 @@ RRC_RATIO = (3 / 4, 4 / 3)
 
 def normalize(images: torch.Tensor | np.ndarray, pre: Preprocessing) -> torch.Tensor:
     """uint8/float raw images (N, C, H, W) -> float32 model input, as the preprocessing record says."""
-    x = torch.as_tensor(images).float() / pre.value_scale
-    mean = torch.tensor(pre.mean, dtype=torch.float32).view(1, -1, 1, 1)
-    std = torch.tensor(pre.std, dtype=torch.float32).view(1, -1, 1, 1)
-    return (x - mean) / std
+    return _normalize_(torch.as_tensor(images).to(torch.float32, copy=True), pre)
 
 
 def _normalize_(x: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
-    """`normalize` in place on a float tensor this module owns (the same arithmetic, less memory)."""
+    """`normalize` in place on a float32 tensor the caller owns (no second copy of the batch)."""
     x.div_(pre.value_scale)
     x.sub_(torch.tensor(pre.mean, dtype=torch.float32).view(1, -1, 1, 1))
     return x.div_(torch.tensor(pre.std, dtype=torch.float32).view(1, -1, 1, 1))

@@ -37,7 +37,7 @@ th{background:#f9fafb;font-weight:600} td.num{text-align:right;font-variant-nume
 def per_class_from_run(run_dir: Path) -> dict[str, Any]:
     """Top-1 per class of the final compiled artifact on the bench stage's eval_set.npz, run here."""
     from edgekd.bundle.run_info import open_run
-    from edgekd.preprocess import normalize_np, read_eval_set
+    from edgekd.preprocess import NormalizedImages, read_eval_set
     from edgekd.runtimes import get_runtime
     from edgekd.runtimes.base import RuntimeSettings
 
@@ -52,7 +52,7 @@ def per_class_from_run(run_dir: Path) -> dict[str, Any]:
         note = f"the compiled {art.facts.get('runtime')} artifact cannot run here: {path.name} on ONNX Runtime CPU"
     precision = str(art.facts.get("precision", "fp32"))
     session = get_runtime(runtime).load(path, RuntimeSettings(device="CPU", precision=precision))
-    x = normalize_np(images, pre)
+    x = NormalizedImages(images, pre)  # normalised a batch at a time
     pred = np.concatenate([session.infer(x[i:i + 64]) for i in range(0, len(x), 64)]).argmax(1)
     classes = []
     for k, name in enumerate(pre.class_names):

@@ -19,7 +19,7 @@ from edgekd.benchmark import (
     TimingConfig, chance_checks, estimate, judge, layers_not_in_precision, measure, paired_speedup, settings_for,
 )  # fmt: skip
 from edgekd.manifest import ArtifactKind, Manifest, make_artifact
-from edgekd.preprocess import normalize_np, write_eval_set
+from edgekd.preprocess import NormalizedImages, write_eval_set
 from edgekd.runtimes.timing import METHODOLOGY
 from edgekd.stages.qad import AccuracyRequirement
 from edgekd.targets import TargetProfile
@@ -51,7 +51,7 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     export, export_dir = parents["export"], ctx.parent_dirs["export"]
     here = bool(comp.metrics["measured_on_target"])
     test = data.test  # reported and judged; eval_set.npz (bundles, `edgekd bench`, the gate) is this split
-    eval_x = normalize_np(test.images, pre)
+    eval_x = NormalizedImages(test.images, pre)  # normalised a batch at a time, never the whole split
     write_eval_set(ctx.work_dir / "eval_set.npz", test.images, test.labels, pre)
     archs = {"teacher_fp32": parents["finetune"].artifact("model").facts.get("arch"),
              "student_fp32": parents["distill"].artifact("model").facts.get("arch")}

@@ -128,3 +128,18 @@ def test_input_size_precedence(monkeypatch):
     assert mine["input_size"] == (64, 48) and mine["size_source"] == "--input-size"
     scratch = sizing.preprocessing_options(SimpleNamespace(**{**vars(opts), "pretrained": False}), target)
     assert "input_size" not in scratch and "mean" not in scratch  # a teacher trained here publishes nothing
+
+
+def test_normalized_images_is_normalize_np_a_slice_at_a_time():
+    """The bench stage, bundle, report, bench and gate read the eval split through this view, so a large test
+    split is never held as float32 whole; it must give exactly what normalize_np gives."""
+    from edgekd.manifest import Preprocessing
+    from edgekd.preprocess import NormalizedImages, normalize_np
+
+    pre = Preprocessing(input_size=(4, 4), channels=3, mean=[0.4, 0.5, 0.6], std=[0.2, 0.25, 0.3],
+                        class_names=["a", "b"])
+    raw = np.random.default_rng(0).integers(0, 256, (10, 3, 4, 4), dtype=np.uint8)
+    view = NormalizedImages(raw, pre)
+    assert len(view) == 10 and view.shape == (10, 3, 4, 4)
+    np.testing.assert_array_equal(view[2:7], normalize_np(raw[2:7], pre))
+    np.testing.assert_array_equal(view[np.array([9, 0])], normalize_np(raw[[9, 0]], pre))

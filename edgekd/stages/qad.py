@@ -5,8 +5,8 @@
    set written into this stage's folder. That model, calibrated only, is the PTQ baseline.
 2. A copy is fine-tuned with the teacher still teaching (the distill stage's losses), BatchNorm statistics
    frozen (right after quantization, train-mode BN makes the loss ~4x worse than eval mode).
-3. The better of PTQ and QAD on the **val** split is kept, and the report says which. When it misses the accuracy requirement,
-   the most sensitive layers go back to floating point: float layer sets are tried as PTQ only (calibrate and
+3. The better of PTQ and QAD on the **val** split is kept, and the report says which. When it misses the
+   accuracy requirement, the most sensitive layers go back to floating point: float layer sets are tried as PTQ only (calibrate and
    evaluate, no training), QAD runs once on the most promising set, and the search stops at
    `fallback_budget_min` minutes (edgekd.quant.fallback). It is skipped when the FP32 student is already below
    the requirement. Every attempt is reported with its cost; the layers are named. Missing the floor is a

@@ -64,7 +64,7 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_planes != planes:
-            self.shortcut = ShortcutA(planes // 4)
+            self.shortcut = ShortcutA((planes - in_planes) // 2)  # planes // 4 when the width doubles
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
@@ -73,21 +73,23 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    """ResNet-(6n+2) for small inputs; `depth` is one of 20, 32, 44, 56, 110 (any 6n+2 works)."""
+    """ResNet-(6n+2) for small inputs; `depth` is one of 20, 32, 44, 56, 110 (any 6n+2 works); `width`
+    scales the 16-32-64 channels (1.0: the published networks)."""
 
-    def __init__(self, depth: int = 20, num_classes: int = 10, in_channels: int = 3) -> None:
+    def __init__(self, depth: int = 20, num_classes: int = 10, in_channels: int = 3, width: float = 1.0) -> None:
         super().__init__()
         if depth < 8 or (depth - 2) % 6 != 0:
             raise ValueError(f"a CIFAR ResNet has depth 6n+2 (20, 32, 44, 56, 110), got {depth}")
         n = (depth - 2) // 6
         self.depth = depth
-        self.in_planes = 16
-        self.conv1 = nn.Conv2d(in_channels, 16, 3, stride=1, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(16)
-        self.layer1 = self._make_layer(16, n, stride=1)
-        self.layer2 = self._make_layer(32, n, stride=2)
-        self.layer3 = self._make_layer(64, n, stride=2)
-        self.linear = nn.Linear(64, num_classes)
+        base = max(4, int(round(16 * width / 4)) * 4)  # a multiple of 4, so the shortcut pads evenly
+        self.in_planes = base
+        self.conv1 = nn.Conv2d(in_channels, base, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(base)
+        self.layer1 = self._make_layer(base, n, stride=1)
+        self.layer2 = self._make_layer(2 * base, n, stride=2)
+        self.layer3 = self._make_layer(4 * base, n, stride=2)
+        self.linear = nn.Linear(4 * base, num_classes)
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(m.weight)

@@ -28,6 +28,7 @@ from torch import nn
 
 from edgekd.errors import EdgekdError, UsageError
 from edgekd.models import cifar_resnet as _cifar
+from edgekd.models import family as _family
 from edgekd.models import small as _small
 from edgekd.models.checkpoint import load_weights, read_state_dict
 from edgekd.models.heads import replace_head
@@ -172,10 +173,23 @@ def _small_cnn(
 def _mobilenet_v3_small(
     num_classes: int, in_channels: int, pretrained: bool, input_size: int | None
 ) -> nn.Module:
-    if not pretrained:
-        return _small.mobilenet_v3_small(num_classes, in_channels, input_size)
+    if not pretrained:  # trained here from scratch: BN momentum 0.1 (see edgekd.models.family)
+        return _family.fix_bn_momentum(_small.mobilenet_v3_small(num_classes, in_channels, input_size))
     model = _build_torchvision("mobilenet_v3_small", num_classes, in_channels, pretrained=True)
     return _small.adapt_mobilenet_v3_small(model, in_channels, input_size)
+
+
+def _family_builder(name: str) -> Builder:
+    def build(num_classes: int, in_channels: int, pretrained: bool, input_size: int | None) -> nn.Module:
+        if pretrained:
+            raise _no_weights(name)
+        return _family.build_family(name, num_classes, in_channels, input_size)
+
+    return build
+
+
+for _name in _family.family_names():
+    register_model(_name, "cifar_resnet" if _name.startswith("cifar") else "mobilenetv3")(_family_builder(_name))
 
 
 # ---------------------------------------------------------------------------------------- torchvision

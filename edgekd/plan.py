@@ -35,7 +35,7 @@ class CompressOptions(BaseModel):
     teacher_weights: str | None = None
     pretrained: bool = False
     source_classes: int | None = None
-    student: str = "small_cnn"
+    student: str = "auto"  # "auto": the student search (edgekd/stages/search.py) picks it
     student_weights: str | None = None
     transfer: Transfer = "hybrid"
     teacher_epochs: int = Field(default=6, ge=0)
@@ -72,7 +72,12 @@ class CompressOptions(BaseModel):
     seed: int = 0
     threads: int | None = Field(default=None, ge=1)  # torch intra-op threads for training (not part of stage ids)
     sync_bn: bool = False
-
+    time_budget: str | None = None  # --time-budget 45m: bounds the student search (s, m or h; bare: minutes)
+    search_max_family: int = Field(default=5, ge=0)  # family candidates, spread evenly in MACs
+    search_prune_ratios: list[float] = Field(default_factory=lambda: [0.5, 0.75])
+    search_importance: Literal["magnitude", "taylor"] = "magnitude"
+    proxy_epochs: int = Field(default=1, ge=1)
+    proxy_fraction: float = Field(default=0.25, gt=0, le=1)
 
     @field_validator("input_size", mode="before")
     @classmethod
@@ -92,6 +97,10 @@ def validate_options(values: dict) -> CompressOptions:
     except ValidationError as exc:
         raise UsageError(first_error(exc, unknown="unknown option").replace("field '", "option '")) from None
     check_epochs(opts)
+    if opts.student == "auto":
+        from edgekd.search.budget import check_auto_options
+
+        check_auto_options(opts)
     return opts
 
 
@@ -155,6 +164,7 @@ def build_specs(opt: CompressOptions, target: TargetProfile, channels: int,
     loss = loss_options(opt)
     accuracy = {"max_drop_points": opt.max_drop if opt.max_drop is not None else target.accuracy.max_drop_points,
                 "floor": opt.accuracy_floor if opt.accuracy_floor is not None else target.accuracy.floor}
+    auto = opt.student == "auto"
     specs = [
         StageSpec("teacher", config_of(
             "teacher", arch=teacher_arch, weights=opt.teacher_weights,
@@ -167,12 +177,20 @@ def build_specs(opt: CompressOptions, target: TargetProfile, channels: int,
             "finetune", transfer=opt.transfer, probe_epochs=opt.probe_epochs, label_smoothing=opt.label_smoothing,
             sync_bn=opt.sync_bn,
             train=dict(common, epochs=opt.finetune_epochs, lr=opt.finetune_lr)), {"teacher": "teacher"}),
+    ]
+    if auto:
+        from edgekd.search.budget import search_config
+
+        specs.append(StageSpec("search", config_of("search", **search_config(opt, target, loss, common)),
+                               {"teacher": "finetune"}))
+    specs += [
         StageSpec("distill", config_of(
             "distill", student=opt.student, student_weights=opt.student_weights,
             student_weights_sha256=file_sha256(opt.student_weights, "--student-weights"), loss=loss,
             cache_teacher=opt.cache_teacher, sync_bn=opt.sync_bn,
             train=dict(common, epochs=opt.distill_epochs, lr=opt.lr, trainable=opt.train_only,
-                       max_update_norm=opt.max_update_norm)), {"teacher": "finetune"}),
+                       max_update_norm=opt.max_update_norm)),
+            {"teacher": "finetune", "search": "search"} if auto else {"teacher": "finetune"}),
         StageSpec("qad", config_of(
             "qad", loss=loss, calib_size=opt.calib_size, preset=quant_preset(target), calib=opt.calib,
             calib_sha256=file_sha256(opt.calib, "--calib"), ignored_layers=opt.ignore_layers,

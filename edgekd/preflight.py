@@ -23,7 +23,6 @@ def preflight(opts: CompressOptions, num_classes: int, channels: int, input_size
     kwargs = {"in_channels": channels, "input_size": input_size}
     teacher_arch = opts.teacher or "cifar_resnet20"
     teacher = build_model(teacher_arch, num_classes=num_classes, **kwargs)
-    student = build_model(opts.student, num_classes=num_classes, **kwargs)
     if opts.teacher_weights:
         state = read_state_dict(Path(opts.teacher_weights))
         head, _ = find_head(teacher)
@@ -31,6 +30,9 @@ def preflight(opts: CompressOptions, num_classes: int, channels: int, input_size
         if weight is not None and weight.shape[0] != num_classes:
             teacher = build_model(teacher_arch, num_classes=int(weight.shape[0]), **kwargs)
         load_weights(teacher, state, strict=True, arch=teacher_arch)
+    if opts.student == "auto":  # the search builds its candidates; auto refuses student-specific options
+        return
+    student = build_model(opts.student, num_classes=num_classes, **kwargs)
     if opts.student_weights:
         load_weights(student, read_state_dict(Path(opts.student_weights)), strict=True, skip_head=True,
                      arch=opts.student)

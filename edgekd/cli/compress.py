@@ -25,7 +25,8 @@ def compress(
     teacher: Annotated[Optional[str], Opt(help="Teacher architecture (e.g. cifar_resnet56, resnet50, timm:convnext_tiny). Default: cifar_resnet20.")] = None,
     teacher_weights: Annotated[Optional[Path], Opt(help="Local teacher checkpoint (state_dict, or a dict holding one; 'module.' prefixes are stripped).")] = None,
     pretrained: Annotated[Optional[bool], Opt("--pretrained/--no-pretrained", help="Use the architecture's published pretrained weights (needs the network or a local torch cache).")] = None,
-    student: Annotated[Optional[str], Opt(help="Student architecture (small_cnn, cifar_resnet20, resnet18_cifar, mobilenet_v3_small, ...). Default: small_cnn.")] = None,
+    student: Annotated[Optional[str], Opt(help="Student architecture (small_cnn, cifar_resnet20, resnet18_cifar, mobilenet_v3_small, ...), or auto: search the family and the pruned teacher for the most accurate student that meets the target's latency budget. Default: auto.")] = None,
+    time_budget: Annotated[Optional[str], Opt("--time-budget", help="With --student auto: wall time the search may spend (45m, 90s, 1.5h; a bare number is minutes); when it runs out the best candidate so far is chosen. Default: no limit.")] = None,
     student_weights: Annotated[Optional[Path], Opt(help="Initial student weights (the head is re-initialised when classes differ).")] = None,
     transfer: Annotated[Optional[Transfer], Opt(help="feature: frozen backbone, new head; full: everything; hybrid: head first, then everything; staged: unfreeze from the head back; none.")] = None,
     epochs: Annotated[Optional[int], Opt(help="Shorthand: sets the distill epochs and scales teacher/finetune/qad epochs with it.")] = None,
@@ -155,6 +156,9 @@ def _run(opts: CompressOptions, run_dir: Path | None, *, strict: bool, as_json: 
     from edgekd.preflight import preflight
 
     preflight(opts, dataset.num_classes, dataset.preprocessing.channels, dataset.preprocessing.input_size[0])
+    from edgekd.search.budget import check_time_budget
+
+    check_time_budget(opts, dataset)  # --time-budget shorter than one proxy run: exit 2 before any stage runs
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=console, disable=quiet or as_json, transient=True)
     from edgekd.train import dist

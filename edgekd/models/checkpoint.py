@@ -265,6 +265,10 @@ def load_edgekd_checkpoint(path: str | os.PathLike[str]) -> tuple[nn.Module, dic
     if not isinstance(kwargs, Mapping) or set(kwargs) - set(ARCH_KWARGS) or "num_classes" not in kwargs:
         raise UsageError(f"checkpoint {path} has malformed arch_kwargs {kwargs!r}: re-save it with edgekd")
     model = build_model(str(raw["arch"]), pretrained=False, **dict(kwargs))
+    if raw.get("pruned_from"):  # a channel-pruned model (edgekd.search.prune): same graph, fewer channels
+        from edgekd.models.reshape import reshape_to_state_dict
+
+        reshape_to_state_dict(model, raw.get("state_dict") or {})
     load_weights(model, raw.get("state_dict") or {}, strict=True, arch=str(raw["arch"]))
     meta = {k: v for k, v in raw.items() if k != "state_dict"}
     return model, meta

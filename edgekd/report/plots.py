@@ -156,3 +156,31 @@ def per_class_png(per_class: dict[str, Any]) -> bytes:
         ax.annotate(f"{v:.0f}", (b.get_x() + b.get_width() / 2, v), ha="center", va="bottom", fontsize=7)
     ax.legend(fontsize=8, loc="lower left")
     return _png(fig)
+
+
+def pareto_png(candidates: list[dict[str, Any]], budget_ms: float | None, percentile: str) -> bytes:
+    """The student search: best proxy val top-1 against measured (or estimated) latency per candidate, the
+    latency budget as a vertical line, the chosen candidate starred; over-budget candidates at the bottom."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for c in candidates:
+        lat = (c.get("latency") or {}).get("latency_ms")
+        if lat is None:
+            continue
+        tops = c.get("proxy_top1") or {}
+        top = tops[max(tops, key=int)] if tops else None
+        chosen = c.get("fate") == "chosen"
+        marker = "*" if chosen else ("s" if c.get("source") == "pruned teacher" else "o")
+        y = top if top is not None else 0.0
+        ax.scatter([lat], [y], marker=marker, s=180 if chosen else 40,
+                   color="#16a34a" if chosen else ("#9ca3af" if top is None else "#2563eb"), zorder=3)
+        ax.annotate(c["name"], (lat, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    if budget_ms:
+        ax.axvline(budget_ms, color="#dc2626", linestyle="--", label=f"budget {budget_ms:g} ms")
+        ax.legend(loc="lower right", fontsize=8)
+    est = any((c.get("latency") or {}).get("estimated") for c in candidates)
+    ax.set_xlabel(f"{percentile} latency, ms ({'estimated' if est else 'measured'}, INT8)")
+    ax.set_ylabel("val top-1 of the last proxy run (0: not trained)")
+    ax.set_xscale("log")
+    ax.set_title("Student search: squares are pruned teachers, the star is chosen", fontsize=10)
+    return _png(fig)

@@ -15,9 +15,10 @@ from edgekd.train.loop import Trainer
 
 
 def save_model(work_dir: Path, name: str, model: torch.nn.Module, arch: str, arch_kwargs: dict[str, Any],
-               **facts: Any) -> Artifact:
+               extra: dict[str, Any] | None = None, **facts: Any) -> Artifact:
+    """`extra` goes into the checkpoint (e.g. {"pruned_from": arch} for a channel-pruned model)."""
     path = work_dir / f"{name}.pt"
-    save_edgekd_checkpoint(path, model, arch, arch_kwargs)
+    save_edgekd_checkpoint(path, model, arch, arch_kwargs, extra=extra)
     return make_artifact(work_dir, name, ArtifactKind.checkpoint, path, arch=arch, **arch_kwargs, **facts)
 
 

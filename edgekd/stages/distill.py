@@ -83,7 +83,13 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     for p in teacher.parameters():
         p.requires_grad_(False)
     kwargs = {"num_classes": k, "in_channels": pre.channels, "input_size": pre.input_size[0]}
-    student = build_model(cfg.student, **kwargs).to(device)
+    arch, extra = cfg.student, None
+    if cfg.student == "auto":  # the search stage's winner, with the weights of its proxy runs
+        student, meta = load_model(ctx.parent_dirs["search"], parents["search"])
+        student.to(device)
+        arch, extra = str(meta["arch"]), ({"pruned_from": meta["pruned_from"]} if meta.get("pruned_from") else None)
+    else:
+        student = build_model(cfg.student, **kwargs).to(device)
     if cfg.student_weights:
         state = read_state_dict(Path(cfg.student_weights))
         head, module = find_head(student)
@@ -112,5 +118,7 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     for taps in (s_taps, t_taps):
         if taps:
             taps.close()
-    art = save_model(ctx.work_dir, "model", student, cfg.student, kwargs)
+    if cfg.student == "auto":
+        metrics["searched"] = parents["search"].metrics.get("chosen")
+    art = save_model(ctx.work_dir, "model", student, arch, kwargs, extra=extra)
     return Manifest(stage=NAME, id="", config={}, artifacts=[art], preprocessing=pre, metrics=metrics, notes=notes)

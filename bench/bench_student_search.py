@@ -1,0 +1,114 @@
+"""Student search (`--student auto`) against a hand-picked ResNet-20 on CIFAR-10-JPEG (issue 14).
+
+1. The latency budget: ResNet-20 INT8 measured on this CPU with OpenVINO by the search's own latency
+   function (edgekd.search.latency.measure_candidate); an overlay of targets/intel-cpu.yaml with that p90 as
+   `latency_ms` is written to OUT/intel-cpu-r20.yaml.
+2. Run A: `edgekd compress --config A.yaml --target OUT/intel-cpu-r20.yaml` with `student: auto`.
+3. Run B: the same with `student: cifar_resnet20` (trained from scratch like every family member, no
+   published weights), its distill epochs chosen so that its distillation takes about as long as run A's
+   search + distill together (the same total training time), from a 1-epoch probe run's epoch time.
+All runs share one run directory, so the teacher and finetune stages run once.
+Both on a subset (max_train_per_class, max_val_per_class; the full 10,000-image test split) and short
+schedules: every number in the summary says so. Prints one JSON summary; stage wall times from the manifests.
+
+    flock /work/wt/notes/heavy.lock python bench/bench_student_search.py --data /tmp/cifar \
+        --teacher-weights /work/shared/models/cifar10-resnet/resnet56-4bfd9763.th --out /tmp/h3-search
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def budget_overlay(out: Path, data_channels: int = 3, size: int = 32) -> tuple[Path, dict]:
+    import torch
+
+    from edgekd.models.registry import build_model
+    from edgekd.search.latency import measure_candidate
+    from edgekd.targets import load_target
+
+    target = load_target("intel-cpu")
+    model = build_model("cifar_resnet20", num_classes=10, in_channels=data_channels, input_size=size)
+    lat = measure_candidate(model, torch.randn(64, data_channels, size, size), target, out / "lat-r20")
+    raw = yaml.safe_load((ROOT / "targets" / "intel-cpu.yaml").read_text())
+    raw["name"] = "intel-cpu-r20"
+    raw["budgets"]["latency_ms"] = round(lat["p90_ms"], 3)
+    raw["budgets"]["model_class"] = "ResNet-20 INT8 at 32x32 as measured on this machine (bench_student_search.py)"
+    raw["sources"]["latency_ms"] = f"ResNet-20 INT8 p90 measured here by bench/bench_student_search.py: {lat}"
+    path = out / "intel-cpu-r20.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path, lat
+
+
+def compress(cfg: dict, target: Path, run_dir: Path, out: Path, name: str) -> dict:
+    cfg_path = out / f"{name}.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    t0 = time.time()
+    log = out / f"{name}.log"
+    with log.open("w") as fh:
+        rc = subprocess.call([sys.executable, "-m", "edgekd", "compress", "--config", str(cfg_path), "--target",
+                              str(target), "--run-dir", str(run_dir), "--no-bundle", "--quiet"], stdout=fh,
+                             stderr=subprocess.STDOUT, cwd=ROOT)
+    wall = time.time() - t0
+    report = json.loads((run_dir / "report.json").read_text()) if (run_dir / "report.json").is_file() else {}
+    stages = {s["stage"]: {"id": s["id"], "reused": s.get("reused"), "wall_s": s.get("wall_s"),
+                           "metrics": {k: v for k, v in (s.get("metrics") or {}).items() if k != "history"}}
+              for s in report.get("stages", [])}
+    search_dir = [d for d in run_dir.glob("search-*") if "search" in stages and d.name.endswith(stages["search"]["id"])]
+    if search_dir:  # the full candidate table
+        stages["search"]["metrics"] = json.loads((search_dir[0] / "manifest.json").read_text())["metrics"]
+    models = [{k: r.get(k) for k in ("role", "model", "precision", "top1", "val_top1", "latency", "size_bytes",
+                                     "host_load", "verdict")} for r in report.get("models", [])]
+    return {"rc": rc, "wall_s": round(wall, 1), "log": str(log), "stages": stages, "models": models,
+            "verdict": report.get("verdict")}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default="/tmp/cifar")
+    ap.add_argument("--teacher-weights", required=True)
+    ap.add_argument("--out", type=Path, default=Path("/tmp/h3-search"))
+    ap.add_argument("--max-train-per-class", type=int, default=500)
+    ap.add_argument("--max-val-per-class", type=int, default=100)
+    ap.add_argument("--distill-epochs", type=int, default=2)
+    ap.add_argument("--time-budget", default="20m")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    target, lat = budget_overlay(args.out)
+    base = dict(data=args.data, teacher="cifar_resnet56", teacher_weights=args.teacher_weights, transfer="feature",
+                finetune_epochs=1, probe_epochs=1, distill_epochs=args.distill_epochs, qad_epochs=1, batch_size=128,
+                lr=0.05, finetune_lr=0.05, augment="none", threads=1,
+                max_train_per_class=args.max_train_per_class, max_val_per_class=args.max_val_per_class)
+    run = args.out / "run"  # one run directory: the teacher and finetune stages are shared by every run
+    a = compress(dict(base, student="auto", time_budget=args.time_budget), target, run, args.out, "auto")
+    summary = {"budget": lat, "subset": {"max_train_per_class": args.max_train_per_class,
+                                         "max_val_per_class": args.max_val_per_class, "test": "full 10,000"},
+               "auto": a}
+    if a["rc"] in (0, 1) and "search" in a["stages"]:
+        train_a = a["stages"]["search"]["wall_s"] + a["stages"]["distill"]["wall_s"]
+        # ResNet-20's time per distill epoch, from a 1-epoch run in the same run directory (teacher and
+        # finetune reused); then the epochs that give the same training time as the search + distill of run A
+        probe = compress(dict(base, student="cifar_resnet20", distill_epochs=1), target, run, args.out, "r20-probe")
+        per_epoch = probe["stages"]["distill"]["wall_s"]
+        epochs = max(1, round(train_a / per_epoch))
+        summary["r20_epoch_s"] = per_epoch
+        summary["auto_training_s"] = train_a
+        summary["r20"] = compress(dict(base, student="cifar_resnet20", distill_epochs=epochs), target, run,
+                                  args.out, "r20")
+        summary["r20"]["distill_epochs"] = epochs
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    print(json.dumps(summary, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

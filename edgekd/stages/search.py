@@ -61,7 +61,7 @@ class Config(BaseModel):
     train: TrainConfig = TrainConfig(epochs=1)
 
 
-def _calib(data, n: int = 64) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+def _calib(data, n: int = 256) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
     batches = []
     for x, y in eval_batches(data.train.subset(torch.randperm(len(data.train))[:n].numpy()), data.preprocessing, 32):
         batches.append((x, y))

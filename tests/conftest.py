@@ -8,7 +8,9 @@ import pytest
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
-TINY = dict(teacher_epochs=1, finetune_epochs=1, probe_epochs=0, distill_epochs=2, qad_epochs=1, calib_size=64,
+# An explicit student: the session's shared run exercises every other stage; the search has its own tests
+# (tests/search/test_search_e2e.py).
+TINY = dict(student="small_cnn", teacher_epochs=1, finetune_epochs=1, probe_epochs=0, distill_epochs=2, qad_epochs=1, calib_size=64,
             max_fallback_layers=0)
 
 

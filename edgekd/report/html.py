@@ -18,6 +18,7 @@ import numpy as np
 
 from edgekd.fsio import write_atomic
 from edgekd.report import plots
+from edgekd.search import report as search_report
 from edgekd.report.summary import BUDGET_COLUMNS, MODEL_COLUMNS, budget_rows, data_line, model_rows, reported_split
 
 ASSETS = "report_assets"
@@ -152,6 +153,7 @@ def write_html_report(report: dict[str, Any], run_dir: Path, assets: dict[str, A
         "<h2>Accuracy against latency</h2><div class=card>", img("accuracy_latency", "accuracy-latency plot"),
         "<p class=muted>Filled: measured. Hollow: estimated for the target device (not measured). Dashed: the "
         "target's latency budget; dotted: the accuracy requirement.</p></div>",
+        search_report.html_section(report, run_dir, _table),
         "<h2>Stages</h2><div class=card>", _table(STAGE_COLUMNS, stage_rows(report), (3,)), "</div>",
         "<h2>Training curves</h2><div class=card>", img("training_curves", "training curves"), "</div>",
         f"<h2>Per-class accuracy of the final artifact</h2><div class=card><p class=muted>{html.escape(pc['artifact'])}"
@@ -175,6 +177,7 @@ def markdown_sections(report: dict[str, Any], run_dir: Path, assets: dict[str, A
              f"![accuracy against latency]({ASSETS}/accuracy_latency.png)", "",
              "Filled points are measured; hollow points are estimated for the target device (labelled "
              "\"estimated\"). Dashed line: latency budget; dotted line: accuracy requirement.", ""]
+    lines += [search_report.markdown_section(report, run_dir)]
     if "training_curves" in assets:
         lines += ["## Training curves", "", f"![training curves]({ASSETS}/training_curves.png)", ""]
     lines += ["## Per-class accuracy of the final artifact", "",

@@ -28,7 +28,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgekd.data.batches import eval_batches
-from edgekd.errors import StageFailed
+from edgekd.errors import StageFailed, UsageError
 from edgekd.fsio import write_atomic
 from edgekd.losses.composite import DistillLossConfig
 from edgekd.manifest import ArtifactKind, Manifest, make_artifact
@@ -41,7 +41,7 @@ from edgekd.train.loop import Phase, TrainConfig
 PROXY_MIN_IMAGES = 1000  # a first-rung proxy run sees at least this many images (or the whole split)
 NAME = "search"
 READS_DATA = True
-DISTRIBUTED = False
+DISTRIBUTED = True  # every rank enters run() so that all of them refuse a distributed search together
 
 
 class Config(BaseModel):
@@ -120,6 +120,9 @@ def _proxy(cand, rung: int, cfg: Config, teacher, data, work: Path, ctx) -> floa
 def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     from edgekd.search.latency import measure_candidate
 
+    if dist.context().distributed:
+        raise UsageError("the student search runs in one process: run the same `edgekd compress` once without "
+                         "torchrun (the finished search stage is then reused under torchrun), or pass --student ARCH")
     t0 = time.perf_counter()
     target = TargetProfile.model_validate(cfg.target)
     data, pre = ctx.data, ctx.data.preprocessing
@@ -163,7 +166,7 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
         est = " (estimated)" if st.d["latency"][fastest.name]["estimated"] else ""
         raise StageFailed(f"no candidate student meets the {target.budgets.latency_percentile} budget of "
                           f"{budget_ms:g} ms on {target.name}: the fastest, {fastest.name}, takes "
-                          f"{lat[fastest.name]:.3f} ms{est}; nothing was trained. Relax the budget or pass --student",
+                          f"{lat[fastest.name]:.3f} ms{est}; no student was trained. Relax the budget or pass --student",
                           exit_code=1)
     # 2. successive halving on the val split
     rung, ran_out, last_top1 = 0, False, {}

@@ -46,7 +46,7 @@ def folder_run(tmp_path_factory) -> Path:
 
     base = tmp_path_factory.mktemp("folder")
     _photos(base / "data")
-    opts = CompressOptions(data=str(base / "data"), teacher_epochs=1, finetune_epochs=1, probe_epochs=0,
+    opts = CompressOptions(data=str(base / "data"), student="small_cnn", teacher_epochs=1, finetune_epochs=1, probe_epochs=0,
                            distill_epochs=1, qad_epochs=1, calib_size=40, max_fallback_layers=0, threads=1)
     run_compress(opts, base / "run", quiet=True, bundle=True)
     return base

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.distributed
 HERE = Path(__file__).parent
 DRIVER = HERE / "_driver.py"
 # small_cnn teacher and student; enough steps that the models learn (~97% source-task teacher, ~86% student)
-OPTS = {"teacher": "small_cnn", "teacher_epochs": 3, "finetune_epochs": 3, "probe_epochs": 0, "distill_epochs": 4,
+OPTS = {"teacher": "small_cnn", "student": "small_cnn", "teacher_epochs": 3, "finetune_epochs": 3, "probe_epochs": 0, "distill_epochs": 4,
         "batch_size": 32, "transfer": "full", "lr": 0.1, "finetune_lr": 0.05}
 # Single process and 2 processes see the same samples per step and (checked below) get the same gradient,
 # except BatchNorm: in train mode each rank normalises over its 16-image slice instead of the 32-image batch
@@ -206,6 +206,7 @@ def test_rank_dies_then_the_rerun_resumes_from_the_last_checkpoint(runs, tmp_pat
 
 def test_compress_under_torchrun_writes_reports_once(tmp_path):
     args = ["-m", "edgekd", "compress", "--run-dir", str(tmp_path / "run"), "--teacher", "small_cnn",
+            "--student", "small_cnn",
             "--teacher-epochs", "1", "--finetune-epochs", "1", "--distill-epochs", "1", "--qad-epochs", "1",
             "--calib-size", "64", "--batch-size", "32", "-q"]
     proc = _torchrun(args, _env(), tmp_path, timeout=1200)

@@ -1,0 +1,127 @@
+"""`--student auto` end to end on the embedded digits with tiny settings: the search stage, its manifest, the
+distill stage consuming its choice, the report's Pareto section; and the refusals (no candidate fits, a time
+budget shorter than one proxy run, a teacher Torch-Pruning cannot prune)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytest.importorskip("torch")
+pytest.importorskip("openvino")
+pytest.importorskip("torch_pruning")
+
+from typer.testing import CliRunner  # noqa: E402
+
+from edgekd.cli.app import _register, app  # noqa: E402
+from tests.conftest import TINY  # noqa: E402
+
+_register()
+SEARCH = dict(TINY, student="auto", search_max_family=2, search_prune_ratios=[0.5], proxy_epochs=1)
+
+
+@pytest.fixture(scope="module")
+def auto_run(tmp_path_factory) -> Path:
+    from edgekd.cli.compress import run_compress
+    from edgekd.plan import CompressOptions
+
+    run_dir = tmp_path_factory.mktemp("auto") / "run"
+    code = run_compress(CompressOptions(**SEARCH, threads=1), run_dir, quiet=True)
+    assert code in (0, 1)
+    return run_dir
+
+
+def _manifest(run_dir: Path, stage: str) -> dict:
+    (folder,) = run_dir.glob(f"{stage}-*")
+    return json.loads((folder / "manifest.json").read_text())
+
+
+def test_search_measures_every_candidate_first_and_distill_trains_its_choice(auto_run):
+    report = json.loads((auto_run / "report.json").read_text())
+    assert [s["stage"] for s in report["stages"]][:4] == ["teacher", "finetune", "search", "distill"]
+    m = _manifest(auto_run, "search")["metrics"]
+    sources = {c["source"] for c in m["candidates"]}
+    assert sources == {"family", "pruned teacher"}  # 2 family members + the teacher pruned by half
+    assert len(m["candidates"]) == 3
+    for c in m["candidates"]:
+        assert c["latency"]["latency_ms"] > 0 and c["latency"]["estimated"] is False  # intel-cpu runs here
+        assert c["fate"]
+    chosen = [c for c in m["candidates"] if c["fate"] == "chosen"]
+    assert len(chosen) == 1 and chosen[0]["name"] == m["chosen"]
+    assert m["chosen_latency_ms"] <= m["budget_ms"]
+    assert m["decided_on"]["split"] == "val"
+    distill = _manifest(auto_run, "distill")
+    assert distill["metrics"]["searched"] == m["chosen"]
+    assert distill["artifacts"][0]["facts"]["arch"] == m["chosen_arch"]
+    assert "Student search" in (auto_run / "report.html").read_text()
+    assert "## Student search" in (auto_run / "report.md").read_text()
+
+
+def test_a_pruned_winner_round_trips_through_its_checkpoint(auto_run):
+    import torch
+
+    from edgekd.models.checkpoint import load_edgekd_checkpoint
+
+    model, meta = load_edgekd_checkpoint(next(auto_run.glob("distill-*")) / "model.pt")
+    assert model(torch.zeros(1, 1, 8, 8)).shape == (1, 10)
+    m = _manifest(auto_run, "search")["metrics"]
+    assert bool(meta.get("pruned_from")) == (m["chosen_source"] == "pruned teacher")
+
+
+def test_rerun_reuses_the_search(auto_run, tmp_path):
+    import shutil
+
+    from edgekd.cli.compress import run_compress
+    from edgekd.plan import CompressOptions
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(auto_run, run_dir)
+    run_compress(CompressOptions(**SEARCH, threads=1), run_dir, quiet=True)
+    report = json.loads((run_dir / "report.json").read_text())
+    assert all(s["reused"] for s in report["stages"])
+
+
+def test_a_budget_no_candidate_meets_exits_1_naming_the_fastest_and_trains_nothing(auto_run, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(auto_run, run_dir)  # teacher and finetune reused
+    raw = yaml.safe_load((Path(__file__).resolve().parents[2] / "targets" / "intel-cpu.yaml").read_text())
+    raw["budgets"]["latency_ms"] = 0.0001
+    target = tmp_path / "tight.yaml"
+    target.write_text(yaml.safe_dump(raw))
+    before = {p.name for p in run_dir.glob("distill-*")}
+    config = tmp_path / "search.yaml"
+    config.write_text(yaml.safe_dump({k: v for k, v in SEARCH.items()}))
+    result = CliRunner().invoke(app, ["compress", "--config", str(config), "--target", str(target), "--run-dir",
+                                      str(run_dir), "-q", "--threads", "1"])
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "no candidate student meets" in errors[0], result.output
+    assert "the fastest, " in errors[0] and " ms" in errors[0] and "no student was trained" in errors[0]
+    assert {p.name for p in run_dir.glob("distill-*")} == before  # nothing new trained
+    assert not list(run_dir.glob("search-*")) or len(list(run_dir.glob("search-*"))) == 1
+
+
+def test_a_time_budget_shorter_than_one_proxy_run_is_refused_before_work(tmp_path):
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(app, ["compress", "--time-budget", "0.001s", "--run-dir", str(run_dir), "-q"])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and "shorter than one proxy run" in lines[0], result.output
+    assert not list(run_dir.glob("*-*"))
+
+
+@pytest.mark.parametrize("value", ["soon", "0m", "-5"])
+def test_a_bad_time_budget_is_a_usage_error(tmp_path, value):
+    result = CliRunner().invoke(app, ["compress", "--time-budget", value, "--run-dir", str(tmp_path / "r"), "-q"])
+    assert result.exit_code == 2 and "--time-budget" in result.output
+
+
+def test_student_options_need_an_explicit_student(tmp_path):
+    result = CliRunner().invoke(app, ["compress", "--attention", "features.0:layer1", "--run-dir", str(tmp_path / "r"),
+                                      "-q"])
+    assert result.exit_code == 2 and "explicit --student" in result.output

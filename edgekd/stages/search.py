@@ -11,9 +11,10 @@
    `proxy_epochs`, ranked on the val split only; the best 1/`eta` go on with `eta` times the data, until one
    is left. Weights carry over
    between rungs; the winner's are this stage's `model`, which distill trains on with the full schedule.
-4. `time_budget_s` bounds the stage: when it runs out the best candidate so far (highest rung, best val
-   top-1) wins, and the notes say so. `best.json` in the work folder always names the best so far; the
-   stage resumes from `state.json` (latencies and finished proxy runs are not redone).
+4. `time_budget_s` bounds the stage: once it is spent no new proxy run starts (the first one always runs),
+   and the best candidate so far (highest rung, best val top-1) wins; the notes say so. `state/best.json`
+   in the work folder always names the best so far (its weights in state/weights/); the stage resumes from
+   `state/state.json` (latencies and finished proxy runs are not redone).
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ class _State:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
         self.d: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else \
             {"latency": {}, "rungs": {}, "spent_s": 0.0}
 
@@ -139,7 +141,7 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
         cands = _candidates(cfg, teacher, str(tmeta["arch"]), kwargs, calib, grads, notes)
         for p in teacher.parameters():
             p.requires_grad_(False)
-    st = _State(ctx.work_dir / "state.json")
+    st = _State(ctx.work_dir / "state" / "state.json")  # state/ survives an interruption (edgekd.pipeline)
     spent0 = float(st.d["spent_s"])
     budget_ms = target.budgets.latency_ms
 
@@ -170,7 +172,7 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
                           exit_code=1)
     # 2. successive halving on the val split
     rung, ran_out, last_top1 = 0, False, {}
-    wdir = ctx.work_dir / "weights"
+    wdir = ctx.work_dir / "state" / "weights"
     while True:
         for c in alive:
             key = f"{rung}:{c.name}"
@@ -178,8 +180,8 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
             wfile = wdir / f"{c.name}.r{rung}.pt"
             if done is not None and wfile.is_file():
                 c.model, _ = load_edgekd_checkpoint(wfile)
-            elif cfg.time_budget_s is not None and spent() > cfg.time_budget_s:
-                ran_out = True
+            elif cfg.time_budget_s is not None and spent() > cfg.time_budget_s and last_top1:
+                ran_out = True  # (the first proxy run always happens, so there is a best-so-far to choose)
                 break
             else:
                 t1 = time.perf_counter()
@@ -194,7 +196,7 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
             rows[c.name]["proxy_top1"][str(rung)] = done
             rows[c.name].setdefault("proxy_s", {})[str(rung)] = st.d.get("proxy_s", {}).get(key)
             best = max(last_top1.items(), key=lambda kv: kv[1])
-            write_atomic(ctx.work_dir / "best.json", json.dumps({"name": best[0], "rung": best[1][0],
+            write_atomic(ctx.work_dir / "state" / "best.json", json.dumps({"name": best[0], "rung": best[1][0],
                                                                  "val_top1": best[1][1], "spent_s": spent()}))
         ranked = sorted((c for c in alive if c.name in last_top1), key=lambda c: last_top1[c.name], reverse=True)
         if ran_out or len(ranked) <= 1:

@@ -125,3 +125,69 @@ def test_student_options_need_an_explicit_student(tmp_path):
     result = CliRunner().invoke(app, ["compress", "--attention", "features.0:layer1", "--run-dir", str(tmp_path / "r"),
                                       "-q"])
     assert result.exit_code == 2 and "explicit --student" in result.output
+
+
+def _search_only(run_dir: Path, **over):
+    """The pipeline up to the search stage (teacher, finetune, search), as the CLI builds it."""
+    import functools
+
+    from rich.console import Console
+
+    from edgekd.cli.compress import data_config
+    from edgekd.data.dataset import load_data
+    from edgekd.pipeline import run_pipeline
+    from edgekd.plan import build_specs, validate_options
+    from edgekd.targets import load_target
+
+    opts = validate_options({**SEARCH, **over})
+    target = load_target(opts.target)
+    load = functools.lru_cache(maxsize=1)(lambda: load_data(data_config(opts, target), run_dir / ".cache"))
+    specs = build_specs(opts, target, load().preprocessing.channels, load().preprocessing.input_size)[:3]
+    return run_pipeline(specs, run_dir, fingerprint=lambda: load().fingerprint, data_loader=load,
+                        console=Console(quiet=True), progress=None)
+
+
+def test_a_spent_time_budget_chooses_the_best_so_far_and_says_so(auto_run, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(auto_run, run_dir)
+    out = _search_only(run_dir, time_budget="1s")  # spent by the latency phase: one proxy run, then stop
+    search = out[-1].manifest
+    assert search.metrics["ran_out_of_time"] is True
+    trained = [c for c in search.metrics["candidates"] if c["proxy_top1"]]
+    assert len(trained) == 1 and trained[0]["fate"] == "chosen"
+    assert any("time budget of 1 s ran out" in n for n in search.notes)
+    assert (run_dir / search.artifact("model").path).is_file() or (out[-1].stage_dir / "model.pt").is_file()
+
+
+def test_an_interrupted_search_resumes_without_measuring_again(auto_run, tmp_path, monkeypatch):
+    import shutil
+
+    import edgekd.search.latency as latency
+    import edgekd.stages.search as search
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(auto_run, run_dir)
+    for d in run_dir.glob("search-*"):
+        shutil.rmtree(d)  # the search reruns from its work folder
+    calls = []
+    real = latency.measure_candidate
+
+    def counted(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    def interrupted(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(latency, "measure_candidate", counted)
+    monkeypatch.setattr(search, "_proxy", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _search_only(run_dir)
+    assert len(calls) == 3 and list(run_dir.glob(".work-search-*/state/state.json"))
+    monkeypatch.undo()
+    monkeypatch.setattr(latency, "measure_candidate", counted)
+    out = _search_only(run_dir)
+    assert len(calls) == 3  # every latency came from state.json
+    assert out[-1].manifest.metrics["chosen"]

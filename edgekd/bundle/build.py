@@ -168,6 +168,8 @@ def declared_float_layers(run: RunView) -> list[str]:
     names = float_layer_names(q.metrics.get("float_layers"))
     if not names and q.has("quantized"):
         names = float_layer_names(q.artifact("quantized").facts.get("ignored_layers"))
+    if run.has("distill"):  # squeeze-excitation convs NNCF never quantizes (edgekd.models.family)
+        names += [n for n in run.manifest("distill").metrics.get("float_layers_declared", []) if n not in names]
     return names
 
 

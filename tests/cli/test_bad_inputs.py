@@ -269,8 +269,8 @@ CASES = [
     # options (checked before any stage runs; some against an existing run, which must not change)
     Case("option-alpha-out-of-range", lambda e: _compress(e, "--alpha", "1.5", run=e.run), ("alpha",)),
     Case("option-temperature-zero", lambda e: _compress(e, "--temperature", "0", run=e.run), ("temperature",)),
-    Case("option-attention-malformed", lambda e: _compress(e, "--attention", "layer3"), ("STUDENT_LAYER:TEACHER_LAYER",)),
-    Case("option-attention-unknown-layer", lambda e: _compress(e, "--attention", "features.9:layer3"),
+    Case("option-attention-malformed", lambda e: _compress(e, "--student", "small_cnn", "--attention", "layer3"), ("STUDENT_LAYER:TEACHER_LAYER",)),
+    Case("option-attention-unknown-layer", lambda e: _compress(e, "--student", "small_cnn", "--attention", "features.9:layer3"),
          ("layer 'features.9' not found",)),
     Case("option-unknown-teacher", lambda e: _compress(e, "--teacher", "resnt18", run=e.run), ("unknown model",)),
     Case("option-unknown-student", lambda e: _compress(e, "--student", "nosuchnet"), ("unknown model 'nosuchnet'",)),

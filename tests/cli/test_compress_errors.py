@@ -49,7 +49,8 @@ def _png(path: Path, size=(8, 8)) -> None:
     (["--student", "nosuchnet"], ("unknown model 'nosuchnet'",)),
     (["--alpha", "1.5"], ("alpha",)),
     (["--temperature", "0"], ("temperature",)),
-    (["--attention", "layer3"], ("--attention takes STUDENT_LAYER:TEACHER_LAYER",)),
+    (["--student", "small_cnn", "--attention", "layer3"], ("--attention takes STUDENT_LAYER:TEACHER_LAYER",)),
+    (["--attention", "features.0:layer1"], ("--attention names the student's layers", "explicit --student")),
 ])
 def test_bad_options(tmp_path, args, needles):
     result = _invoke(args, tmp_path / "run")
@@ -174,8 +175,8 @@ def test_missing_optional_package(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("args,needles", [
-    (["--attention", "features.9:layer3"], ("layer 'features.9' not found", "nearest")),
-    (["--hint", "features.0:layer9"], ("layer 'layer9' not found",)),
+    (["--student", "small_cnn", "--attention", "features.9:layer3"], ("layer 'features.9' not found", "nearest")),
+    (["--student", "small_cnn", "--hint", "features.0:layer9"], ("layer 'layer9' not found",)),
 ])
 def test_bad_distillation_layers(tmp_path, args, needles):
     """Layer paths are checked on both models before any stage runs (spatial pairing: tests/losses)."""

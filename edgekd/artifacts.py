@@ -97,6 +97,22 @@ class Resolved:
         return None
 
 
+def candidate_for(res: Resolved, role: str, runtime: str, side: str = "") -> Candidate:
+    """The artifact of `role` that `runtime` can load; a TensorRT engine from elsewhere is refused by its
+    fingerprint (edgekd.runtimes.tensorrt.verify_engine). `side` prefixes messages ("baseline ")."""
+    engines = [c for c in res.candidates if c.role == role and c.format == "trt_engine"]
+    cand = res.select(role, runtime)
+    if engines and (runtime == "tensorrt" or cand is None):
+        from edgekd.runtimes.tensorrt import trt_fingerprint, verify_engine
+
+        verify_engine(engines[0].file, engines[0].sha256 or None, current=trt_fingerprint())
+    if cand is None:
+        have = sorted({f"{c.label} ({'/'.join(c.runtimes)})" for c in res.candidates if c.role == role})
+        raise UsageError(f"{side}{res.path.name} has no {role} artifact that {runtime} can load "
+                         f"(it has: {', '.join(have) or 'none'})")
+    return cand
+
+
 # ----------------------------------------------------------------------------------------------- verify
 def verify(candidate: Candidate) -> None:
     """Refuse (UsageError, exit 2) a file that is missing or whose sha256 differs from its record."""

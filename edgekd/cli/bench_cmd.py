@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from edgekd.artifacts import Candidate, Resolved, pick_role, resolve, verify
+from edgekd.artifacts import Resolved, candidate_for, pick_role, resolve, verify
 from edgekd.benchmark import (
     TimingConfig, chance_checks, choose_precision, estimate, eval_inputs, judge, layers_not_in_precision, measure,
     plan_measurement, settings_for, spread,
@@ -36,22 +36,6 @@ def target_for(res: Resolved, name: str | None) -> TargetProfile:
             raise UsageError(f"pass --target for {res.path.name} (`edgekd targets` lists them)")
         name = res.run_target
     return load_target(name)
-
-
-def candidate_for(res: Resolved, role: str, runtime: str, side: str = "") -> Candidate:
-    """The artifact of `role` that `runtime` can load; a TensorRT engine from elsewhere is refused by its
-    fingerprint (edgekd.runtimes.tensorrt.verify_engine)."""
-    engines = [c for c in res.candidates if c.role == role and c.format == "trt_engine"]
-    cand = res.select(role, runtime)
-    if engines and (runtime == "tensorrt" or cand is None):
-        from edgekd.runtimes.tensorrt import trt_fingerprint, verify_engine
-
-        verify_engine(engines[0].file, engines[0].sha256 or None, current=trt_fingerprint())
-    if cand is None:
-        have = sorted({f"{c.label} ({'/'.join(c.runtimes)})" for c in res.candidates if c.role == role})
-        raise UsageError(f"{side}{res.path.name} has no {role} artifact that {runtime} can load "
-                         f"(it has: {', '.join(have) or 'none'})")
-    return cand
 
 
 def required_top1(target: TargetProfile, teacher_top1: float | None) -> float | None:

@@ -195,7 +195,7 @@ def test_target_runtime_missing_names_the_extra(run_dir: Path, tmp_path: Path, m
 
 
 def test_gpu_target_without_tensorrt_names_the_gpu_extra(run_dir: Path, tmp_path: Path, monkeypatch) -> None:
-    import edgekd.benchmark as benchmark
+    import edgekd.benchmark.placement as benchmark
 
     monkeypatch.setattr(benchmark, "_nvidia_gpu_here", lambda: True)
     prof = tmp_path / "trt.yaml"

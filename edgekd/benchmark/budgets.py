@@ -104,10 +104,6 @@ def chance_checks(teacher_top1: float | None, final_top1: float | None, num_clas
 
 
 def required_top1(target: TargetProfile, teacher_top1: float | None) -> float | None:
-    """The top-1 the final artifact must reach: the profile's floor and/or the teacher's top-1 less the
-    allowed drop (the stricter of the two); None when the profile asks for neither."""
-    acc = target.accuracy
-    req = [acc.floor] if acc.floor is not None else []
-    if acc.max_drop_points is not None and teacher_top1 is not None:
-        req.append(teacher_top1 - acc.max_drop_points / 100)
-    return max(req) if req else None
+    """The top-1 the final artifact must reach by the profile's accuracy defaults (edgekd.accuracy); None when
+    the profile asks for nothing that applies."""
+    return target.accuracy.required_or_none(teacher_top1)

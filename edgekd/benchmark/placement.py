@@ -3,8 +3,6 @@ runtime as a labelled substitute) and at which precision."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pydantic import BaseModel, ConfigDict
 
 from edgekd.targets import TargetProfile
@@ -21,15 +19,9 @@ class MeasurePlan(BaseModel):
     reason: str = ""
 
 
-def _nvidia_gpu_here() -> bool:
-    import shutil
-
-    return bool(shutil.which("nvidia-smi")) or Path("/dev/nvidia0").exists() or Path("/etc/nv_tegra_release").exists()
-
-
 def _target_hardware_here(target: TargetProfile) -> bool:
     """Whether this machine has the target's kind of hardware (so a missing runtime is the user's to install)."""
-    from edgekd.runtimes.host import host_arch
+    from edgekd.runtimes.host import host_arch, nvidia_gpu_here
 
     r = target.runtime
     if target.device.arch not in (host_arch(), "any"):
@@ -37,7 +29,7 @@ def _target_hardware_here(target: TargetProfile) -> bool:
     if r.device in ("CPU",) and r.name in ("openvino", "onnxruntime"):
         return True
     if r.name == "tensorrt" or r.device in ("CUDA", "TensorRT"):
-        return _nvidia_gpu_here()
+        return nvidia_gpu_here()
     return False
 
 
@@ -45,7 +37,7 @@ def plan_measurement(target: TargetProfile, allow_substitute: bool = True) -> Me
     """Measure on the target's runtime and device when this machine has them; else (when allowed) on a host
     runtime, labelled as a substitute. A runtime missing on hardware that could run it is MissingExtra."""
     from edgekd.errors import MissingExtra, UsageError
-    from edgekd.runtimes.host import _has, host_arch
+    from edgekd.runtimes.host import has_module, host_arch
 
     r = target.runtime
     package = {"openvino": "openvino", "onnxruntime": "onnxruntime", "tensorrt": "tensorrt"}[r.name]
@@ -53,7 +45,7 @@ def plan_measurement(target: TargetProfile, allow_substitute: bool = True) -> Me
     if target.host_measurable:
         return MeasurePlan(runtime=r.name, device=r.device, on_target=True)
     hardware = _target_hardware_here(target)
-    if hardware and not _has(package):
+    if hardware and not has_module(package):
         raise MissingExtra(package, extra, f"target {target.name} runs {r.name} on {r.device}, which this machine has")
     why = (f"target {target.name} runs {r.name} on {r.device} ({target.device.name}, {target.device.arch}); this "
            f"machine ({host_arch()}) " + ("lacks that device" if target.device.arch in (host_arch(), "any")
@@ -61,7 +53,7 @@ def plan_measurement(target: TargetProfile, allow_substitute: bool = True) -> Me
     if not allow_substitute:
         raise UsageError(why)
     for name in dict.fromkeys(((r.name,) if r.name == "openvino" else ()) + ("onnxruntime", "openvino")):
-        if _has(name):
+        if has_module(name):
             return MeasurePlan(runtime=name, device="CPU", on_target=False,
                                reason=f"{why}: measured with {name} on this CPU instead, device latency estimated")
     raise MissingExtra("onnxruntime", "cpu", f"no runtime here to measure on instead of {r.name} {r.device}")

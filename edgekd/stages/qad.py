@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgekd.accuracy import AccuracyRequirement
 from edgekd.data.batches import eval_batches
 from edgekd.data.calibration import read_calibration, sample_calibration, write_calibration
 from edgekd.losses.composite import DistillLossConfig
@@ -40,19 +41,6 @@ from edgekd.train.loop import Phase, TrainConfig
 NAME = "qad"
 READS_DATA = True
 DISTRIBUTED = True
-
-
-class AccuracyRequirement(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    max_drop_points: float | None = Field(default=1.0, ge=0)
-    floor: float | None = Field(default=None, ge=0, le=1)
-
-    def required(self, teacher_top1: float) -> float:
-        """The top-1 the INT8 artifact must reach: the stricter of the absolute floor and the drop."""
-        needs = [v for v in (self.floor, None if self.max_drop_points is None
-                             else teacher_top1 - self.max_drop_points / 100) if v is not None]
-        return max(needs) if needs else 0.0
 
 
 class Config(BaseModel):

@@ -28,12 +28,12 @@ from edgekd.accuracy import AccuracyRequirement
 from edgekd.data.batches import eval_batches
 from edgekd.data.calibration import read_calibration, sample_calibration, write_calibration
 from edgekd.losses.composite import DistillLossConfig
+from edgekd.losses.training import build_distill_loss, make_step
 from edgekd.manifest import ArtifactKind, Manifest, make_artifact
 from edgekd.quant.nncf_quant import QuantSpec, prepare_for_qat, quantize, save_quantized
 from edgekd.quant.fallback import Attempt, bounded_fallback
 from edgekd.quant.sensitivity import layer_sensitivity
 from edgekd.stages.common import example_input, load_model, trainer_for
-from edgekd.stages.distill import build_distill_loss, make_step
 from edgekd.train import dist
 from edgekd.train.evaluate import accuracy
 from edgekd.train.loop import Phase, TrainConfig

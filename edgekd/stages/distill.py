@@ -20,7 +20,7 @@ from edgekd.manifest import Manifest
 from edgekd.models.checkpoint import load_weights, read_state_dict
 from edgekd.models.heads import find_head
 from edgekd.models.registry import build_model
-from edgekd.stages.common import load_model, save_model, trainer_for
+from edgekd.stages.common import load_frozen_teacher, save_model, trainer_for
 from edgekd.train import dist
 from edgekd.train.evaluate import accuracy
 from edgekd.train.loop import Phase, TrainConfig
@@ -53,10 +53,7 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     data = ctx.data
     pre, k = data.preprocessing, data.num_classes
     device = dist.context().device
-    teacher, _ = load_model(ctx.parent_dirs["teacher"], parents["teacher"])
-    teacher.to(device).eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
+    teacher = load_frozen_teacher(ctx, parents, device)
     kwargs = {"num_classes": k, "in_channels": pre.channels, "input_size": pre.input_size[0]}
     student = build_model(cfg.student, **kwargs).to(device)
     if cfg.student_weights:

@@ -20,7 +20,7 @@ from edgekd.manifest import Manifest
 from edgekd.models.checkpoint import load_weights, read_state_dict
 from edgekd.models.heads import find_head
 from edgekd.models.registry import build_model
-from edgekd.stages.common import load_frozen_teacher, save_model, trainer_for
+from edgekd.stages.common import load_frozen_teacher, load_model, save_model, trainer_for
 from edgekd.train import dist
 from edgekd.train.evaluate import accuracy
 from edgekd.train.loop import Phase, TrainConfig

@@ -97,7 +97,7 @@ class _State:
 
 def _proxy(cand, rung: int, cfg: Config, teacher, data, work: Path, ctx) -> float:
     """Distil `cand.model` on a `proxy_fraction * eta**rung` share of train; val top-1 of the best epoch."""
-    from edgekd.stages.distill import build_distill_loss, make_step
+    from edgekd.losses.training import build_distill_loss, make_step
     from edgekd.train.evaluate import accuracy
     from edgekd.train.loop import Trainer
 

@@ -85,3 +85,13 @@ def test_family_spread_keeps_the_cheapest_and_the_largest():
     picked = spread_by_macs(cands, 3)
     macs = sorted(c.macs for c in cands)
     assert len(picked) == 3 and picked[0].macs == macs[0] and picked[-1].macs == macs[-1]
+
+
+def test_a_target_not_on_this_machine_gets_a_labelled_estimate(tmp_path):
+    from edgekd.search.latency import measure_candidate
+    from edgekd.targets import load_target
+
+    model = build_model("small_cnn", 10, 1, input_size=8)
+    out = measure_candidate(model, torch.randn(8, 1, 8, 8), load_target("jetson"), tmp_path / "lat")
+    assert out["estimated"] is True and out["latency_ms"] > 0 and out["runtime"].startswith("roofline")
+    assert not (tmp_path / "lat").exists()  # the candidate's files are cleaned up

@@ -62,7 +62,7 @@ def _openvino_int8(model: torch.nn.Module, calib: torch.Tensor, example: torch.T
 
 def measure_candidate(model: torch.nn.Module, calib: torch.Tensor, target: TargetProfile, work: Path,
                       preset: str = "mixed") -> dict[str, Any]:
-    """{"latency_ms", "percentile", "estimated", "precision", "runtime", "float_layers"} for one candidate;
+    """{"latency_ms", "percentile", "estimated", "precision", "runtime", "size_bytes", ...} for one candidate;
     `calib` is a batch of normalised training images (N, C, H, W)."""
     from edgekd.benchmark import plan_measurement, settings_for
 
@@ -81,8 +81,10 @@ def measure_candidate(model: torch.nn.Module, calib: torch.Tensor, target: Targe
             onnx_path = work / "model.onnx"
             export_onnx(model, onnx_path, example)
             est = estimate(onnx_path, target, target.precision, batch)
+            shrink = 4 if target.precision == "int8" else (2 if target.precision == "fp16" else 1)
             return {"latency_ms": float(est["latency_ms"]), "percentile": pct, "estimated": True,
-                    "precision": target.precision, "runtime": f"roofline ({target.device.name})"}
+                    "precision": target.precision, "runtime": f"roofline ({target.device.name})",
+                    "size_bytes": onnx_path.stat().st_size // shrink}
         from edgekd.quant.nncf_quant import QuantSpec, export_qdq_onnx, quantize
         from edgekd.runtimes import get_runtime
 
@@ -107,6 +109,7 @@ def measure_candidate(model: torch.nn.Module, calib: torch.Tensor, target: Targe
                 export_onnx(artifact_model, onnx_path, example)
             path = rt.compile(onnx_path, work / "compiled", settings).path
         session = rt.load(path, settings)
+        size = sum(f.stat().st_size for f in (path, path.with_suffix(".bin")) if f.is_file())
         t = _time_session(session, x, pct)
         # On a host loaded beyond its CPUs with a noisy measurement, the tail percentile measures the other
         # programs: the candidate is then judged on its median and says so (`judged_on`).
@@ -114,6 +117,6 @@ def measure_candidate(model: torch.nn.Module, calib: torch.Tensor, target: Targe
         return {"latency_ms": float(t["p50_ms"] if t["busy"] else t["p_ms"]), "judged_on": judged,
                 f"{pct}_ms": float(t["p_ms"]), "p50_ms": float(t["p50_ms"]), "percentile": pct,
                 "estimated": False, "precision": precision, "runtime": f"{plan.runtime} {plan.device}",
-                "host_load": t["host_load"], "busy_host": t["busy"]}
+                "host_load": t["host_load"], "busy_host": t["busy"], "size_bytes": size}
     finally:
         shutil.rmtree(work, ignore_errors=True)

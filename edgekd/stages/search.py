@@ -4,8 +4,9 @@
    MACs) and the fine-tuned teacher pruned by Torch-Pruning to each of `prune_ratios` (it keeps the teacher's
    weights). A teacher Torch-Pruning cannot trace: no pruned candidates, the reason in the notes.
 2. Latency first (edgekd.search.latency): every candidate is quantized, compiled and timed on the target
-   (or estimated, labelled) before anything trains; candidates over the budget are dropped. None left:
-   exit 1 naming the fastest candidate and its latency.
+   (or estimated, labelled) before anything trains; candidates over the latency budget, or whose INT8
+   artifact is over the size budget, are dropped. None left: exit 1 naming the fastest candidate and its
+   latency.
 3. Successive halving (Jamieson & Talwalkar 2016; Li et al., Hyperband, 2018): each survivor is distilled
    from the teacher on a fraction `proxy_fraction` of the training split (at least PROXY_MIN_IMAGES) for
    `proxy_epochs`, ranked on the val split only; the best 1/`eta` go on with `eta` times the data, until one
@@ -158,9 +159,13 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
         rows[c.name]["latency"] = st.d["latency"][c.name]
     latency_s = spent()
     lat = {c.name: st.d["latency"][c.name]["latency_ms"] for c in cands}
-    alive = [c for c in cands if budget_ms is None or lat[c.name] <= budget_ms]
+    size_mb = target.budgets.model_size_mb
+    big = {c.name for c in cands if size_mb is not None and st.d["latency"][c.name].get("size_bytes", 0) > size_mb * 1e6}
+    for name in big:
+        rows[name]["fate"] = f"over the size budget ({st.d['latency'][name]['size_bytes'] / 1e6:.2f} > {size_mb:g} MB)"
+    alive = [c for c in cands if (budget_ms is None or lat[c.name] <= budget_ms) and c.name not in big]
     for c in cands:
-        if c not in alive:
+        if c not in alive and c.name not in big:
             judged = st.d["latency"][c.name].get("judged_on", target.budgets.latency_percentile)
             rows[c.name]["fate"] = f"over budget ({judged} {lat[c.name]:.3f} > {budget_ms:g} ms)"
     fastest = min(cands, key=lambda c: lat[c.name])
@@ -171,11 +176,13 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
                      f"{target.device.name}; the fastest, {fastest.name} ({lat[fastest.name]:.3f} ms estimated), "
                      "was kept")
     if not alive:
-        est = ""
-        raise StageFailed(f"no candidate student meets the {target.budgets.latency_percentile} budget of "
-                          f"{budget_ms:g} ms on {target.name}: the fastest, {fastest.name}, takes "
-                          f"{lat[fastest.name]:.3f} ms{est}; no student was trained. Relax the budget or pass --student",
-                          exit_code=1)
+        size = f" and the {size_mb:g} MB size budget" if size_mb is not None else ""
+        lat_budget = f"the {target.budgets.latency_percentile} budget of {budget_ms:g} ms" if budget_ms else \
+            "the budgets"
+        raise StageFailed(f"no candidate student meets {lat_budget}{size} on {target.name}: the fastest, "
+                          f"{fastest.name}, takes {lat[fastest.name]:.3f} ms "
+                          f"({st.d['latency'][fastest.name].get('size_bytes', 0) / 1e6:.2f} MB); no student was "
+                          "trained. Relax the budget or pass --student", exit_code=1)
     # 2. successive halving on the val split
     rung, ran_out, last_top1 = 0, False, {}
     wdir = ctx.work_dir / "state" / "weights"

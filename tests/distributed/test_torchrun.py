@@ -1,14 +1,16 @@
 """Training stages under torchrun (2 processes, gloo on the CPU) against a single process.
 
-Quick checks (default run): DDP's averaged gradient equals the single-process gradient of the same global
-batch; a global batch the world size does not divide, and ranks started with different configs, stop every
-rank with one line and exit 2 before anything trains.
+Every test here is marked `distributed`: left out of the default `pytest` run (minutes on 2 cores) and run by
+CI in a second call, `pytest -m distributed` (.ci/run, the README's test command).
 
-Slow checks (`-m slow`, deselected by default; a few minutes on 2 shared cores): the teacher -> finetune -> distill
-stages on the embedded digits give the same stage ids and, within a tolerance, the same accuracies as one
-process; only rank 0 writes manifests; a rank that dies after an epoch leaves that epoch's checkpoint, and the
-rerun resumes from it to the same result as an uninterrupted run.
-"""
+Quick checks: DDP's averaged gradient equals the single-process gradient of the same global batch; a global
+batch the world size does not divide, and ranks started with different configs, stop every rank with one line
+and exit 2 before anything trains.
+
+Training for real (a few minutes): the teacher -> finetune -> distill stages on the embedded digits give the
+same stage ids and, within a tolerance, the same accuracies as one process; only rank 0 writes manifests; a rank
+that dies after an epoch (killed by _driver.py's EPOCH_END callback) leaves that epoch's checkpoint, and the
+rerun resumes from it to the same result as an uninterrupted run."""
 
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -143,7 +144,10 @@ def validate_options(values: dict) -> CompressOptions:
     try:
         opts = CompressOptions.model_validate(values)
     except ValidationError as exc:
-        raise UsageError(first_error(exc, unknown="unknown option").replace("field '", "option '")) from None
+        message = first_error(exc, unknown="unknown option").replace("field '", "option '")
+        # name the flag too: a YAML file and the command line spell the same option two ways
+        message = re.sub(r"^option '(\w+)'", lambda m: f"option '{m[1]}' (--{m[1].replace('_', '-')})", message)
+        raise UsageError(message) from None
     check_epochs(opts)
     return opts
 

@@ -111,8 +111,8 @@ def test_every_flag_a_message_names_exists():
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["--weighting-tau", "0"], "weighting_tau"),
-    (["--weighting-sign", "2"], "weighting_sign"),
+    (["--weighting-tau", "0"], "option 'weighting_tau' (--weighting-tau): Input should be greater than 0"),
+    (["--weighting-sign", "2"], "option 'weighting_sign' (--weighting-sign)"),
     (["--attention-p", "20"], "--attention-p"),
 ])
 def test_new_flags_reach_the_validation(tmp_path, args, needle):

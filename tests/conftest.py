@@ -26,6 +26,21 @@ def tiny_run(tmp_path_factory) -> Path:
     return run_dir
 
 
+@pytest.fixture(scope="session")
+def tiny_variant(tiny_run, tmp_path_factory) -> Path:
+    """A copy of the tiny run rerun with --temperature 2 (distill and every later stage rerun, the earlier report
+    moved to history/), built once for the tests that need a variant's stages; do not modify it."""
+    import shutil
+
+    from edgekd.cli.compress import run_compress
+    from edgekd.plan import CompressOptions
+
+    run_dir = tmp_path_factory.mktemp("tiny-t2") / "run"
+    shutil.copytree(tiny_run, run_dir)
+    run_compress(CompressOptions(**TINY, temperature=2.0), run_dir, quiet=True)
+    return run_dir
+
+
 def shared_path(*parts: str) -> Path:
     return SHARED.joinpath(*parts)
 

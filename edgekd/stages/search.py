@@ -96,7 +96,7 @@ class _State:
         write_atomic(self.path, json.dumps(self.d, indent=1))
 
 
-def _proxy(cand, rung: int, cfg: Config, teacher, data, work: Path, ctx) -> float:
+def _proxy(cand, rung: int, cfg: Config, teacher, data, work: Path) -> float:
     """Distil `cand.model` on a `proxy_fraction * eta**rung` share of train; val top-1 of the best epoch."""
     from edgekd.losses.training import build_distill_loss, make_step
     from edgekd.train.evaluate import accuracy
@@ -183,7 +183,8 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
                           f"{fastest.name}, takes {lat[fastest.name]:.3f} ms "
                           f"({st.d['latency'][fastest.name].get('size_bytes', 0) / 1e6:.2f} MB); no student was "
                           "trained. Relax the budget or pass --student", exit_code=1)
-    # 2. successive halving on the val split
+    # 2. successive halving on the val split (pruning and timing ran on the CPU; training where the run trains)
+    teacher.to(dist.context().device)
     rung, ran_out, last_top1 = 0, False, {}
     wdir = ctx.work_dir / "state" / "weights"
     while True:
@@ -198,7 +199,7 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
                 break
             else:
                 t1 = time.perf_counter()
-                done = _proxy(c, rung, cfg, teacher, data, ctx.work_dir, ctx)
+                done = _proxy(c, rung, cfg, teacher, data, ctx.work_dir)
                 st.d.setdefault("proxy_s", {})[key] = round(time.perf_counter() - t1, 1)
                 save_edgekd_checkpoint(wfile, c.model.cpu(), c.arch, kwargs,
                                        extra={"pruned_from": c.pruned_from} if c.pruned_from else None)

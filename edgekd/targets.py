@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from edgekd.configio import first_error, read_yaml_mapping
 from edgekd.errors import UsageError
 from edgekd.paths import require_file
+from edgekd.runtimes.identity import DeviceIdentity
 
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
 RuntimeName = Literal["openvino", "onnxruntime", "tensorrt"]
@@ -46,6 +47,11 @@ class DeviceFacts(_Strict):
     peak_fp32_tflops: float | None = None
     memory_bandwidth_gbs: float | None = None
     memory_gb: float | None = None
+    identity: DeviceIdentity | None = None  # what the device is, checkably (edgekd.runtimes.identity)
+    # roofline calibration (edgekd.runtimes.roofline): fractions of peak reached, and fixed cost per heavy layer
+    compute_efficiency: float | None = Field(default=None, gt=0, le=1)
+    memory_efficiency: float | None = Field(default=None, gt=0, le=1)
+    layer_overhead_us: float | None = Field(default=None, ge=0)
 
 
 class RuntimeOptions(_Strict):
@@ -57,6 +63,7 @@ class RuntimeOptions(_Strict):
     graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
     workspace_mb: int = 1024
     dla_core: int | None = None
+    builder_optimization_level: int = Field(default=3, ge=0, le=5)  # TensorRT builder optimisation level
 
 
 class Budgets(_Strict):
@@ -103,10 +110,12 @@ class TargetProfile(_Strict):
 
     @property
     def host_measurable(self) -> bool:
-        """Whether this machine can run the target's runtime on its device (else: host runtime + estimate)."""
+        """Whether this machine is the target's device (its identity matches) and runs the target's runtime on it
+        (else: host runtime + estimate)."""
         from edgekd.runtimes.host import host_can_run
+        from edgekd.runtimes.identity import check_target
 
-        return host_can_run(self.runtime.name, self.runtime.device, self.device.arch)
+        return host_can_run(self.runtime.name, self.runtime.device, self.device.arch) and check_target(self).matches
 
 
 def targets_dirs() -> list[Path]:

@@ -112,7 +112,8 @@ def _top1(session: Any, x: np.ndarray, labels: np.ndarray) -> float:
 
 
 def run_gate(baseline: Path, candidate: Path, target_name: str | None, cfg: GateConfig, role: str | None = None,
-             eval_set: Path | None = None, accuracy_tolerance: float = 0.5) -> tuple[GateResult, dict[str, Any], Any]:
+             eval_set: Path | None = None, accuracy_tolerance: float = 0.5, allow_host_mismatch: bool = False,
+             ) -> tuple[GateResult, dict[str, Any], Any]:
     """Resolve, check, load, measure interleaved, decide. Returns (result, context for the report, samples)."""
     from edgekd.runtimes import get_runtime
     from edgekd.runtimes.memory import measure_memory, model_size_bytes
@@ -125,7 +126,10 @@ def run_gate(baseline: Path, candidate: Path, target_name: str | None, cfg: Gate
             raise UsageError("pass --target (the baseline does not name the target it was made for)")
         target_name = a.run_target
     target = load_target(target_name)
-    plan = _runnable_here(target)
+    from edgekd.runtimes.identity_report import gate_plan, mark_host_mismatch
+
+    plan, mismatch = gate_plan(target, allow_host_mismatch)
+    plan = plan or _runnable_here(target)
     role_a, role_b = pick_role(a, role), pick_role(b, role)
     check_compatible(a, b, role_a, role_b, plan.runtime)
     ca: Candidate = candidate_for(a, role_a, plan.runtime, "baseline ")
@@ -168,6 +172,9 @@ def run_gate(baseline: Path, candidate: Path, target_name: str | None, cfg: Gate
     if prec_a != prec_b:
         notes.append(f"baseline runs {prec_a}, candidate {prec_b}")
     result = overall(decision.stats, checks)
+    if mismatch:
+        result = mark_host_mismatch(result, mismatch)
+        notes.append(mismatch)
     side = lambda res, c, prec, s, top: {  # noqa: E731
         "path": str(res.path), "kind": res.kind, "role": c.role, "file": c.label, "sha256": c.sha256 or None,
         "precision": prec, "top1": top, "runtime_facts": s.describe()}
@@ -179,7 +186,7 @@ def run_gate(baseline: Path, candidate: Path, target_name: str | None, cfg: Gate
         "eval_set": eval_from, "eval_images": None if images is None else int(len(images)),
         "candidate_size_mb": size_mb, "candidate_memory_mb": mem_mb,
         "memory_method": memory["method"],
-        "measure_s": measure_s, "wall_s": time.perf_counter() - t0, "notes": notes,
+        "host_mismatch": mismatch, "measure_s": measure_s, "wall_s": time.perf_counter() - t0, "notes": notes,
     }
     return result, context, samples
 
@@ -260,6 +267,9 @@ def gate(
                                             "to $GITHUB_STEP_SUMMARY when set).")] = None,
     plot: Annotated[Optional[Path], Opt("--plot", help="Write a PNG of both latency distributions.")] = None,
     out: Annotated[Optional[Path], Opt("--out", help="Write gate.json, gate.xml, gate.md, gate.png here.")] = None,
+    allow_host_mismatch: Annotated[bool, Opt("--allow-host-mismatch", help="Judge on this host although it is not "
+                                             "the profile's device (`edgekd targets --check`); every output says "
+                                             "so.")] = False,
 ) -> None:
     """Latency regression gate: re-measure baseline and candidate interleaved on the target and decide.
 
@@ -278,7 +288,8 @@ def gate(
         flag = _FLAGS.get(field, "--" + field.replace("_", "-"))
         raise UsageError(f"{flag}: {err['msg']}") from None
     with stdout_to_stderr(as_json):  # --json: stdout holds the JSON document only
-        result, context, samples = run_gate(baseline, candidate, target, cfg, role, eval_set, accuracy_tolerance)
+        result, context, samples = run_gate(baseline, candidate, target, cfg, role, eval_set, accuracy_tolerance,
+                                             allow_host_mismatch)
         both = lambda explicit, name: [p for p in (explicit, out / name if out else None) if p]  # noqa: E731
         write_outputs(result, context, samples, json_files=both(None, "gate.json"), junit=both(junit, "gate.xml"),
                       markdown=both(markdown, "gate.md"), plot=both(plot, "gate.png"), step_summary=markdown is None)

@@ -130,6 +130,9 @@ def run_gate(baseline: Path, candidate: Path, target_name: str | None, cfg: Gate
 
     plan, mismatch = gate_plan(target, allow_host_mismatch)
     plan = plan or _runnable_here(target)
+    from edgekd.devicebuild.record import use_compiled
+
+    (a, notes_a), (b, notes_b) = use_compiled(a, target, plan), use_compiled(b, target, plan)
     role_a, role_b = pick_role(a, role), pick_role(b, role)
     check_compatible(a, b, role_a, role_b, plan.runtime)
     ca: Candidate = candidate_for(a, role_a, plan.runtime, "baseline ")
@@ -164,7 +167,7 @@ def run_gate(baseline: Path, candidate: Path, target_name: str | None, cfg: Gate
     mem_mb = memory["memory_bytes"] / 1e6
     if bud.peak_memory_mb is not None and mem_mb is not None:
         checks.append(memory_check(mem_mb, bud.peak_memory_mb))
-    notes = []
+    notes = [f"baseline: {n}" for n in notes_a] + [f"candidate: {n}" for n in notes_b]
     if top_a is not None and top_b is not None:
         checks.append(accuracy_check(top_b * 100, top_a * 100, accuracy_tolerance))
     else:

@@ -24,6 +24,13 @@ NAME = "compile"
 READS_DATA = False
 DISTRIBUTED = False
 
+
+def environment(cfg: "Config") -> dict:
+    """Part of the stage id: the runtime versions and this host's identity (edgekd.stage_env)."""
+    from edgekd.devicebuild.environment import versions_for_stage
+
+    return versions_for_stage(str(cfg.target["runtime"]["name"]))
+
 ROLES = {"teacher_fp32": "fp32", "student_fp32": "fp32", "student_int8": "int8"}
 KIND = {"openvino": ArtifactKind.openvino_ir, "onnxruntime": ArtifactKind.onnx, "tensorrt": ArtifactKind.trt_engine}
 
@@ -41,7 +48,7 @@ def _onnx_for(role: str) -> str:
 def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     target = TargetProfile.model_validate(cfg.target)
     export, export_dir = parents["export"], ctx.parent_dirs["export"]
-    here = host_can_run(target.runtime.name, target.runtime.device, target.device.arch)
+    here = target.host_measurable  # the runtime is here and this machine is the device (identity)
     runtime = target.runtime.name
     notes: list[str] = []
     if not here:

@@ -60,6 +60,9 @@ def measure(path: Path, runtime: str, settings: RuntimeSettings, eval_x: np.ndar
     x = np.ascontiguousarray(eval_x[:batch])
     stats = measure_latency(lambda: session.infer(x), warmup_runs=timing.warmup_runs, warmup_s=timing.warmup_s,
                             min_runs=timing.min_runs, min_s=timing.min_s, max_s=timing.max_s)
+    from edgekd.runtimes.native import native_figures
+
+    native = native_figures(session, stats)
     memory = measure_memory(path, runtime, settings, x, expected_sha256=expected_sha256)
     files = [path] + [p for p in (path.with_suffix(".bin"),) if path.suffix == ".xml" and p.is_file()]
     return {
@@ -67,6 +70,7 @@ def measure(path: Path, runtime: str, settings: RuntimeSettings, eval_x: np.ndar
         "logits_sample": logits[:4].round(5).tolist(),
         "latency": stats.to_dict(include_samples=False),
         "latency_samples_ms": [round(s, 5) for s in stats.samples_ms],
+        "runtime_latency": native,
         "cv_warning": high_cv_warning(stats, timing.cv_warning),
         "host_load": host_load(),
         "memory_bytes": memory["memory_bytes"], "memory_method": memory["method"],

@@ -104,14 +104,10 @@ def paired_speedup(a: tuple[Path, RuntimeSettings, str | None], b: tuple[Path, R
 
 
 def estimate(onnx_path: Path, target: TargetProfile, precision: str, batch: int) -> dict[str, Any]:
-    """Roofline estimate for the target's device (labelled estimated)."""
-    from edgekd.runtimes.roofline import estimate_latency
+    """Roofline estimate for the target's device (labelled estimated), with its model and measured error."""
+    from edgekd.runtimes.calibration import estimate_for_target
 
-    d = target.device
-    facts = {"peak_tops_int8": d.peak_int8_tops, "peak_tflops_fp16": d.peak_fp16_tflops,
-             "peak_tflops_fp32": d.peak_fp32_tflops, "mem_bandwidth_gbs": d.memory_bandwidth_gbs}
-    est = estimate_latency(onnx_path, {k: v for k, v in facts.items() if v}, precision=precision, batch=batch)
-    return est.to_dict()
+    return estimate_for_target(onnx_path, target, precision, batch)
 
 
 def host_load() -> dict[str, Any] | None:

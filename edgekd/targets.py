@@ -49,7 +49,8 @@ class DeviceFacts(_Strict):
     memory_gb: float | None = None
     identity: DeviceIdentity | None = None  # what the device is, checkably (edgekd.runtimes.identity)
     # roofline calibration (edgekd.runtimes.roofline): fractions of peak reached, and fixed cost per heavy layer
-    compute_efficiency: float | None = Field(default=None, gt=0, le=1)
+    compute_efficiency: float | None = Field(default=None, gt=0, le=1)  # fp32 / fp16 ops
+    compute_efficiency_int8: float | None = Field(default=None, gt=0, le=1)
     memory_efficiency: float | None = Field(default=None, gt=0, le=1)
     layer_overhead_us: float | None = Field(default=None, ge=0)
 
@@ -92,6 +93,7 @@ class TargetProfile(_Strict):
     budgets: Budgets
     accuracy: AccuracyDefaults = AccuracyDefaults()
     sources: dict[str, str] = Field(default_factory=dict)
+    calibration: dict | None = None  # set from a calibration overlay (edgekd calibrate), never written by hand
 
     @model_validator(mode="after")
     def _check(self) -> "TargetProfile":
@@ -137,8 +139,10 @@ def available_targets() -> dict[str, Path]:
 
 def load_target_file(path: Path) -> TargetProfile:
     data = read_yaml_mapping(path, "target file")
+    from edgekd.runtimes.calibration import apply_overlay
+
     try:
-        return TargetProfile.model_validate(data)
+        return apply_overlay(TargetProfile.model_validate(data), path)
     except ValidationError as exc:
         raise UsageError(
             f"target file {path}: {first_error(exc)} (see targets/README.md for the fields)"

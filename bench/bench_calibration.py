@@ -102,9 +102,9 @@ def main() -> None:
              f"- machine: {start_machine}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; wall "
              f"{time.perf_counter() - t0:.0f} s" + (f" (calibrate {cal_s:.0f} s)" if cal_s else ""),
              f"- calibration ({cal['file']}): {cal['models']} models x 2 precisions, {cal.get('rounds')} interleaved "
-             f"rounds; fitted " + ", ".join(f"{k} {getattr(calibrated.device, k):.4g}" for k in
+             f"rounds; fitted " + ", ".join(f"{k} {getattr(calibrated.device, k) or 0:.4g}" for k in
                                              ("compute_efficiency", "compute_efficiency_int8", "memory_efficiency",
-                                              "layer_overhead_us")) +
+                                              "layer_overhead_us", "call_overhead_us")) +
              f"; leave-one-model-out error on the calibration set: mean {cal['mean_abs_error_pct']}%, max "
              f"{cal['max_abs_error_pct']}% (prior fields on the same set: mean {cal.get('prior_mean_abs_error_pct')}%)",
              "- measured: the compiled artifact of each run (OpenVINO CPU, intel-cpu settings: 2 threads, 1 stream, "

@@ -53,6 +53,7 @@ class DeviceFacts(_Strict):
     compute_efficiency_int8: float | None = Field(default=None, gt=0, le=1)
     memory_efficiency: float | None = Field(default=None, gt=0, le=1)
     layer_overhead_us: float | None = Field(default=None, ge=0)
+    call_overhead_us: float | None = Field(default=None, ge=0)  # per inference (dispatch, synchronisation)
 
 
 class RuntimeOptions(_Strict):

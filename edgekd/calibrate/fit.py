@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-PARAMS = ("compute_efficiency", "compute_efficiency_int8", "memory_efficiency", "layer_overhead_us")
+PARAMS = ("compute_efficiency", "compute_efficiency_int8", "memory_efficiency", "layer_overhead_us", "call_overhead_us")
+_OVERHEADS = ("layer_overhead_us", "call_overhead_us")
 
 
 @dataclass(frozen=True)
@@ -26,18 +27,19 @@ class Point:
 
 def predict(p: Point, theta: dict[str, float]) -> float:
     compute = p.compute_float_ms / theta["compute_efficiency"] + p.compute_int8_ms / theta["compute_efficiency_int8"]
-    return max(compute, p.memory_ms / theta["memory_efficiency"]) + p.layers * theta["layer_overhead_us"] / 1000
+    return (max(compute, p.memory_ms / theta["memory_efficiency"]) + p.layers * theta["layer_overhead_us"] / 1000
+            + theta.get("call_overhead_us", 0.0) / 1000)
 
 
 def fit(points: list[Point], start: dict[str, float]) -> dict[str, float]:
     """Least squares on log(predicted / measured) (relative error, so small and large models weigh alike);
-    efficiencies in (1e-4, 1], overhead in [0, 5000] us. A parameter no point informs keeps its start value."""
+    efficiencies in (1e-4, 1], overheads in [0, 5000] us. A parameter no point informs keeps its start value."""
     from scipy.optimize import least_squares
 
     free = [k for k in PARAMS if _informed(k, points)]
-    lo = np.array([0.0 if k == "layer_overhead_us" else 1e-4 for k in free])
-    hi = np.array([5000.0 if k == "layer_overhead_us" else 1.0 for k in free])
-    x0 = np.clip(np.array([start[k] for k in free], dtype=float), lo + 1e-9, hi)
+    lo = np.array([0.0 if k in _OVERHEADS else 1e-4 for k in free])
+    hi = np.array([5000.0 if k in _OVERHEADS else 1.0 for k in free])
+    x0 = np.clip(np.array([start.get(k, 0.0) for k in free], dtype=float), lo + 1e-9, hi)
     meas = np.array([p.measured_ms for p in points])
 
     def residuals(x: np.ndarray) -> np.ndarray:
@@ -47,9 +49,15 @@ def fit(points: list[Point], start: dict[str, float]) -> dict[str, float]:
     if not free:
         return dict(start)
     best = None
-    for scale in (1.0, 0.3, 3.0):  # max() makes the surface piecewise: a few starts avoid a poor corner
-        x = np.clip(x0 * np.where([k == "layer_overhead_us" for k in free], 1.0, scale), lo + 1e-9, hi)
-        res = least_squares(residuals, x, bounds=(lo, hi), x_scale="jac")
+    # max() makes the surface piecewise flat (a compute term hidden under the memory term has no gradient): start
+    # from the prior and from a small grid of efficiencies, keep the best
+    grids = [x0] + [np.array([start.get(k, 0.0) if k in _OVERHEADS else g for k in free])
+                    for g in (0.02, 0.1, 0.5)] + [np.array([start.get(k, 0.0) if k in _OVERHEADS else
+                                                            (0.5 if "memory" in k else 0.05) for k in free])]
+    for x in grids:
+        x = np.clip(x, lo + 1e-9, hi)
+        res = least_squares(residuals, x, bounds=(lo, hi), x_scale="jac", ftol=1e-12, xtol=1e-12, gtol=1e-12,
+                            max_nfev=2000)
         if best is None or res.cost < best.cost:
             best = res
     return {**start, **{k: float(v) for k, v in zip(free, best.x)}}

@@ -128,7 +128,8 @@ def start_values(target: Any) -> dict[str, float]:
     ce = d.compute_efficiency or DEFAULTS["compute_efficiency"]
     return {"compute_efficiency": ce, "compute_efficiency_int8": d.compute_efficiency_int8 or ce,
             "memory_efficiency": d.memory_efficiency or DEFAULTS["memory_efficiency"],
-            "layer_overhead_us": d.layer_overhead_us if d.layer_overhead_us is not None else DEFAULTS["layer_overhead_us"]}
+            "layer_overhead_us": d.layer_overhead_us if d.layer_overhead_us is not None else DEFAULTS["layer_overhead_us"],
+            "call_overhead_us": d.call_overhead_us or DEFAULTS["call_overhead_us"]}
 
 
 def calibrate(target_name: str, out: Path | None = None, seconds: float = 1.0, only: tuple[str, ...] = (),

@@ -1,10 +1,11 @@
 """Calibrated roofline estimates: the profile's efficiency fields, overlays fitted by `edgekd calibrate`, and the
 statement every estimate carries (its model, where its numbers came from, its measured error).
 
-Model (edgekd.runtimes.roofline): latency = max(C_float / e_c + C_int8 / e_c8, M / e_m) + L * o, with C the
+Model (edgekd.runtimes.roofline): latency = max(C_float / e_c + C_int8 / e_c8, M / e_m) + L * o + c, with C the
 compute time of the heavy ops at the device's peak, M their bytes over its peak bandwidth, L the number of heavy
 layers; e_c, e_c8, e_m are the fractions of peak reached (compute_efficiency, compute_efficiency_int8,
-memory_efficiency) and o the fixed cost per layer (layer_overhead_us). A profile states them with sources;
+memory_efficiency), o the fixed cost per layer (layer_overhead_us) and c the fixed cost per inference call
+(call_overhead_us: request dispatch and synchronisation, which dominates models of a few microseconds). A profile states them with sources;
 `edgekd calibrate --target T` measures a fixed set of models on the device, fits them (scipy.optimize.least_squares
 on log(estimate / measured)), and writes `calibration/T.yaml` beside the profile. `load_target` applies that
 overlay. Its error is measured leave-one-model-out: each model is predicted by a fit that never saw it.
@@ -21,8 +22,8 @@ import yaml
 
 from edgekd.errors import UsageError
 
-DEFAULTS = {"compute_efficiency": 0.3, "memory_efficiency": 0.6, "layer_overhead_us": 5.0}
-FIELDS = ("compute_efficiency", "compute_efficiency_int8", "memory_efficiency", "layer_overhead_us")
+DEFAULTS = {"compute_efficiency": 0.3, "memory_efficiency": 0.6, "layer_overhead_us": 5.0, "call_overhead_us": 0.0}
+FIELDS = ("compute_efficiency", "compute_efficiency_int8", "memory_efficiency", "layer_overhead_us", "call_overhead_us")
 
 
 def overlay_path(profile_path: Path, name: str) -> Path:
@@ -75,10 +76,13 @@ def estimate_for_target(onnx_path: Path, target: Any, precision: str, batch: int
     est = estimate_latency(onnx_path, {k: v for k, v in facts.items() if v}, precision=precision, batch=batch,
                            layer_overhead_ms=overhead_us / 1000)
     out = est.to_dict()
+    call_us = d.call_overhead_us or 0.0
+    out["overhead_ms"] += call_us / 1000
+    out["latency_ms"] += call_us / 1000
     cal = target.calibration
     out["model"] = ("roofline: max(compute, memory) + layers x per-layer overhead (edgekd.runtimes.roofline), "
                     f"efficiencies {', '.join(f'{k} {facts[k]:g}' for k in facts if 'efficiency' in k)}, "
-                    f"overhead {overhead_us:g} us/layer")
+                    f"overhead {overhead_us:g} us/layer + {call_us:g} us/call")
     if cal:
         out["numbers_from"] = f"calibrated by edgekd calibrate ({cal['file']}, {cal.get('fitted_at')}, on {cal.get('host')})"
         out["measured_error"] = {k: cal.get(k) for k in ("method", "models", "mean_abs_error_pct", "max_abs_error_pct")}

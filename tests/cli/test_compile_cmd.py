@@ -158,3 +158,14 @@ def test_engine_that_is_not_a_plan_is_never_deserialised(run, monkeypatch) -> No
     (folder / "student_int8" / "model.plan").write_bytes(b"\x7fELF something else")
     with pytest.raises(UsageError, match="model.plan changed after it was built"):
         use_compiled(res, target, plan)
+
+
+def test_compile_imports_no_torch(run, ov_target) -> None:
+    """A device has the base package and its runtime only: compile must not need torch."""
+    import subprocess
+
+    code = ("import sys\nfrom typer.testing import CliRunner\nfrom edgekd.cli.app import _register, app\n_register()\n"
+            f"r = CliRunner().invoke(app, ['compile', {str(run)!r}, '--target', {ov_target!r}, '--json'])\n"
+            "print(r.exit_code, sorted(m for m in ('torch', 'torchvision', 'nncf') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "0 []"

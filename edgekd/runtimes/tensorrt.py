@@ -362,7 +362,8 @@ class TensorRTSession(Session):
         return {"runtime": "tensorrt", "version": self._trt.__version__, "artifact": str(self.path),
                 "device": "DLA" if self.settings.dla_core is not None else "GPU", "dla_core": self.settings.dla_core,
                 "precision": plan.get("precision", self.settings.precision), "build_plan": plan,
-                "environment": self.record.get("environment"), "layers": self._engine.num_layers, "threads": None,
+                "environment": self.record.get("environment"), "layers": getattr(self._engine, "num_layers", None),
+                "threads": None,
                 "inference": "execute_async_v3 on one CUDA stream, synchronised per call; pageable host buffers"}
 
     def __del__(self) -> None:  # pragma: no cover - needs a GPU

@@ -6,7 +6,7 @@ With --calibrate, first runs `edgekd calibrate --target intel-cpu` (writes targe
 Then, for the teacher FP32, student FP32 and student INT8 of each run: the compiled artifact's p50 on this CPU
 (OpenVINO, intel-cpu settings, measured round-robin `--rounds` times, median), and the roofline estimate from
 the exported ONNX (i) with the profile's prior fields, (ii) with the calibrated overlay, and (iii) with a fit that
-left out the calibration model of the same architecture (so no estimate is judged on a fit that saw its model).
+left out every calibration model of the same architecture (so no estimate is judged on a fit that saw its model).
 """
 
 from __future__ import annotations
@@ -24,9 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_runtime_overhead import machine, publish  # noqa: E402
 
 NAME = "bench_calibration"
-SAME_ARCH = {"cifar_resnet20": "resnet20_cifar", "cifar_resnet32": "resnet32_cifar",
-             "cifar_resnet56": "resnet56_cifar", "small_cnn": "small_cnn_16", "mobilenet_v3_small": "mobilenet_v3_small_64",
-             "resnet18": "resnet18_64"}
 EXPORT_NAME = {"teacher_fp32": "teacher_fp32", "student_fp32": "student_fp32", "student_int8": "student_int8_qdq"}
 
 
@@ -62,14 +59,17 @@ def main() -> None:
     t0 = time.perf_counter()
     start_machine = machine()
     from edgekd.calibrate.fit import Point, fit, predict
-    from edgekd.calibrate.measure import calibrate, measure_points, roofline_terms, start_values
+    from edgekd.calibrate.measure import CALIBRATION_SET, calibrate, measure_points, roofline_terms, start_values
     from edgekd.runtimes.calibration import estimate_for_target
     from edgekd.targets import load_target
 
-    cal_s = None
-    if args.calibrate:
+    arts = [a for run in args.runs for a in artifacts(run)]
+    items = [(f"{a['run']}/{a['role']}", a["precision"], a["file"], a["shape"]) for a in arts]
+    cal_s, measured = None, None
+    if args.calibrate:  # the pipeline's artifacts are measured in the same rounds as the calibration set
         t = time.perf_counter()
-        calibrate("intel-cpu", seconds=args.seconds, rounds=args.rounds, progress=print)
+        rep = calibrate("intel-cpu", seconds=args.seconds, rounds=args.rounds, progress=print, extra=items)
+        measured = {tuple(k.split("|")): v for k, v in rep["extra_measured"].items()}
         cal_s = time.perf_counter() - t
     calibrated = load_target("intel-cpu")
     if not calibrated.calibration:
@@ -81,16 +81,16 @@ def main() -> None:
     points = [Point(**{k: p[k] for k in Point.__dataclass_fields__}) for p in calibrated.calibration["points"]]
     start = start_values(prior)
 
-    arts = [a for run in args.runs for a in artifacts(run)]
-    measured = measure_points([(f"{a['run']}/{a['role']}", a["precision"], a["file"], a["shape"]) for a in arts],
-                              calibrated, args.seconds, args.rounds, print)
+    if measured is None:
+        measured = measure_points(items, calibrated, args.seconds, args.rounds, print)
+    arch_of = {name: arch for name, arch, *_ in CALIBRATION_SET}
     rows = []
     for a in arts:
         meas = measured[(f"{a['run']}/{a['role']}", a["precision"])]
         before = estimate_for_target(a["onnx"], prior, a["precision"], 1)["latency_ms"]
         after = estimate_for_target(a["onnx"], calibrated, a["precision"], 1)["latency_ms"]
-        left_out = SAME_ARCH.get(a["arch"])
-        theta = fit([p for p in points if p.model != left_out], start)
+        left_out = sorted(n for n, arch in arch_of.items() if arch == a["arch"])  # every size of that architecture
+        theta = fit([p for p in points if p.model not in left_out], start)
         cf, c8, mem, layers = roofline_terms(a["onnx"], calibrated, a["precision"])
         loo = predict(Point("x", a["precision"], meas, cf, c8, mem, layers), theta)
         rows.append((a, meas, before, after, loo, left_out))
@@ -115,7 +115,7 @@ def main() -> None:
     for a, meas, before, after, loo, left_out in rows:
         err = lambda e: f"{e:.4f} ms ({(e / meas - 1) * 100:+.0f}%)"  # noqa: E731
         lines.append(f"| {a['run']} | {a['role']} ({a['arch']}) | {meas:.4f} ms | {err(before)} | {err(after)} | "
-                     f"{err(loo)} (without {left_out}) |")
+                     f"{err(loo)} (without {', '.join(left_out)}) |")
     worst = max(abs(loo / meas - 1) for _, meas, _, _, loo, _ in rows) * 100
     worst_prior = max(abs(b / meas - 1) for _, meas, b, _, _, _ in rows) * 100
     lines += ["", f"Worst error, prior fields: {worst_prior:.0f}%; calibrated with the same architecture left out: "

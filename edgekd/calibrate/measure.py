@@ -2,7 +2,8 @@
 overhead fields, and write the profile overlay (edgekd.runtimes.calibration applies it).
 
 The set is built here, untrained (latency does not depend on the weights' values), so nothing is downloaded:
-CIFAR ResNet-20/32/56 at 32x32, small_cnn at 16x16 (1 channel), MobileNetV3-Small and ResNet-18 at 64x64; each in
+CIFAR ResNet-20/32/56 at 32x32 and ResNet-20 at 16x16, small_cnn at 16x16 (1 channel) and 32x32, MobileNetV3-Small
+and ResNet-18 at 64x64 (inputs from 16 to 64 pixels, 4 to 56 heavy layers); each in
 FP32 and INT8 (ONNX Runtime's static QDQ quantization, per-channel, 8 seeded random calibration inputs). Building
 needs torch (the `train` extra); measuring needs the target's runtime; the device must be the profile's
 (identity), or the fit would describe another machine.
@@ -25,9 +26,11 @@ from edgekd.errors import UsageError, require
 # (name, architecture, channels, input side, classes)
 CALIBRATION_SET = (
     ("resnet20_cifar", "cifar_resnet20", 3, 32, 10),
+    ("resnet20_16", "cifar_resnet20", 3, 16, 10),
     ("resnet32_cifar", "cifar_resnet32", 3, 32, 10),
     ("resnet56_cifar", "cifar_resnet56", 3, 32, 10),
     ("small_cnn_16", "small_cnn", 1, 16, 10),
+    ("small_cnn_32", "small_cnn", 3, 32, 10),
     ("mobilenet_v3_small_64", "mobilenet_v3_small", 3, 64, 10),
     ("resnet18_64", "resnet18", 3, 64, 10),
 )
@@ -133,8 +136,11 @@ def start_values(target: Any) -> dict[str, float]:
 
 
 def calibrate(target_name: str, out: Path | None = None, seconds: float = 1.0, only: tuple[str, ...] = (),
-              progress: Any = None, rounds: int = 3) -> dict[str, Any]:
-    """Measure the set on this machine (which must be the target's device), fit, write the overlay; the report."""
+              progress: Any = None, rounds: int = 3, extra: list[tuple[str, str, Path, tuple[int, ...]]] = (),
+              ) -> dict[str, Any]:
+    """Measure the set on this machine (which must be the target's device), fit, write the overlay; the report.
+    `extra` items (name, precision, file, input shape) are measured in the same rounds but not fitted: their p50s
+    come back in report['extra_measured'] (bench/bench_calibration.py judges estimates with them)."""
     from edgekd.devicebuild.environment import runtime_version
     from edgekd.manifest import now_iso
     from edgekd.runtimes.calibration import overlay_path
@@ -155,7 +161,7 @@ def calibrate(target_name: str, out: Path | None = None, seconds: float = 1.0, o
         models = build_set(Path(tmp), only)
         items = [(m["name"], prec, path, m["shape"]) for m in models
                  for prec, path in ((float_precision(target), m["fp32"]), ("int8", m["int8"]))]
-        measured = measure_points(items, target, seconds, rounds, progress)
+        measured = measure_points(items + list(extra), target, seconds, rounds, progress)
         for name, precision, path, _ in items:
             cf, c8, mem, layers = roofline_terms(path, target, precision)
             points.append(Point(name, precision, measured[(name, precision)], cf, c8, mem, layers))
@@ -183,4 +189,5 @@ def calibrate(target_name: str, out: Path | None = None, seconds: float = 1.0, o
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("# written by edgekd calibrate; applied on top of the profile by edgekd.runtimes.calibration\n"
                     + yaml.safe_dump(overlay, sort_keys=False, width=120), encoding="utf-8")
-    return {"overlay": str(path), "fitted": theta, "prior": start, **summary_block}
+    return {"overlay": str(path), "fitted": theta, "prior": start, **summary_block,
+            "extra_measured": {f"{n}|{prec}": measured[(n, prec)] for n, prec, _, _ in extra}}

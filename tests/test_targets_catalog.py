@@ -31,8 +31,10 @@ def test_every_number_has_a_source(name: str) -> None:
     assert prof.budgets.model_class.strip() and prof.budgets.latency_ms is not None
     if prof.device.identity is not None:  # what the identity checks, and why that is this device
         assert prof.sources.get("identity", "").strip(), f"{name}: no sources entry for its identity"
+    from edgekd.runtimes.calibration import FIELDS  # a calibration overlay brings its own sourced fields
+
     assert set(prof.sources) <= set(numbers) | {"peak_int8_tops", "peak_fp16_tflops", "peak_fp32_tflops",
-                                                "identity"}, \
+                                                "identity", *FIELDS}, \
         f"{name}: a source for a number the profile does not hold"
 
 

@@ -173,7 +173,9 @@ class OpenVINOSession(Session):
         The input array is bound to the request once (an ov.Tensor sharing its memory) and re-bound only when
         another array comes: binding a new tensor per call (`infer({0: x})`) cost 35-100 us per call on a
         0.25 ms model and slowed the plugin's own inference too (edgekd bench measured 1.15-1.20x
-        benchmark_app's median). A caller that writes new values into the same array gets them inferred."""
+        benchmark_app's median). A caller that writes new values into the same array gets them inferred.
+        What the Python caller still adds over the runtime's own timing is reported beside it (native_latency_ms,
+        edgekd.runtimes.native)."""
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         key = tuple(batch.shape)
         entry = self._compiled.get(key) or self._compiled.get(())
@@ -185,8 +187,8 @@ class OpenVINOSession(Session):
             tensor = self._ov.Tensor(batch, shared_memory=True)
             request.set_input_tensor(tensor)
             self._bound = {key: (batch, tensor)}  # one array kept alive per session, not one per batch seen
-        request.infer(share_outputs=True)
-        self._native.append(request.latency)
+        request.infer(share_outputs=True)  # the synchronous API, as benchmark_app -api sync (start_async + wait
+        self._native.append(request.latency)  # runs on the stream's threads instead: another code path)
         return request.get_output_tensor(0).data.copy()
 
     def native_latency_ms(self, last: int) -> list[float]:

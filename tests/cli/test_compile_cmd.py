@@ -61,6 +61,8 @@ def test_openvino_build_reuse_and_bench_uses_it(run, ov_target, monkeypatch) -> 
     data = json.loads(bench.output)
     assert data["row"]["file"].startswith("compiled/loose-ov/student_int8/")
     assert any("edgekd compile` built on this machine" in n for n in data["notes"])
+    own = data["row"]["runtime_latency"]  # the runtime's own timing of the same calls, and what Python adds
+    assert 0 < own["median_ms"] <= data["row"]["latency"]["median_ms"] + 1e-9 and "InferRequest.latency" in own["source"]
 
     # another OpenVINO release: bench refuses the stale build and names the command; compile rebuilds it
     import edgekd.devicebuild.environment as env

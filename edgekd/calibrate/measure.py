@@ -2,8 +2,9 @@
 overhead fields, and write the profile overlay (edgekd.runtimes.calibration applies it).
 
 The set is built here, untrained (latency does not depend on the weights' values), so nothing is downloaded:
-CIFAR ResNet-20/32/56 at 32x32 and ResNet-20 at 16x16, small_cnn at 16x16 (1 channel) and 32x32, MobileNetV3-Small
-and ResNet-18 at 64x64 (inputs from 16 to 64 pixels, 4 to 56 heavy layers); each in
+CIFAR ResNet-20/32/56 at 32x32, ResNet-20 at 16x16 and ResNet-32 at 8x8 (1 channel), small_cnn at 8x8 and 16x16
+(1 channel) and 32x32, MobileNetV3-Small and ResNet-18 at 64x64 (inputs from 8 to 64 pixels, 4 to 56 heavy
+layers); each in
 FP32 and INT8 (ONNX Runtime's static QDQ quantization, per-channel, 8 seeded random calibration inputs). Building
 needs torch (the `train` extra); measuring needs the target's runtime; the device must be the profile's
 (identity), or the fit would describe another machine.
@@ -29,8 +30,10 @@ CALIBRATION_SET = (
     ("resnet20_16", "cifar_resnet20", 3, 16, 10),
     ("resnet32_cifar", "cifar_resnet32", 3, 32, 10),
     ("resnet56_cifar", "cifar_resnet56", 3, 32, 10),
+    ("resnet32_8", "cifar_resnet32", 1, 8, 10),
     ("small_cnn_16", "small_cnn", 1, 16, 10),
     ("small_cnn_32", "small_cnn", 3, 32, 10),
+    ("small_cnn_8", "small_cnn", 1, 8, 10),
     ("mobilenet_v3_small_64", "mobilenet_v3_small", 3, 64, 10),
     ("resnet18_64", "resnet18", 3, 64, 10),
 )

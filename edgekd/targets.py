@@ -140,12 +140,14 @@ def available_targets() -> dict[str, Path]:
     return found
 
 
-def load_target_file(path: Path) -> TargetProfile:
+def load_target_file(path: Path, overlay: bool = True) -> TargetProfile:
+    """The profile in `path`, with its calibration overlay applied unless `overlay` is False."""
     data = read_yaml_mapping(path, "target file")
     from edgekd.runtimes.calibration import apply_overlay
 
     try:
-        return apply_overlay(TargetProfile.model_validate(data), path)
+        profile = TargetProfile.model_validate(data)
+        return apply_overlay(profile, path) if overlay else profile
     except ValidationError as exc:
         raise UsageError(
             f"target file {path}: {first_error(exc)} (see targets/README.md for the fields)"

@@ -148,7 +148,7 @@ def calibrate(target_name: str, out: Path | None = None, seconds: float = 1.0, o
     from edgekd.manifest import now_iso
     from edgekd.runtimes.calibration import overlay_path
     from edgekd.runtimes.identity import check_target, host_facts
-    from edgekd.targets import available_targets, load_target
+    from edgekd.targets import available_targets, load_target, load_target_file
 
     target = load_target(target_name)
     ident = check_target(target)
@@ -158,7 +158,8 @@ def calibrate(target_name: str, out: Path | None = None, seconds: float = 1.0, o
     if not target.host_measurable:
         raise UsageError(f"{target.runtime.name} cannot run on {target.runtime.device} here: install it "
                          f"(pip install 'edgekd[{'gpu' if target.runtime.name == 'tensorrt' else 'cpu'}]')")
-    start = start_values(target)
+    profile_file = available_targets().get(target.name, Path(target_name))
+    start = start_values(load_target_file(profile_file, overlay=False))  # the profile's own fields, not an older fit
     points: list[Point] = []
     with tempfile.TemporaryDirectory(prefix="edgekd-calibrate-") as tmp:
         models = build_set(Path(tmp), only)
@@ -188,7 +189,7 @@ def calibrate(target_name: str, out: Path | None = None, seconds: float = 1.0, o
               f"max {stats['max_abs_error_pct']}%")
     overlay = {"target": target.name, "device": {k: round(theta[k], 6) for k in PARAMS},
                "sources": {k: source for k in PARAMS}, "calibration": summary_block}
-    path = out or overlay_path(available_targets().get(target.name, Path(target_name)), target.name)
+    path = out or overlay_path(profile_file, target.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("# written by edgekd calibrate; applied on top of the profile by edgekd.runtimes.calibration\n"
                     + yaml.safe_dump(overlay, sort_keys=False, width=120), encoding="utf-8")

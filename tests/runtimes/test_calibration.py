@@ -64,6 +64,9 @@ def test_overlay_is_applied_and_estimates_state_model_and_error(tmp_path, monkey
     monkeypatch.setenv("EDGEKD_CALIBRATION_DIR", str(tmp_path))
     cal = load_target("intel-cpu")
     assert cal.device.compute_efficiency == TRUE["compute_efficiency"] and cal.sources["layer_overhead_us"] == "fitted (test)"
+    from edgekd.targets import load_target_file  # calibrate starts from the profile's own fields, not an older fit
+
+    assert load_target_file(available_targets()["intel-cpu"], overlay=False).device.compute_efficiency == 0.3
     est2 = estimate_for_target(conv_onnx, cal, "fp32", 1)
     assert est2["measured_error"] == {"method": "leave-one-model-out", "models": 5, "mean_abs_error_pct": 7.5,
                                       "max_abs_error_pct": 21.0}

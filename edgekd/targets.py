@@ -90,7 +90,6 @@ class TargetProfile(_Strict):
     runtime: RuntimeOptions
     precision: Precision
     precisions_allowed: list[Precision]
-    fallback_precision: Precision | None = None
     input_size: tuple[int, int] | None = None  # None: the dataset decides
     batch_size: int = Field(default=1, ge=1)
     budgets: Budgets
@@ -140,9 +139,21 @@ def available_targets() -> dict[str, Path]:
     return found
 
 
+# Fields that older profiles carry and that never had an effect: accepted with a warning, so a profile that
+# loaded before still loads and gives the same results (rejecting it would break it for no gain).
+REMOVED_FIELDS = {
+    "fallback_precision": "the float-layer fallback keeps layers out of INT8 and the runtime runs them in the "
+                          "precision it gives non-INT8 layers (TensorRT: fp16 with INT8; OpenVINO: the precision "
+                          "hint); it was never read",
+}
+
+
 def load_target_file(path: Path, overlay: bool = True) -> TargetProfile:
     """The profile in `path`, with its calibration overlay applied unless `overlay` is False."""
     data = read_yaml_mapping(path, "target file")
+    for key in REMOVED_FIELDS.keys() & data.keys():
+        del data[key]
+        sys.stderr.write(f"warning: target file {path}: '{key}' is ignored ({REMOVED_FIELDS[key]}); delete it\n")
     from edgekd.runtimes.calibration import apply_overlay
 
     try:

@@ -26,7 +26,10 @@ def test_copied_run_with_another_openvino_reruns_compile_and_bench_only(tiny_run
     run_compress(CompressOptions(**TINY), run_dir, quiet=True)
     assert _reused(run_dir) == {"teacher": True, "finetune": True, "distill": True, "qad": True, "export": True,
                                 "compile": False, "bench": False}
-    comp = json.loads(next(run_dir.glob("compile-*/manifest.json")).read_text())
+    stages = {s["stage"]: s["dir"] for s in json.loads((run_dir / "report.json").read_text())["stages"]}
+    old_compile = {p.parent.name for p in tiny_run.glob("compile-*/manifest.json")}
+    assert stages["compile"] not in old_compile  # a new stage id, beside the old folder
+    comp = json.loads((run_dir / stages["compile"] / "manifest.json").read_text())
     assert comp["made_on"]["runtimes"]["openvino"] == "2099.1.0"
 
 

@@ -178,7 +178,8 @@ def write_tensorrt(run: RunView, models: Path) -> list[Planned]:
 # ------------------------------------------------------------------ optional formats (need the PyTorch model)
 _OP_PATTERNS = (r"(aten[.:]{1,2}[A-Za-z_0-9]+(?:\.[A-Za-z_0-9]+)?)", r"[Uu]nsupported (?:op|operator|operation)[^:]*: *'?([\w.:]+)",
                 r"op(?:erator)? '?([\w.:]+)'? (?:is )?not supported", r"[Cc]onverter for '?([\w.:]+)'? not",
-                r"implementation for (\w+\(\d+\))")  # ONNX Runtime: "Could not find an implementation for X(17)"
+                r"implementation for (\w+\(\d+\))",  # ONNX Runtime: "Could not find an implementation for X(17)"
+                r"Unsupported fx node (\w+)")  # coremltools
 
 
 def unsupported_operator(exc: BaseException) -> str | None:

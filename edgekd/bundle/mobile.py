@@ -16,6 +16,7 @@ A model a converter cannot hold fails that artifact alone (Planned.error), never
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
@@ -116,7 +117,8 @@ def lower_pte(model: Any, example: Any, dst: Path) -> dict[str, Any]:
         target = getattr(node.target, "__name__", None) or str(node.target)
         if "call_delegate" in target or target == "getitem":
             continue
-        outside[str(node.target).split(":")[0].replace("<EdgeOpOverload", "").strip(" <>")] += 1
+        edge_op = re.match(r"<EdgeOpOverload: ([\w.]+)>", str(node.target))
+        outside[edge_op.group(1) if edge_op else target] += 1
     dst.parent.mkdir(parents=True, exist_ok=True)
     dst.write_bytes(edge.to_executorch().buffer)
     return {"backend": "XNNPACK", "static_shape": list(example.shape), "outside_delegate": dict(outside)}

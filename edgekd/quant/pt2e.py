@@ -76,15 +76,26 @@ def make_quantizer(name: str, qat: bool) -> Any:
     return PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=qat))
 
 
-_OP = re.compile(r"(aten[.:]{1,2}\w+(?:\.\w+)?|torch\.ops\.[\w.]+|torch\.\w+(?:\.\w+)*)")
+_UNSUPPORTED = re.compile(r"(?:[Uu]nsupported|not supported|no (?:lowering|decomposition|kernel)|[Cc]annot (?:trace|export))"
+                          r"[^\n]*?((?:torch\.ops\.)?aten[.:]{1,2}\w+(?:\.\w+)?|torch\.\w+(?:\.\w+)*|'\w+')")
+_CODE = re.compile(r"File: ([^\s]+) in \w+, code: (.+)")
 
 
 def capture_error_text(exc: BaseException) -> str:
-    """One line naming what torch.export could not capture (the aten op / torch function when named)."""
+    """One line naming what torch.export could not capture: the operator when the error names one, and the
+    student's source line where torch.export points at it (data-dependent control flow has no operator)."""
     text = str(exc)
-    op = _OP.search(text)
-    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(exc).__name__)[:180]
-    return f"operator {op.group(1)} ({first})" if op else first
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(exc).__name__)[:160]
+    parts = []
+    op = _UNSUPPORTED.search(text)
+    if op and not op.group(1).startswith("torch.export"):
+        parts.append(f"operator {op.group(1).strip(chr(39))}")
+    parts.append(first)
+    code = _CODE.findall(text)
+    if code:
+        where, line = code[-1]
+        parts.append(f"at `{line.strip()[:80]}` ({Path(where).name})")
+    return ": ".join(parts[:1]) + (" (" + "; ".join(parts[1:]) + ")" if len(parts) > 1 else "")
 
 
 def capture(model: Any, example: Any, dynamic_batch: bool = True) -> Any:

@@ -53,6 +53,13 @@ class ExecuTorchRuntime(_NoCompile, Runtime):
         import torch
         from executorch.runtime import Runtime as ETRuntime
 
+        threads = "XNNPACK threadpool default (one per core)"
+        if settings.threads:
+            from executorch.extension.pybindings.portable_lib import (
+                _threadpool_get_thread_count, _unsafe_reset_threadpool)
+
+            _unsafe_reset_threadpool(settings.threads)  # process-wide, as on a phone app
+            threads = _threadpool_get_thread_count()
         t0 = time.perf_counter()
         try:
             method = ETRuntime.get().load_program(str(artifact_path)).load_method("forward")
@@ -60,7 +67,7 @@ class ExecuTorchRuntime(_NoCompile, Runtime):
             raise UsageError(f"{artifact_path}: not a loadable ExecuTorch program ({str(exc)[:160]})") from None
         facts = {"runtime": "executorch", "version": getattr(executorch, "__version__", "?"),
                  "delegate": "XNNPACK (as lowered)", "load_s": round(time.perf_counter() - t0, 4),
-                 "threads": "XNNPACK threadpool default (not settable from executorch.runtime)"}
+                 "threads": threads}
         return _OneByOne(artifact_path, settings, lambda x: method.execute([torch.from_numpy(x)])[0].numpy(), facts)
 
 

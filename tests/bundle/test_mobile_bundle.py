@@ -82,6 +82,9 @@ def test_android_run_takes_the_pt2e_route_with_qad(android_run):
     assert route["int8_top1"] == max(route["ptq_top1"], route["qad_top1"])  # the val split decides
     assert m["metrics"]["calibration_images"] == TINY["calib_size"]
     assert [a["name"] for a in m["artifacts"]] == ["pt2e-xnnpack"]
+    report = json.loads((android_run / "report.json").read_text())
+    assert report["quantization_pt2e"]["pt2e-xnnpack"]["kept"] == route["kept"]
+    assert "qad pt2e-xnnpack" in (android_run / "report.md").read_text()
 
 
 @needs_mobile

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import tarfile
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ COMPARE_IMAGES = 512
 
 
 def write_bundle(run_dir: Path, out_dir: Path, formats: list[str] | None = None, *, force: bool = False,
-                 report: dict[str, Any] | None = None) -> Path:
+                 report: dict[str, Any] | None = None, tflite_io: str = "int8") -> Path:
     """Write the bundle folder `out_dir` (and `<out_dir>.tar.gz`) from a finished run; returns out_dir.
 
     formats: names from edgekd.bundle.formats.ALL_FORMATS (None: onnx, ort, openvino, and tensorrt when the
@@ -43,6 +44,8 @@ def write_bundle(run_dir: Path, out_dir: Path, formats: list[str] | None = None,
     report.json only once the bundle exists). A missing package, an unknown format or a format that cannot
     hold the model is a UsageError (exit 2) before the bundle appears.
     """
+    if tflite_io not in ("int8", "float"):
+        raise UsageError(f"--tflite-io {tflite_io!r}: choose int8 or float")
     run = open_run(Path(run_dir), report)
     names = parse_formats(formats, run)
     for stage in ("finetune", "distill", "qad", "qad_pt2e", "export", "compile", "bench"):
@@ -61,7 +64,8 @@ def write_bundle(run_dir: Path, out_dir: Path, formats: list[str] | None = None,
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "models").mkdir(parents=True)
     try:
-        planned = [p for name in names for p in WRITERS[name](run, tmp / "models")]
+        writers = {**WRITERS, "tflite": partial(WRITERS["tflite"], io=tflite_io)}
+        planned = [p for name in names for p in writers[name](run, tmp / "models")]
         bundle = _assemble(run, tmp, planned, names)
         from edgekd.report.card import model_card
 

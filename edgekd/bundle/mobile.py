@@ -149,7 +149,8 @@ def write_executorch(run: RunView, models: Path) -> list:
 
 
 # ------------------------------------------------------------------------------------------------ LiteRT
-def convert_tflite(model: Any, example: Any, dst: Path, route: str | None) -> dict[str, Any]:
+def convert_tflite(model: Any, example: Any, dst: Path, route: str | None, io: str = "int8") -> dict[str, Any]:
+    """FP32 (route None) or INT8 .tflite; INT8 with `io` "int8" (litert-torch's own) or "float" (float_io)."""
     import litert_torch
 
     kwargs = {}
@@ -161,7 +162,12 @@ def convert_tflite(model: Any, example: Any, dst: Path, route: str | None) -> di
         kwargs["quant_config"] = QuantConfig(pt2e_quantizer=make_quantizer("pt2e-litert", qat=False))
     dst.parent.mkdir(parents=True, exist_ok=True)
     litert_torch.convert(model, (example,), **kwargs).export(str(dst))
-    return {"static_shape": list(example.shape), "layout": "NCHW as exported from PyTorch", **tflite_io(dst)}
+    facts: dict[str, Any] = {"static_shape": list(example.shape), "layout": "NCHW as exported from PyTorch"}
+    if route is not None:
+        facts["io_requested"] = io
+        if io == "float" and tflite_io(dst)["io"]["input"]["dtype"] != "float32":
+            float_io(dst, dst)
+    return {**facts, **tflite_io(dst)}
 
 
 def _interpreter(path: Path) -> Any:
@@ -211,7 +217,7 @@ def tflite_integer_report(path: Path) -> dict[str, Any]:
                     "output are allowed)"}
 
 
-def write_tflite(run: RunView, models: Path) -> list:
+def write_tflite(run: RunView, models: Path, io: str = "int8") -> list:
     model, example = _student(run)
     out = [_attempt("tflite", "student_fp32_tflite", "student_fp32", "fp32", ["litert"], models / "student_fp32.tflite",
                     lambda: convert_tflite(model, example, models / "student_fp32.tflite", None), {})]
@@ -220,7 +226,7 @@ def write_tflite(run: RunView, models: Path) -> list:
         return out + [_no_int8(run, "tflite", "student_int8_tflite", ["litert"])]
     dst = models / "student_int8.tflite"
     out.append(_attempt("tflite", "student_int8_tflite", "student_int8", "int8", ["litert"], dst,
-                        lambda: convert_tflite(_program(run, route, fold=False), example, dst, route),
+                        lambda: convert_tflite(_program(run, route, fold=False), example, dst, route, io),
                         {"quantized_by": route, "reference": f"pytorch_pt2e:{route}",
                          "lowering": "litert_torch.convert with QuantConfig(PT2EQuantizer): STATIC Q/DQ"}))
     return out
@@ -294,3 +300,50 @@ def pt2e_references(run: RunView, x: Any) -> dict[str, Any]:
             gm = _program(run, art.name, fold=False)
             out[f"pytorch_pt2e:{art.name}"] = gm(torch.from_numpy(x)).numpy()
     return out
+
+
+def float_io(src: Path, dst: Path) -> None:
+    """Rewrite an int8-I/O .tflite to float I/O: a QUANTIZE before the first op and a DEQUANTIZE after the last
+    (the int8 body is untouched). litert-torch's STATIC lowering has no option for it; this edits the flatbuffer
+    with LiteRT's own schema classes."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as fb
+
+    model = fb.ModelT.InitFromObj(fb.Model.GetRootAsModel(src.read_bytes(), 0))
+    sg = model.subgraphs[0]
+
+    def opcode(builtin: int) -> int:
+        for i, c in enumerate(model.operatorCodes):
+            if max(c.builtinCode, c.deprecatedBuiltinCode) == builtin:
+                return i
+        code = fb.OperatorCodeT()
+        code.builtinCode, code.deprecatedBuiltinCode, code.version = builtin, min(builtin, 127), 1
+        model.operatorCodes.append(code)
+        return len(model.operatorCodes) - 1
+
+    def float_twin(index: int, suffix: str) -> int:
+        old = sg.tensors[index]
+        t = fb.TensorT()
+        t.shape, t.type, t.name, t.buffer = list(old.shape), fb.TensorType.FLOAT32, (old.name or b"io") + suffix, 0
+        t.shapeSignature = None if old.shapeSignature is None else list(old.shapeSignature)
+        sg.tensors.append(t)
+        return len(sg.tensors) - 1
+
+    def op(code: int, ins: list[int], outs: list[int]):
+        o = fb.OperatorT()
+        o.opcodeIndex, o.inputs, o.outputs = code, ins, outs
+        return o
+
+    new_in = [float_twin(i, b"_float") for i in sg.inputs]
+    new_out = [float_twin(o, b"_float") for o in sg.outputs]
+    quant, dequant = opcode(fb.BuiltinOperator.QUANTIZE), opcode(fb.BuiltinOperator.DEQUANTIZE)
+    sg.operators = [op(quant, [f], [i]) for f, i in zip(new_in, sg.inputs)] + list(sg.operators) + \
+        [op(dequant, [o], [f]) for o, f in zip(sg.outputs, new_out)]
+    remap = dict(zip(sg.inputs, new_in)) | dict(zip(sg.outputs, new_out))
+    sg.inputs, sg.outputs = new_in, new_out
+    for sig in model.signatureDefs or []:
+        for m in list(sig.inputs or []) + list(sig.outputs or []):
+            m.tensorIndex = remap.get(m.tensorIndex, m.tensorIndex)
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    dst.write_bytes(bytes(builder.Output()))

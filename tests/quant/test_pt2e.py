@@ -90,6 +90,13 @@ def test_int8_tflite_is_fully_integer_runs_and_agrees(quantized, tmp_path):
     out = _one_by_one(_tflite(tmp_path / "m.tflite"))(x)
     with torch.no_grad():
         _agree(ref(torch.from_numpy(x)).numpy(), out)
+    # the float-I/O variant (--tflite-io float): same integer body, a QUANTIZE/DEQUANTIZE at the ends
+    facts = convert_tflite(pt2e.load_program(path), torch.zeros(1, 3, 12, 12), tmp_path / "f.tflite", "pt2e-xnnpack",
+                           io="float")
+    assert facts["io"]["input"]["dtype"] == "float32" and facts["io_requested"] == "float"
+    report = tflite_integer_report(tmp_path / "f.tflite")
+    assert report["ok"] and report["ops"]["QUANTIZE"] >= 1 and report["ops"]["DEQUANTIZE"] == 1, report
+    np.testing.assert_array_equal(_one_by_one(_tflite(tmp_path / "f.tflite"))(x), out)
 
 
 def test_integer_check_names_the_float_ops_of_a_float_tflite(tmp_path):

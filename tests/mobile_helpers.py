@@ -12,7 +12,7 @@ needs_mobile = pytest.mark.skipif(bool(_missing), reason=f"the mobile extra is n
                                                           "pip install 'edgekd[mobile]'")
 
 
-def tiny_resnet(head_mean: bool = False):
+def tiny_resnet(head_mean: bool = False, channels: int = 3, classes: int = 4):
     """Conv-BN-ReLU, a residual block (the add that must stay integer) and a linear head. `head_mean`: pool with
     mean(dim) instead, an op the XNNPACK partitioner leaves outside its delegate."""
     import torch
@@ -21,9 +21,9 @@ def tiny_resnet(head_mean: bool = False):
     class Tiny(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.conv1, self.bn1 = nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+            self.conv1, self.bn1 = nn.Conv2d(channels, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
             self.conv2, self.bn2 = nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
-            self.fc = nn.Linear(8, 4)
+            self.fc = nn.Linear(8, classes)
 
         def forward(self, x):
             y = torch.relu(self.bn1(self.conv1(x)))

@@ -30,6 +30,10 @@ _DATA_MOVEMENT = ("slice", "view", "permute", "cat", "pad", "getitem", "clone", 
                   "reshape", "select", "alias", "transpose")
 
 
+def _ops_text(ops: dict[str, int]) -> str:
+    return ", ".join(f"{k} x{v}" for k, v in ops.items())
+
+
 def _planned():  # late import: formats imports this module
     from edgekd.bundle.formats import Planned
 
@@ -128,8 +132,11 @@ def pte_integer_report(facts: dict[str, Any]) -> dict[str, Any]:
     """An INT8 .pte is integer where it computes: every compute op inside the XNNPACK delegate."""
     outside = facts.get("outside_delegate") or {}
     compute = {op: n for op, n in outside.items() if not any(k in op for k in _DATA_MOVEMENT)}
-    return {"ok": not compute, "compute_ops_outside_delegate": compute,
-            "data_movement_outside_delegate": {op: n for op, n in outside.items() if op not in compute},
+    moved = {op: n for op, n in outside.items() if op not in compute}
+    summary = (f"not integer: compute outside the XNNPACK delegate: {_ops_text(compute)}" if compute else
+               "all compute in the XNNPACK delegate" + (f" (data movement outside: {_ops_text(moved)})" if moved else ""))
+    return {"ok": not compute, "summary": summary, "compute_ops_outside_delegate": compute,
+            "data_movement_outside_delegate": moved,
             "rule": "every compute op (conv, linear, add, ...) runs in the XNNPACK delegate's int8 kernels; only "
                     "data movement may run in ExecuTorch's portable kernels"}
 
@@ -157,7 +164,9 @@ def convert_tflite(model: Any, example: Any, dst: Path, route: str | None, io: s
     if route is not None:
         from litert_torch.quantize.quant_config import QuantConfig
 
-        from edgekd.quant.pt2e import make_quantizer
+        from edgekd.quant.pt2e import allow_train_eval, make_quantizer
+
+        allow_train_eval(model).eval()  # an exported module is in training mode unless told (no BN/dropout left)
 
         kwargs["quant_config"] = QuantConfig(pt2e_quantizer=make_quantizer("pt2e-litert", qat=False))
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -211,8 +220,9 @@ def tflite_integer_report(path: Path) -> dict[str, Any]:
             continue  # the float I/O boundary of a fully-integer model
         if any(dtype.get(t, "").startswith("float") for t in ins + outs):
             float_ops[name] += 1
-    return {"ok": not float_ops, "float_ops": dict(float_ops), "ops": dict(ops),
-            "float_ops_text": ", ".join(f"{k} x{v}" for k, v in float_ops.items()) or None,
+    text = _ops_text(float_ops) or None
+    return {"ok": not float_ops, "float_ops": dict(float_ops), "ops": dict(ops), "float_ops_text": text,
+            "summary": f"not fully integer: float ops {text}" if text else "fully integer",
             "rule": "every op reads and writes int8/int32 tensors (a QUANTIZE of the input and a DEQUANTIZE of the "
                     "output are allowed)"}
 

@@ -55,9 +55,12 @@ def export_bundle(
             integer = (v.get("integer") or {}).get("summary")  # "INT8 except 1 layer(s) in FP32: ..."
             state += f" ({escape(integer)})" if integer else ""
             console.print(f"{escape(a.name):<24} {a.format:<12} {a.precision:<5} top-1 {top1:>7}  {state}", markup=True)
+        for name, why in (bundle.verification.get("not_built") or {}).items():
+            console.print(f"[yellow]not built[/] {escape(name)}: {escape(why)}", markup=True)
         console.print(f"bundle: {folder}  archive: {folder.with_name(bundle.archive or '')}")
     if not bundle.verification.get("passed", False):
-        failed = ", ".join(bundle.verification.get("failed", []))
+        why = {a.name: (a.verified.get("integer") or {}).get("summary") for a in bundle.artifacts}
+        failed = ", ".join(f"{n} ({why[n]})" if why.get(n) else n for n in bundle.verification.get("failed", []))
         from edgekd.cli.common import fail
 
         raise fail(escape(f"verification failed for: {failed} (see {folder}/bundle.json 'verified')"), 1)

@@ -134,3 +134,37 @@ def test_student_torch_export_cannot_capture_marks_those_artifacts(android_run, 
     assert "student_int8_qdq" in names and "student_int8_pte" in names and "student_fp32_pte" not in names
     why = bundle["verification"]["not_built"]["student_fp32_pte"]
     assert why.startswith("torch.export cannot capture the student") and "\n" not in why
+
+
+@needs_mobile
+def test_int8_tflite_not_fully_integer_fails_verification_naming_the_ops(android_run, tmp_path):
+    """The run given a pt2e-litert program of a residual net (litert-torch 0.10's own quantizer leaves its ADD in
+    float): export-bundle lowers the INT8 .tflite from it, verification fails (exit 1) naming the ops."""
+    import shutil
+
+    import torch
+    from typer.testing import CliRunner
+
+    from edgekd.bundle.run_info import open_run
+    from edgekd.cli.app import _register, app
+    from edgekd.manifest import ArtifactKind, load_manifest, make_artifact, save_manifest
+    from edgekd.quant import pt2e
+    from tests.mobile_helpers import tiny_resnet
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(android_run, run_dir)
+    run = open_run(run_dir)
+    pre = run.manifest("distill").preprocessing
+    example = torch.zeros(2, pre.channels, *pre.input_size)
+    model = tiny_resnet(channels=pre.channels, classes=len(pre.class_names))
+    q = pt2e.ptq(model, example, [torch.randn(16, pre.channels, *pre.input_size)], "pt2e-litert")
+    stage = run.dirs["qad_pt2e"]
+    pt2e.save_program(q, stage / "pt2e-litert.pt2", example)
+    m = load_manifest(stage)
+    m.artifacts.append(make_artifact(stage, "pt2e-litert", ArtifactKind.quantized_checkpoint, stage / "pt2e-litert.pt2"))
+    save_manifest(m, stage)
+    _register()
+    r = CliRunner().invoke(app, ["export-bundle", str(run_dir), "--formats", "tflite", "--out", str(tmp_path / "b")])
+    assert r.exit_code == 1, r.output
+    assert "student_int8_tflite (not fully integer: float ops" in r.output.replace("\n", " ")
+    assert "ADD x1" in r.output

@@ -111,6 +111,22 @@ def test_integer_check_names_the_float_ops_of_a_float_tflite(tmp_path):
     assert "ADD x1" in report["float_ops_text"]
 
 
+def test_litert_quantizer_leaves_float_ops_and_the_check_names_them(tmp_path):
+    """litert-torch 0.10's own PT2EQuantizer on a residual net: its .tflite keeps the residual ADD and the
+    pooling MEAN in float between DEQUANTIZE/QUANTIZE (why the bundle lowers the XNNPACK-quantized program)."""
+    import torch
+
+    from edgekd.bundle.mobile import convert_tflite, tflite_integer_report
+    from edgekd.quant import pt2e
+
+    example = torch.zeros(2, 3, 12, 12)
+    q = pt2e.ptq(tiny_resnet(), example, [torch.randn(8, 3, 12, 12)], "pt2e-litert")
+    convert_tflite(q, example[:1], tmp_path / "l.tflite", "pt2e-litert")
+    report = tflite_integer_report(tmp_path / "l.tflite")
+    assert not report["ok"] and report["float_ops"].get("ADD") == 1, report
+    assert "ADD x1" in report["float_ops_text"]
+
+
 def test_pte_integer_check_names_compute_left_outside_the_delegate(tmp_path):
     import torch
 

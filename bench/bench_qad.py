@@ -62,7 +62,7 @@ def replay_qad(b: btd.Bench, q, ptq_model, teacher, example) -> dict:
     import tempfile
 
     from edgekd.quant.nncf_quant import prepare_for_qat
-    from edgekd.stages.distill import build_distill_loss, make_step
+    from edgekd.losses.training import build_distill_loss, make_step
     from edgekd.stages.qad import Config
     from edgekd.train.evaluate import accuracy
     from edgekd.train.loop import Phase, Trainer

@@ -299,7 +299,8 @@ def part_timing(b: Bench) -> None:
     from edgekd.losses.composite import DistillLossConfig, KDConfig
     from edgekd.models.registry import build_model
     from edgekd.stages.common import load_model
-    from edgekd.stages.distill import build_distill_loss, make_step, teacher_logits_cache
+    from edgekd.losses.training import build_distill_loss, make_step
+    from edgekd.stages.distill import teacher_logits_cache
     from edgekd.train.loop import Phase, Trainer, TrainConfig
 
     a = b.args

@@ -26,10 +26,9 @@ from pydantic import ValidationError
 
 from edgekd.errors import UsageError
 from edgekd.manifest import MANIFEST_NAME, Manifest, Preprocessing, sha256_file
+from edgekd.model_roles import ROLE_PRECISION, ROLES, export_name, student_role
 from edgekd.paths import require_file
 
-ROLES = ("teacher_fp32", "student_fp32", "student_int8")
-ROLE_PRECISION = {"teacher_fp32": "fp32", "student_fp32": "fp32", "student_int8": "int8"}
 SUFFIX_FORMAT = {".onnx": "onnx", ".xml": "openvino_ir", ".ort": "ort", ".plan": "trt_engine",
                  ".engine": "trt_engine"}
 FORMAT_RUNTIMES = {"onnx": ("onnxruntime", "openvino"), "openvino_ir": ("openvino",), "ort": ("onnxruntime",),
@@ -97,6 +96,22 @@ class Resolved:
         return None
 
 
+def candidate_for(res: Resolved, role: str, runtime: str, side: str = "") -> Candidate:
+    """The artifact of `role` that `runtime` can load; a TensorRT engine from elsewhere is refused by its
+    fingerprint (edgekd.runtimes.tensorrt.verify_engine). `side` prefixes messages ("baseline ")."""
+    engines = [c for c in res.candidates if c.role == role and c.format == "trt_engine"]
+    cand = res.select(role, runtime)
+    if engines and (runtime == "tensorrt" or cand is None):
+        from edgekd.runtimes.tensorrt import trt_fingerprint, verify_engine
+
+        verify_engine(engines[0].file, engines[0].sha256 or None, current=trt_fingerprint())
+    if cand is None:
+        have = sorted({f"{c.label} ({'/'.join(c.runtimes)})" for c in res.candidates if c.role == role})
+        raise UsageError(f"{side}{res.path.name} has no {role} artifact that {runtime} can load "
+                         f"(it has: {', '.join(have) or 'none'})")
+    return cand
+
+
 # ----------------------------------------------------------------------------------------------- verify
 def verify(candidate: Candidate) -> None:
     """Refuse (UsageError, exit 2) a file that is missing or whose sha256 differs from its record."""
@@ -141,11 +156,10 @@ def model_input_shape(path: Path) -> tuple[int, ...] | None:
 
 def _has_quant_ops(path: Path) -> bool:
     """Whether a single model file is quantized; a file its format's parser cannot read is a UsageError."""
-    from edgekd.runtimes.base import read_onnx, unreadable_model
+    from edgekd.runtimes.base import onnx_is_quantized, unreadable_model
 
     if path.suffix == ".onnx":
-        ops = {n.op_type for n in read_onnx(path).graph.node}
-        return bool(ops & {"QuantizeLinear", "DequantizeLinear", "QLinearConv"})
+        return onnx_is_quantized(path)
     if path.suffix == ".xml":
         try:
             root = ET.parse(path).getroot()
@@ -235,10 +249,9 @@ def _resolve_run(run: Path) -> Resolved:
     cands: list[Candidate] = []
     onnx_of: dict[str, Path] = {}
     if export is not None:
-        for role, name in (("teacher_fp32", "teacher_fp32"), ("student_fp32", "student_fp32"),
-                           ("student_int8", "student_int8_qdq")):
-            if export.has(name):
-                onnx_of[role] = export_dir / export.artifact(name).path
+        for role in ROLES:
+            if export.has(export_name(role)):
+                onnx_of[role] = export_dir / export.artifact(export_name(role)).path
     for art in comp.artifacts:
         if art.name not in ROLES:
             continue
@@ -259,8 +272,7 @@ def _resolve_run(run: Path) -> Resolved:
                                compiled_for=rt, expected=expected, labels=labels, onnx=onnx_of.get(art.name)))
     if export is not None:
         for role, path in onnx_of.items():
-            name = "student_int8_qdq" if role == "student_int8" else role
-            art = export.artifact(name)
+            art = export.artifact(export_name(role))
             cands.append(Candidate(role=role, file=path, format="onnx", precision=ROLE_PRECISION[role],
                                    runtimes=FORMAT_RUNTIMES["onnx"], label=f"{export_dir.name}/{art.path}",
                                    origin="export", expected={path: art.sha256},
@@ -329,7 +341,7 @@ def _resolve_file(path: Path) -> Resolved:
             raise UsageError(f"{path.name}: the IR's weights {path.with_suffix('.bin').name} are not beside it")
         files[path.with_suffix(".bin")] = ""
     precision = "int8" if _has_quant_ops(path) else "fp32"
-    role = "student_int8" if precision == "int8" else "student_fp32"
+    role = student_role(precision)
     cand = Candidate(role=role, file=path, format=fmt, precision=precision, runtimes=FORMAT_RUNTIMES[fmt],
                      label=path.name, origin="file", compiled_for=None if fmt == "onnx" else FORMAT_RUNTIMES[fmt][0],
                      expected={p: "" for p in files}, labels={p: p.name for p in files}, verify_with="nothing",

@@ -11,6 +11,7 @@ Leftovers of a killed process (`.<name>.tmp-<pid>`) are removed by the next writ
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -140,3 +141,13 @@ def move_aside(path: Path, why: str | None, then: str = "", tag: str = "corrupt"
         sys.stderr.write(f"warning: {path} {why}: moved aside to {aside.name}{'; ' + then if then else ''}\n")
         sys.stderr.flush()
     return aside
+
+
+def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
+    """The sha256 (hex) of a file's bytes, read a chunk at a time: the one definition every manifest, bundle,
+    engine fingerprint and weights identity uses."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgekd.errors import UsageError
-from edgekd.fsio import publish, write_atomic
+from edgekd.fsio import publish, sha256_file, write_atomic  # sha256_file: also imported from here
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -128,14 +128,6 @@ class Manifest(BaseModel):
 
     def has(self, name: str) -> bool:
         return any(a.name == name for a in self.artifacts)
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def canonical_json(obj: Any) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Literal
 
@@ -10,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edgekd.configio import first_error, read_yaml_mapping
 from edgekd.errors import UsageError
+from edgekd.fsio import sha256_file
 from edgekd.paths import require_file
 from edgekd.pipeline import StageSpec
 from edgekd.targets import TargetProfile
@@ -113,7 +113,7 @@ def file_sha256(path: str | None, flag: str) -> str | None:
         return None
     p = Path(path)
     require_file(p, flag)
-    return hashlib.sha256(p.read_bytes()).hexdigest()
+    return sha256_file(p)
 
 
 def _pairs(items: list[str], flag: str) -> list[dict[str, str]]:

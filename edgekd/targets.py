@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from edgekd.accuracy import AccuracyRequirement
 from edgekd.configio import first_error, read_yaml_mapping
 from edgekd.errors import UsageError
 from edgekd.paths import require_file
@@ -73,9 +74,10 @@ class Budgets(_Strict):
     peak_memory_mb: float | None = Field(default=None, gt=0)
 
 
-class AccuracyDefaults(_Strict):
-    max_drop_points: float | None = Field(default=1.0, ge=0)  # vs the fine-tuned teacher, top-1 points
-    floor: float | None = Field(default=None, ge=0, le=1)  # absolute top-1
+class AccuracyDefaults(AccuracyRequirement):
+    """A profile's defaults for the run's accuracy requirement (same fields, edgekd.accuracy)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class TargetProfile(_Strict):

@@ -18,10 +18,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple
 
+from edgekd.runtimes.base import INTEGER_KERNELS
+
 WEIGHTED = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "FusedConv", "FusedGemm", "FusedMatMul",
                       "NhwcFusedConv"})
-INTEGER_KERNELS = frozenset({"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QGemm",
-                             "DynamicQuantizeMatMul"})
 STRUCTURAL = frozenset({"QuantizeLinear", "DequantizeLinear", "Constant", "Shape", "Reshape", "Flatten", "Identity",
                         "Squeeze", "Unsqueeze", "Gather", "Concat"})
 

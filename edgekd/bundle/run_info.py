@@ -9,6 +9,7 @@ from typing import Any
 
 from edgekd.errors import UsageError
 from edgekd.manifest import Manifest, load_manifest
+from edgekd.model_roles import student_role
 from edgekd.paths import require_dir
 
 REPORT_JSON = "report.json"
@@ -45,7 +46,7 @@ class RunView:
         return self.report.get("target", {})
 
     def final_role(self) -> str:
-        return "student_int8" if self.target.get("precision") == "int8" else "student_fp32"
+        return student_role(self.target.get("precision"))
 
     def histories(self) -> dict[str, list[dict[str, Any]]]:
         """Per training stage, its per-epoch history (phase, epoch, loss, val_top1)."""

@@ -1,7 +1,9 @@
 """Latency regression gate: measure baseline A and candidate B interleaved in the same job, compare
 with robust statistics, and decide pass / fail / inconclusive (exit 0 / 1 / 3).
 
-Typical use::
+The gate on two artifacts (run directories, bundles or model files), in three public steps
+(edgekd.gate.run): `load_pair` -> `sample` -> `decide` (the decision rule), then `write_outputs`;
+`run_gate` chains them. On raw callables::
 
     cfg = GateConfig(threshold=0.10)
     decision = decide_with_rerun(
@@ -24,13 +26,16 @@ from edgekd.gate.checks import (
     overall,
     size_check,
 )
-from edgekd.gate.outputs import markdown_summary, plot_distributions, write_json, write_junit
+from edgekd.gate.outputs import (
+    markdown_summary, plot_distributions, report_json, write_json, write_junit, write_outputs,
+)  # fmt: skip
+from edgekd.gate.run import Measured, Pair, check_compatible, decide, load_pair, run_gate, sample
 from edgekd.gate.sampling import InterleavedSamples, interleaved_samples
 from edgekd.gate.stats import Decision, GateConfig, GateStats, compare, decide_with_rerun
 
 __all__ = [
-    "AbsoluteCheck", "Decision", "GateConfig", "GateResult", "GateStats", "InterleavedSamples",
-    "accuracy_check", "compare", "decide_with_rerun", "interleaved_samples", "latency_budget_check",
-    "markdown_summary", "memory_check", "overall", "plot_distributions", "size_check", "write_json",
-    "write_junit",
+    "AbsoluteCheck", "Decision", "GateConfig", "GateResult", "GateStats", "InterleavedSamples", "Measured", "Pair",
+    "accuracy_check", "check_compatible", "compare", "decide", "decide_with_rerun", "interleaved_samples",
+    "latency_budget_check", "load_pair", "markdown_summary", "memory_check", "overall", "plot_distributions",
+    "report_json", "run_gate", "sample", "size_check", "write_json", "write_junit", "write_outputs",
 ]  # fmt: skip

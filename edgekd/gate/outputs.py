@@ -13,15 +13,17 @@ backend switch), so importing this module never loads it.
 
 from __future__ import annotations
 
+import json
 import os
 import xml.etree.ElementTree as ET
+from collections.abc import Iterable
 from pathlib import Path
-
-from edgekd.fsio import write_atomic
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
+from edgekd.fsio import write_atomic
 from edgekd.gate.checks import GateResult
 from edgekd.gate.stats import GateStats
 
@@ -176,3 +178,32 @@ def plot_distributions(
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png")
     return path
+
+
+def report_json(result: GateResult, context: dict[str, Any]) -> dict[str, Any]:
+    """The gate's JSON report: the result (stats, checks, verdict, exit code) and what was compared, under "gate"."""
+    return {**result.model_dump(mode="json"), "gate": context}
+
+
+def write_outputs(result: GateResult, context: dict[str, Any], samples: Any, *, json_files: Iterable[Path] = (),
+                  junit: Iterable[Path] = (), markdown: Iterable[Path] = (), plot: Iterable[Path] = (),
+                  step_summary: bool = True) -> list[Path]:
+    """Write each file asked for; with `step_summary`, append the Markdown to $GITHUB_STEP_SUMMARY if set."""
+    written = []
+    for file in json_files:
+        _atomic_write(file, (json.dumps(report_json(result, context), indent=2, default=str) + "\n").encode())
+        written.append(file)
+    written += [write_junit(result, file) for file in junit]
+    md = markdown_summary(result)
+    for file in markdown:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(md)
+        written.append(file)
+    if step_summary and os.environ.get("GITHUB_STEP_SUMMARY"):
+        with open(os.environ["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as fh:
+            fh.write(md + "\n")
+    t = context["target"]
+    for file in plot:
+        written.append(plot_distributions(samples.calls_a_ms, samples.calls_b_ms, file,
+                                          title=f"{t['name']} ({t['runtime']} {t['device']}): per-call latency"))
+    return written

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.fsio import write_atomic
+from edgekd.model_roles import export_name
 from edgekd.report import plots
 from edgekd.report.summary import BUDGET_COLUMNS, MODEL_COLUMNS, budget_rows, data_line, model_rows, reported_split
 
@@ -47,8 +48,7 @@ def per_class_from_run(run_dir: Path) -> dict[str, Any]:
     art = run.manifest("compile").artifact(role)
     runtime, path, note = art.facts.get("runtime", "onnxruntime"), run.dirs["compile"] / art.path, ""
     if runtime == "tensorrt" or not get_runtime(runtime).available():
-        name = "student_int8_qdq" if role == "student_int8" else role
-        runtime, path = "onnxruntime", run.path("export", name)
+        runtime, path = "onnxruntime", run.path("export", export_name(role))
         note = f"the compiled {art.facts.get('runtime')} artifact cannot run here: {path.name} on ONNX Runtime CPU"
     precision = str(art.facts.get("precision", "fp32"))
     session = get_runtime(runtime).load(path, RuntimeSettings(device="CPU", precision=precision))

@@ -104,3 +104,18 @@ def read_onnx(path: Path | str) -> Any:
         return onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf DecodeError, or onnx's own errors on a damaged file
         raise unreadable_model(Path(path), exc, "ONNX") from None
+
+
+QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+INTEGER_KERNELS = frozenset({"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QGemm",
+                             "DynamicQuantizeMatMul"})
+
+
+def onnx_is_quantized(model: Any, integer_kernels: bool = True) -> bool:
+    """Whether an ONNX graph (a ModelProto, or a path read with `read_onnx`) is quantized: it holds
+    QuantizeLinear/DequantizeLinear nodes (the QDQ form edgekd exports) or, with `integer_kernels`, integer
+    kernels (QLinearConv, ...) as ONNX Runtime's own quantizer writes them. TensorRT reads the QDQ form only."""
+    if not hasattr(model, "graph"):
+        model = read_onnx(model)
+    ops = {n.op_type for n in model.graph.node}
+    return bool(ops & ((QDQ_OPS | INTEGER_KERNELS) if integer_kernels else QDQ_OPS))

@@ -6,7 +6,8 @@ import importlib.util
 import platform
 
 
-def _has(module: str) -> bool:
+def has_module(module: str) -> bool:
+    """Whether `module` is installed here, without importing it."""
     try:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
@@ -27,7 +28,7 @@ def host_can_run(runtime: str, device: str, arch: str) -> bool:
     if arch not in (host_arch(), "any"):
         return False
     if runtime == "openvino":
-        if not _has("openvino"):
+        if not has_module("openvino"):
             return False
         if device == "CPU":
             return True
@@ -35,7 +36,7 @@ def host_can_run(runtime: str, device: str, arch: str) -> bool:
 
         return device in ov.Core().available_devices
     if runtime == "onnxruntime":
-        if not _has("onnxruntime"):
+        if not has_module("onnxruntime"):
             return False
         import onnxruntime as ort
 
@@ -43,15 +44,21 @@ def host_can_run(runtime: str, device: str, arch: str) -> bool:
                   "CUDA": "CUDAExecutionProvider", "TensorRT": "TensorrtExecutionProvider"}.get(device)
         return wanted in ort.get_available_providers()
     if runtime == "tensorrt":
-        return _has("tensorrt") and _nvidia_gpu()
+        return has_module("tensorrt") and nvidia_gpu_here()
     return False
 
 
-def _nvidia_gpu() -> bool:
-    """An NVIDIA GPU answers `nvidia-smi -L` (no torch needed: a device may have only TensorRT)."""
+def nvidia_gpu_here() -> bool:
+    """Whether this machine has an NVIDIA GPU: a Jetson (its /etc/nv_tegra_release: before JetPack 6
+    a Jetson has no `nvidia-smi`),
+    or a driver that lists a GPU in `nvidia-smi -L`. The `nvidia-smi` binary alone is not enough: containers and
+    driver packages ship it on machines without a GPU. No torch needed: a device may have only TensorRT."""
     import shutil
     import subprocess
+    from pathlib import Path
 
+    if Path("/etc/nv_tegra_release").exists():
+        return True
     if shutil.which("nvidia-smi") is None:
         return False
     try:

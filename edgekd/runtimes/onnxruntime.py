@@ -18,7 +18,9 @@ from typing import Any
 import numpy as np
 
 from edgekd.errors import UsageError, require
-from edgekd.runtimes.base import CompiledArtifact, Runtime, RuntimeSettings, Session, read_onnx, unreadable_model
+from edgekd.runtimes.base import (
+    CompiledArtifact, Runtime, RuntimeSettings, Session, onnx_is_quantized, read_onnx, unreadable_model,
+)  # fmt: skip
 
 PROVIDERS = {
     "CPU": "CPUExecutionProvider",
@@ -120,11 +122,10 @@ def _graph_facts(path: Path) -> dict[str, bool]:
     import onnx
 
     model = read_onnx(path)
-    ops = {n.op_type for n in model.graph.node}
     fp16 = any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer) or any(
         v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16 for v in model.graph.input
     )
-    return {"qdq": bool(ops & {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul"}), "fp16": fp16}
+    return {"qdq": onnx_is_quantized(model), "fp16": fp16}
 
 
 def _check_precision(settings: RuntimeSettings, path: Path) -> None:

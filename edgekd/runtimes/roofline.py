@@ -139,94 +139,99 @@ def _probe_shapes(onnx_path: Path | str, model: onnx.ModelProto, batch: int) -> 
     return {o.name: list(v.shape) for o, v in zip(sess.get_outputs(), values) if hasattr(v, "shape")}
 
 
+class _Tensors:
+    """Shapes of every tensor of a graph (batch made concrete), its constants, and who produces what."""
+
+    def __init__(self, onnx_path: Path | str, model: Any, batch: int) -> None:
+        g = model.graph
+        self.path = onnx_path
+        self.shapes: dict[str, list[int]] = {}
+        for vi in list(g.input) + list(g.value_info) + list(g.output):
+            dims = _dims(vi)
+            if dims is not None:
+                self.shapes[vi.name] = dims
+        self.inits = {i.name: i for i in g.initializer}
+        heavy_io = {t for n in g.node if n.op_type in HEAVY_OPS for t in (*n.input, *n.output) if t}
+        if any(t not in self.shapes and t not in self.inits for t in heavy_io):
+            self.shapes.update(_probe_shapes(onnx_path, model, batch))
+        for c in g.node:  # Constant nodes act as initializers
+            if c.op_type == "Constant" and c.attribute and c.attribute[0].type == onnx.AttributeProto.TENSOR:
+                self.inits[c.output[0]] = c.attribute[0].t
+        for name, t in self.inits.items():
+            self.shapes[name] = [int(d) for d in t.dims]
+        self.producer = {o: n for n in g.node for o in n.output}
+
+    def weight_of(self, name: str) -> tuple[bool, bool]:
+        """(is a weight/constant, is QDQ-quantized) for a tensor name."""
+        if name in self.inits:
+            return True, _itemsize(self.inits[name].data_type) == 1
+        node = self.producer.get(name)
+        if node is not None and node.op_type == "DequantizeLinear":
+            src = node.input[0]
+            if src in self.inits:
+                return True, True
+            q = self.producer.get(src)
+            if q is not None and q.op_type == "QuantizeLinear" and q.input[0] in self.inits:
+                return True, True
+        return False, False
+
+    def from_dq(self, name: str) -> bool:
+        node = self.producer.get(name)
+        return node is not None and node.op_type == "DequantizeLinear"
+
+    def n_elems(self, name: str) -> int:
+        if name not in self.shapes:
+            raise UsageError(f"cannot infer the shape of '{name}' in {self.path}: the roofline needs static shapes")
+        return int(np.prod(self.shapes[name], dtype=np.int64)) if self.shapes[name] else 1
+
+
+def _op_cost(node: Any, t: _Tensors) -> OpCost:
+    """MACs, FLOPs, weight and activation elements of one heavy op, and whether it runs quantized."""
+    shapes = t.shapes
+    out = node.output[0]
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    ins = [i for i in node.input if i]
+    if node.op_type == "Conv":
+        macs = t.n_elems(out) * int(np.prod(shapes[ins[1]][1:])) if ins[1] in shapes else None
+        data_inputs = [ins[0]]
+        w_inputs = ins[1:]
+    elif node.op_type == "ConvTranspose":
+        macs = t.n_elems(ins[0]) * int(np.prod(shapes[ins[1]][1:])) if ins[1] in shapes else None
+        data_inputs, w_inputs = [ins[0]], ins[1:]
+    elif node.op_type == "Gemm":
+        a = shapes.get(ins[0])
+        k = (a[0] if attrs.get("transA", 0) else a[1]) if a else None
+        macs = t.n_elems(out) * k if k else None
+        data_inputs = [i for i in ins[:2] if not t.weight_of(i)[0]]
+        w_inputs = [i for i in ins if t.weight_of(i)[0]]
+    else:  # MatMul
+        a = shapes.get(ins[0])
+        macs = t.n_elems(out) * a[-1] if a else None
+        data_inputs = [i for i in ins if not t.weight_of(i)[0]]
+        w_inputs = [i for i in ins if t.weight_of(i)[0]]
+    if macs is None:
+        raise UsageError(f"cannot count MACs of {node.op_type} '{node.name}': its input shapes are unknown")
+    quantized = any(t.weight_of(w)[1] for w in w_inputs[:1]) or (
+        not w_inputs and bool(data_inputs) and all(t.from_dq(i) for i in data_inputs)
+    )
+    return OpCost(
+        name=node.name or out,
+        op_type=node.op_type,
+        macs=int(macs),
+        flops=2 * int(macs),
+        weight_elems=sum(t.n_elems(w) for w in w_inputs),
+        act_elems=sum(t.n_elems(i) for i in data_inputs) + t.n_elems(out),
+        quantized=quantized,
+    )
+
+
 def count_ops(onnx_path: Path | str, batch: int = 1) -> list[OpCost]:
     """Per-op MACs / FLOPs / element counts of the heavy ops, with the batch made concrete."""
     if batch < 1:
         raise UsageError(f"batch must be >= 1, got {batch}")
     model = _with_batch(read_onnx(onnx_path), batch)
-    g = model.graph
-    shapes: dict[str, list[int]] = {}
-    for vi in list(g.input) + list(g.value_info) + list(g.output):
-        dims = _dims(vi)
-        if dims is not None:
-            shapes[vi.name] = dims
-    inits = {i.name: i for i in g.initializer}
-    heavy_io = {t for n in g.node if n.op_type in HEAVY_OPS for t in (*n.input, *n.output) if t}
-    if any(t not in shapes and t not in inits for t in heavy_io):
-        shapes.update(_probe_shapes(onnx_path, model, batch))
-    for c in g.node:  # Constant nodes act as initializers
-        if c.op_type == "Constant" and c.attribute and c.attribute[0].type == onnx.AttributeProto.TENSOR:
-            inits[c.output[0]] = c.attribute[0].t
-    for name, t in inits.items():
-        shapes[name] = [int(d) for d in t.dims]
-
-    producer = {o: n for n in g.node for o in n.output}
-
-    def weight_of(name: str) -> tuple[bool, bool]:
-        """(is a weight/constant, is QDQ-quantized) for a tensor name."""
-        if name in inits:
-            return True, _itemsize(inits[name].data_type) == 1
-        node = producer.get(name)
-        if node is not None and node.op_type == "DequantizeLinear":
-            src = node.input[0]
-            if src in inits:
-                return True, True
-            q = producer.get(src)
-            if q is not None and q.op_type == "QuantizeLinear" and q.input[0] in inits:
-                return True, True
-        return False, False
-
-    def from_dq(name: str) -> bool:
-        node = producer.get(name)
-        return node is not None and node.op_type == "DequantizeLinear"
-
-    def n_elems(name: str) -> int:
-        if name not in shapes:
-            raise UsageError(f"cannot infer the shape of '{name}' in {onnx_path}: the roofline needs static shapes")
-        return int(np.prod(shapes[name], dtype=np.int64)) if shapes[name] else 1
-
-    costs: list[OpCost] = []
-    for node in g.node:
-        if node.op_type not in HEAVY_OPS:
-            continue
-        out = node.output[0]
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        ins = [i for i in node.input if i]
-        if node.op_type == "Conv":
-            macs = n_elems(out) * int(np.prod(shapes[ins[1]][1:])) if ins[1] in shapes else None
-            data_inputs = [ins[0]]
-            w_inputs = ins[1:]
-        elif node.op_type == "ConvTranspose":
-            macs = n_elems(ins[0]) * int(np.prod(shapes[ins[1]][1:])) if ins[1] in shapes else None
-            data_inputs, w_inputs = [ins[0]], ins[1:]
-        elif node.op_type == "Gemm":
-            a = shapes.get(ins[0])
-            k = (a[0] if attrs.get("transA", 0) else a[1]) if a else None
-            macs = n_elems(out) * k if k else None
-            data_inputs = [i for i in ins[:2] if not weight_of(i)[0]]
-            w_inputs = [i for i in ins if weight_of(i)[0]]
-        else:  # MatMul
-            a = shapes.get(ins[0])
-            macs = n_elems(out) * a[-1] if a else None
-            data_inputs = [i for i in ins if not weight_of(i)[0]]
-            w_inputs = [i for i in ins if weight_of(i)[0]]
-        if macs is None:
-            raise UsageError(f"cannot count MACs of {node.op_type} '{node.name}': its input shapes are unknown")
-        quantized = any(weight_of(w)[1] for w in w_inputs[:1]) or (
-            not w_inputs and bool(data_inputs) and all(from_dq(i) for i in data_inputs)
-        )
-        costs.append(
-            OpCost(
-                name=node.name or out,
-                op_type=node.op_type,
-                macs=int(macs),
-                flops=2 * int(macs),
-                weight_elems=sum(n_elems(w) for w in w_inputs),
-                act_elems=sum(n_elems(i) for i in data_inputs) + n_elems(out),
-                quantized=quantized,
-            )
-        )
-    return costs
+    tensors = _Tensors(onnx_path, model, batch)
+    return [_op_cost(node, tensors) for node in model.graph.node if node.op_type in HEAVY_OPS]
 
 
 def _efficiencies(facts: dict[str, Any]) -> tuple[float, float]:

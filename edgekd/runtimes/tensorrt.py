@@ -20,7 +20,6 @@ a GPU: the build plan (`plan_build`), fingerprint comparison and message, sha256
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
@@ -31,10 +30,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from edgekd.errors import MissingExtra, StageFailed, UsageError, require
-from edgekd.runtimes.base import CompiledArtifact, Runtime, RuntimeSettings, Session, read_onnx
+from edgekd.fsio import sha256_file
+from edgekd.runtimes.base import (
+    CompiledArtifact, Runtime, RuntimeSettings, Session, onnx_is_quantized,
+)  # fmt: skip
 
 FINGERPRINT_KEYS = ("gpu_name", "compute_capability", "tensorrt_version")  # a mismatch refuses the engine
-_QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
 
 
 @dataclass(frozen=True)
@@ -127,16 +128,8 @@ def plan_build(
 
 
 def onnx_has_qdq(onnx_path: Path | str) -> bool:
-    model = read_onnx(onnx_path)
-    return any(n.op_type in _QDQ_OPS for n in model.graph.node)
-
-
-def sha256_file(path: Path | str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """Q/DQ nodes, the only quantized form TensorRT reads (explicit quantization)."""
+    return onnx_is_quantized(onnx_path, integer_kernels=False)
 
 
 def fingerprint_path(engine_path: Path | str) -> Path:

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
+from edgekd.accuracy import AccuracyRequirement
 from edgekd.benchmark import (
     TimingConfig, chance_checks, estimate, judge, layers_not_in_precision, measure, paired_speedup, settings_for,
 )  # fmt: skip
 from edgekd.manifest import ArtifactKind, Manifest, make_artifact
+from edgekd.model_roles import ROLES, export_name, student_role
 from edgekd.preprocess import NormalizedImages, write_eval_set
 from edgekd.runtimes.timing import METHODOLOGY
-from edgekd.stages.qad import AccuracyRequirement
 from edgekd.targets import TargetProfile
 
 NAME = "bench"
@@ -40,7 +41,7 @@ class Config(BaseModel):
 
 
 def final_role(target: TargetProfile) -> str:
-    return "student_int8" if target.precision == "int8" else "student_fp32"
+    return student_role(target.precision)
 
 
 def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
@@ -61,7 +62,7 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
                 "student_fp32": parents["distill"].metrics.get("student_top1"),
                 "student_int8": parents["qad"].metrics.get("int8_top1")}
     final = final_role(target)
-    roles = ("teacher_fp32", "student_fp32", "student_int8")
+    roles = ROLES
     task = ctx.progress.add_task("bench", total=len(roles)) if ctx.progress is not None else None
     for role in roles:
         if task is not None:
@@ -73,7 +74,7 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
                     target.batch_size, cfg.timing, expected_sha256=art.sha256)
         if m["cv_warning"]:
             notes.append(f"{LABELS[role]}: {m['cv_warning']}")
-        onnx_art = export.artifact("student_int8_qdq" if role == "student_int8" else role)
+        onnx_art = export.artifact(export_name(role))
         row = {"role": role, "stage": LABELS[role], "model": archs[role], "precision": precision,
                "runtime": f"{art.facts['runtime']} {settings.device}", "file": art.path,
                "measured_on": art.facts["measured_on"], **m, "top1_split": "test", "val_top1": val_top1[role]}

@@ -27,6 +27,15 @@ def load_model(stage_dir: Path, manifest: Manifest, name: str = "model") -> tupl
     return model, meta
 
 
+def load_frozen_teacher(ctx, parents: dict[str, Manifest], device) -> torch.nn.Module:
+    """The fine-tuned teacher on `device`, in eval mode with gradients off (distill and qad read it only)."""
+    teacher, _ = load_model(ctx.parent_dirs["teacher"], parents["teacher"])
+    teacher.to(device).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
 def trainer_for(model, loss_fn, ctx, extra=None, sync_bn: bool = False, mixed_precision: bool = True) -> Trainer:
     """A Trainer on the val split's accuracy; on CUDA with autocast unless `mixed_precision` is False
     (edgekd.train.accel)."""

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 
 from edgekd.benchmark import settings_for
 from edgekd.manifest import ArtifactKind, Manifest, make_artifact
+from edgekd.model_roles import ROLE_PRECISION, export_name
 from edgekd.runtimes import get_runtime
 from edgekd.runtimes.host import host_can_run
 from edgekd.targets import TargetProfile
@@ -24,7 +25,6 @@ NAME = "compile"
 READS_DATA = False
 DISTRIBUTED = False
 
-ROLES = {"teacher_fp32": "fp32", "student_fp32": "fp32", "student_int8": "int8"}
 KIND = {"openvino": ArtifactKind.openvino_ir, "onnxruntime": ArtifactKind.onnx, "tensorrt": ArtifactKind.trt_engine}
 
 
@@ -32,10 +32,6 @@ class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     target: dict
-
-
-def _onnx_for(role: str) -> str:
-    return "student_int8_qdq" if role == "student_int8" else role
 
 
 def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
@@ -54,8 +50,8 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     else:
         host = runtime
     artifacts = []
-    for role, precision in ROLES.items():
-        src = export.artifact(_onnx_for(role))
+    for role, precision in ROLE_PRECISION.items():
+        src = export.artifact(export_name(role))
         onnx_path = export_dir / src.path
         facts = dict(role=role, precision=precision, runtime=host, source=src.name,
                      measured_on="target" if here else "host substitute",

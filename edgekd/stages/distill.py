@@ -14,13 +14,13 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 from edgekd.data.batches import eval_batches
-from edgekd.losses.composite import DistillLoss, DistillLossConfig
-from edgekd.losses.hooks import FeatureTaps
+from edgekd.losses.composite import DistillLossConfig
+from edgekd.losses.training import build_distill_loss, make_step  # noqa: F401 (make_step: also imported from here)
 from edgekd.manifest import Manifest
 from edgekd.models.checkpoint import load_weights, read_state_dict
 from edgekd.models.heads import find_head
 from edgekd.models.registry import build_model
-from edgekd.stages.common import example_input, load_model, save_model, trainer_for
+from edgekd.stages.common import load_frozen_teacher, save_model, trainer_for
 from edgekd.train import dist
 from edgekd.train.evaluate import accuracy
 from edgekd.train.loop import Phase, TrainConfig
@@ -49,39 +49,11 @@ def teacher_logits_cache(teacher: torch.nn.Module, data, device) -> torch.Tensor
     return torch.cat([teacher(x.to(device)).float() for x, _ in eval_batches(data.train, data.preprocessing)])
 
 
-def build_distill_loss(cfg: DistillLossConfig, student, teacher, pre, device):
-    """The composite loss plus hooks on both models; used by distill and qad alike."""
-    loss = DistillLoss(cfg, student, teacher, example_input(pre).to(device)).to(device)
-    s_taps = FeatureTaps(student, list(loss.student_paths)) if loss.student_paths else None
-    t_taps = FeatureTaps(teacher, list(loss.teacher_paths)) if loss.teacher_paths else None
-    return loss, s_taps, t_taps
-
-
-def make_step(loss, s_taps, t_taps, teacher, cache: torch.Tensor | None):
-    """The per-batch loss closure the trainer calls: student forward, teacher (cached or live), loss."""
-
-    def step(net, x, y, idx):
-        s_logits = net(x)
-        s_feats = dict(s_taps.outputs) if s_taps else {}
-        if cache is not None:
-            t_logits, t_feats = cache[torch.as_tensor(idx, device=cache.device)], {}
-        else:
-            with torch.no_grad():
-                t_logits = teacher(x)
-            t_feats = dict(t_taps.outputs) if t_taps else {}
-        return loss(s_logits, t_logits, y, s_feats, t_feats)
-
-    return step
-
-
 def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     data = ctx.data
     pre, k = data.preprocessing, data.num_classes
     device = dist.context().device
-    teacher, _ = load_model(ctx.parent_dirs["teacher"], parents["teacher"])
-    teacher.to(device).eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
+    teacher = load_frozen_teacher(ctx, parents, device)
     kwargs = {"num_classes": k, "in_channels": pre.channels, "input_size": pre.input_size[0]}
     student = build_model(cfg.student, **kwargs).to(device)
     if cfg.student_weights:

@@ -14,7 +14,7 @@ from edgekd.export.onnx_export import export_onnx
 from edgekd.export.parity import check_parity, check_parity_with
 from edgekd.manifest import ArtifactKind, Manifest, make_artifact
 from edgekd.quant.nncf_quant import export_openvino_ir, export_qdq_onnx, load_quantized
-from edgekd.runtimes.host import _has
+from edgekd.runtimes.host import has_module
 from edgekd.stages.common import example_input, load_model
 
 NAME = "export"
@@ -66,7 +66,7 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     if facts.get("float_nodes"):
         notes.append(f"INT8 QDQ ONNX keeps {len(facts['float_nodes'])} weighted node(s) in float: "
                      f"{', '.join(facts['float_nodes'][:5])}.")
-    if cfg.openvino_ir and _has("openvino"):
+    if cfg.openvino_ir and has_module("openvino"):
         xml = work / "student_int8.xml"
         ov_facts = export_openvino_ir(qmodel, xml, example)
         from edgekd.runtimes import get_runtime

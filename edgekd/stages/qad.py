@@ -24,15 +24,16 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgekd.accuracy import AccuracyRequirement
 from edgekd.data.batches import eval_batches
 from edgekd.data.calibration import read_calibration, sample_calibration, write_calibration
 from edgekd.losses.composite import DistillLossConfig
+from edgekd.losses.training import build_distill_loss, make_step
 from edgekd.manifest import ArtifactKind, Manifest, make_artifact
 from edgekd.quant.nncf_quant import QuantSpec, prepare_for_qat, quantize, save_quantized
 from edgekd.quant.fallback import Attempt, bounded_fallback
 from edgekd.quant.sensitivity import layer_sensitivity
-from edgekd.stages.common import example_input, load_model, trainer_for
-from edgekd.stages.distill import build_distill_loss, make_step
+from edgekd.stages.common import example_input, load_frozen_teacher, load_model, trainer_for
 from edgekd.train import dist
 from edgekd.train.evaluate import accuracy
 from edgekd.train.loop import Phase, TrainConfig
@@ -40,19 +41,6 @@ from edgekd.train.loop import Phase, TrainConfig
 NAME = "qad"
 READS_DATA = True
 DISTRIBUTED = True
-
-
-class AccuracyRequirement(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    max_drop_points: float | None = Field(default=1.0, ge=0)
-    floor: float | None = Field(default=None, ge=0, le=1)
-
-    def required(self, teacher_top1: float) -> float:
-        """The top-1 the INT8 artifact must reach: the stricter of the absolute floor and the drop."""
-        needs = [v for v in (self.floor, None if self.max_drop_points is None
-                             else teacher_top1 - self.max_drop_points / 100) if v is not None]
-        return max(needs) if needs else 0.0
 
 
 class Config(BaseModel):
@@ -85,6 +73,57 @@ def _calibration(cfg: Config, data, work_dir: Path):
     return split, path
 
 
+def _qad_attempt(cfg: Config, ctx, teacher, histories: list[dict]):
+    """QAD of a copy of a PTQ model `base` built with `layers` in float, as bounded_fallback calls it."""
+    pre, device = ctx.data.preprocessing, dist.context().device
+
+    def qad(layers: list[str], base: torch.nn.Module) -> torch.nn.Module:
+        qmodel = prepare_for_qat(copy.deepcopy(base))
+        loss, s_taps, t_taps = build_distill_loss(cfg.loss, qmodel, teacher, pre, device)
+        # float32 on every device: fake-quant ranges and rounding are what the INT8 export runs
+        trainer = trainer_for(qmodel, make_step(loss, s_taps, t_taps, teacher, None), ctx, extra=loss,
+                              mixed_precision=False)
+        trainer.state_dir = ctx.work_dir / "state" / ("float-" + "-".join(layers) if layers else "all-int8")
+        result = trainer.fit([Phase("qad", cfg.train)])
+        for taps in (s_taps, t_taps):
+            if taps:
+                taps.close()
+        histories.extend(dict(h, float_layers=len(layers)) for h in result.history)
+        return qmodel.eval()
+
+    return qad
+
+
+def _notes(cfg: Config, result, required: float) -> tuple[list[str], list[str]]:
+    """(notes on what was kept and why, layers the fallback returned to float)."""
+    ptq_top1 = result.metric_of(result.ignored_layers, "ptq")
+    qad_top1 = result.metric_of(result.ignored_layers, "qad")
+    notes = list(result.notes)
+    if result.method == "ptq" and qad_top1 is not None:
+        notes.append(f"QAD ended below PTQ ({qad_top1:.2%} < {ptq_top1:.2%}): the PTQ model is kept.")
+    fallback = [l for l in result.ignored_layers if l not in cfg.ignored_layers]
+    if fallback:
+        notes.append(f"Accuracy requirement {required:.2%} (on val): layers returned to floating point: "
+                     f"{', '.join(fallback)}.")
+    if not result.met:
+        notes.append(f"No setting reached the required {required:.2%} on val (tried {len(result.attempts)}: "
+                     f"{attempts_text(result.attempts)}); the best artifact is kept.")
+    return notes, fallback
+
+
+def _save(cfg: Config, ctx, result, spec: QuantSpec, meta: dict, calib, calib_path: Path) -> list:
+    """Write the kept quantized model (main process) and return its and the calibration set's artifacts."""
+    if not dist.context().is_main:
+        return []
+    out = ctx.work_dir / "quantized.pt"
+    q_meta = {"arch": meta["arch"], "arch_kwargs": meta["arch_kwargs"], "spec": spec.model_dump(mode="json"),
+              "ignored_layers": result.ignored_layers, "kept": result.method}
+    save_quantized(result.model, out, q_meta)
+    return [make_artifact(ctx.work_dir, "quantized", ArtifactKind.quantized_checkpoint, out, **q_meta),
+            make_artifact(ctx.work_dir, "calibration", ArtifactKind.calibration, calib_path, images=len(calib),
+                          source=cfg.calib or "stratified sample of the training split")]
+
+
 def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     import logging
 
@@ -94,10 +133,7 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     data = ctx.data
     pre = data.preprocessing
     device = dist.context().device
-    teacher, _ = load_model(ctx.parent_dirs["teacher"], parents["teacher"])
-    teacher.to(device).eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
+    teacher = load_frozen_teacher(ctx, parents, device)
     student, meta = load_model(ctx.parent_dirs["student"], parents["student"])
     student.to(device).eval()
     calib, calib_path = _calibration(cfg, data, ctx.work_dir)
@@ -113,52 +149,19 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     def ptq(layers: list[str]) -> torch.nn.Module:
         return quantize(student, calib_x, spec.model_copy(update={"ignored_layers": layers}), example)
 
-    def qad(layers: list[str], base: torch.nn.Module) -> torch.nn.Module:
-        """QAD of a copy of the PTQ model `base` (built with `layers` in float)."""
-        qmodel = prepare_for_qat(copy.deepcopy(base))
-        loss, s_taps, t_taps = build_distill_loss(cfg.loss, qmodel, teacher, pre, device)
-        # float32 on every device: fake-quant ranges and rounding are what the INT8 export runs
-        trainer = trainer_for(qmodel, make_step(loss, s_taps, t_taps, teacher, None), ctx, extra=loss,
-                              mixed_precision=False)
-        trainer.state_dir = ctx.work_dir / "state" / ("float-" + "-".join(layers) if layers else "all-int8")
-        result = trainer.fit([Phase("qad", cfg.train)])
-        for taps in (s_taps, t_taps):
-            if taps:
-                taps.close()
-        histories.extend(dict(h, float_layers=len(layers)) for h in result.history)
-        return qmodel.eval()
-
     result = bounded_fallback(
-        ptq, qad if cfg.train.epochs > 0 else None, lambda m: accuracy(m, data.val, pre, device),
+        ptq, _qad_attempt(cfg, ctx, teacher, histories) if cfg.train.epochs > 0 else None,
+        lambda m: accuracy(m, data.val, pre, device),
         lambda m: layer_sensitivity(m, student, calib_x), required, base_layers=cfg.ignored_layers,
         max_layers=cfg.max_fallback_layers, budget_s=cfg.fallback_budget_min * 60, fp32_metric=fp32_top1,
         agree=dist.broadcast_object)
-    kept = result.method
-    ptq_top1 = result.metric_of(result.ignored_layers, "ptq")
-    qad_top1 = result.metric_of(result.ignored_layers, "qad")
-    notes = list(result.notes)
-    if kept == "ptq" and qad_top1 is not None:
-        notes.append(f"QAD ended below PTQ ({qad_top1:.2%} < {ptq_top1:.2%}): the PTQ model is kept.")
-    fallback = [l for l in result.ignored_layers if l not in cfg.ignored_layers]
-    if fallback:
-        notes.append(f"Accuracy requirement {required:.2%} (on val): layers returned to floating point: "
-                     f"{', '.join(fallback)}.")
-    if not result.met:
-        notes.append(f"No setting reached the required {required:.2%} on val (tried {len(result.attempts)}: "
-                     f"{attempts_text(result.attempts)}); the best artifact is kept.")
-    out = ctx.work_dir / "quantized.pt"
-    q_meta = {"arch": meta["arch"], "arch_kwargs": meta["arch_kwargs"], "spec": spec.model_dump(mode="json"),
-              "ignored_layers": result.ignored_layers, "kept": kept}
-    if dist.context().is_main:
-        save_quantized(result.model, out, q_meta)
-    artifacts = [make_artifact(ctx.work_dir, "quantized", ArtifactKind.quantized_checkpoint, out, **q_meta)] \
-        if dist.context().is_main else []
-    if dist.context().is_main:
-        artifacts.append(make_artifact(ctx.work_dir, "calibration", ArtifactKind.calibration, calib_path,
-                                       images=len(calib), source=cfg.calib or "stratified sample of the training split"))
+    notes, fallback = _notes(cfg, result, required)
+    artifacts = _save(cfg, ctx, result, spec, meta, calib, calib_path)
     metrics = {
-        "teacher_top1": teacher_top1, "fp32_top1": fp32_top1, "ptq_top1": ptq_top1, "qad_top1": qad_top1,
-        "int8_top1": result.metric, "kept": kept, "required_top1": required, "requirement_met": result.met,
+        "teacher_top1": teacher_top1, "fp32_top1": fp32_top1,
+        "ptq_top1": result.metric_of(result.ignored_layers, "ptq"),
+        "qad_top1": result.metric_of(result.ignored_layers, "qad"),
+        "int8_top1": result.metric, "kept": result.method, "required_top1": required, "requirement_met": result.met,
         "float_layers": result.ignored_layers, "fallback_layers": fallback,
         "attempts": [a.to_dict() for a in result.attempts], "fallback_notes": result.notes,
         "fallback_budget_s": cfg.fallback_budget_min * 60, "ranking_s": result.ranking_s,

@@ -26,8 +26,8 @@ from edgekd.data.calibration import read_calibration
 from edgekd.losses.composite import DistillLossConfig
 from edgekd.manifest import ArtifactKind, Manifest, make_artifact
 from edgekd.quant import pt2e
-from edgekd.stages.common import load_model, trainer_for
-from edgekd.stages.distill import build_distill_loss, make_step
+from edgekd.stages.common import load_frozen_teacher, load_model, trainer_for
+from edgekd.losses.training import build_distill_loss, make_step
 from edgekd.train.evaluate import accuracy
 from edgekd.train.loop import Phase, TrainConfig
 
@@ -57,10 +57,7 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     data = ctx.data
     pre = data.preprocessing
     device = torch.device("cpu")  # PT2E fake-quant graphs are exported and lowered on CPU
-    teacher, _ = load_model(ctx.parent_dirs["teacher"], parents["teacher"])
-    teacher.eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
+    teacher = load_frozen_teacher(ctx, parents, device)
     student, meta = load_model(ctx.parent_dirs["student"], parents["student"])
     student.eval()
     qad = parents["qad"]

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -158,6 +158,36 @@ def _set_rng_state(state: dict) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
+class _Stepper:
+    """One optimizer update from a loss: backward (scaled under float16 autocast), the loss's own gradients
+    averaged across ranks, clipping, the step, the per-step update cap, the schedule."""
+
+    def __init__(self, opt, sched, scaler, trained: list[torch.nn.Parameter], outside: list[torch.nn.Parameter],
+                 grad_clip_norm: float | None, max_update_norm: float | None) -> None:
+        self.opt, self.sched, self.scaler = opt, sched, scaler
+        self.trained, self.outside = trained, outside
+        self.grad_clip_norm, self.max_update_norm = grad_clip_norm, max_update_norm
+
+    def __call__(self, loss: torch.Tensor) -> None:
+        opt, scaler = self.opt, self.scaler
+        opt.zero_grad(set_to_none=True)
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+        dist.average_gradients(self.outside)
+        if scaler is not None:
+            scaler.unscale_(opt)  # clipping and the update cap see true gradient sizes
+        if self.grad_clip_norm:
+            torch.nn.utils.clip_grad_norm_(self.trained, self.grad_clip_norm)
+        before = [p.detach().clone() for p in self.trained] if self.max_update_norm else None
+        if scaler is not None:
+            scaler.step(opt)  # skipped when a gradient overflowed; the scale adapts
+            scaler.update()
+        else:
+            opt.step()
+        if before is not None:
+            _cap_update(self.trained, before, self.max_update_norm)
+        self.sched.step()
+
+
 class Trainer:
     """Runs phases over `model` (+ `extra` modules such as hint adapters) and keeps the best weights."""
 
@@ -272,14 +302,7 @@ class Trainer:
             raise UsageError(f"global batch {cfg.batch_size} does not divide by the world size {self.ctx.world}: "
                              "choose a batch that is a multiple of the number of processes")
         seed_everything(cfg.seed)
-        chosen = set(select_trainable(self.model, cfg.trainable, phase.trainable))
-        groups: dict[float, list[torch.nn.Parameter]] = {}
-        for name, p in self.model.named_parameters():
-            if name in chosen and p.requires_grad:
-                groups.setdefault(phase.lr_mult(name), []).append(p)
-        params = [{"params": ps, "lr": cfg.lr * mult} for mult, ps in sorted(groups.items())]
-        if self.extra is not None:
-            params.append({"params": [p for p in self.extra.parameters() if p.requires_grad], "lr": cfg.lr})
+        params = self._param_groups(phase)
         opt = _make_optimizer(params, cfg)
         steps = num_train_steps(len(self.train_split), cfg.batch_size)
         if steps == 0:
@@ -290,68 +313,80 @@ class Trainer:
         net = self._wrap()
         if self.ctx.distributed and self.extra is not None:
             dist.broadcast_module(self.extra)  # DDP syncs the model's initial weights; this, the loss's adapters
-        trained = [p for g in params for p in g["params"]]
-        scaler = self.accel.grad_scaler()  # float16 autocast only; state restarts with a resumed phase
-        outside = [p for p in self.extra.parameters() if p.requires_grad] if self.extra is not None else []
+        step = _Stepper(opt, sched, self.accel.grad_scaler(),  # float16 autocast only; restarts with a resumed phase
+                        trained=[p for g in params for p in g["params"]],
+                        outside=[p for p in self.extra.parameters() if p.requires_grad] if self.extra is not None
+                        else [], grad_clip_norm=cfg.grad_clip_norm, max_update_norm=cfg.max_update_norm)
         for epoch in range(start, cfg.epochs):
             t0 = time.perf_counter()
-            loss_sum, parts_sum, n_steps = torch.zeros(()), {}, 0
-            net.train()
-            set_bn_mode(self.model, cfg.bn)
             task = self.progress.add_task(f"{phase.name} epoch {epoch + 1}/{cfg.epochs}", total=steps) if self.progress else None
-            for step, (x, y, idx) in enumerate(train_batches(
-                    self.train_split, self.pre, batch_size=cfg.batch_size, seed=cfg.seed, epoch=epoch,
-                    augment=cfg.augment, rank=self.ctx.rank, world=self.ctx.world)):
-                x, y = self.accel.to_device(x, y)
-                with self.accel.autocast():
-                    loss, parts = self.loss_fn(net, x, y, idx)
-                if not self._finite(loss):
-                    raise StageFailed(f"{phase.name}: the loss became {loss.item()} at epoch {epoch + 1}, step "
-                                      f"{step + 1}: lower --lr or enable gradient clipping (stage stopped; the last "
-                                      f"good checkpoint is kept in {self.state_dir})")
-                opt.zero_grad(set_to_none=True)
-                (scaler.scale(loss) if scaler is not None else loss).backward()
-                dist.average_gradients(outside)
-                if scaler is not None:
-                    scaler.unscale_(opt)  # clipping and the update cap see true gradient sizes
-                if cfg.grad_clip_norm:
-                    torch.nn.utils.clip_grad_norm_(trained, cfg.grad_clip_norm)
-                before = [p.detach().clone() for p in trained] if cfg.max_update_norm else None
-                if scaler is not None:
-                    scaler.step(opt)  # skipped when a gradient overflowed; the scale adapts
-                    scaler.update()
-                else:
-                    opt.step()
-                if before is not None:
-                    _cap_update(trained, before, cfg.max_update_norm)
-                sched.step()
-                loss_sum += loss.detach().cpu()
-                for k, v in parts.items():
-                    parts_sum[k] = parts_sum.get(k, 0.0) + v
-                n_steps += 1
-                if task is not None:
-                    self.progress.update(task, advance=1)
-            keys = sorted(parts_sum)
-            reduced = dist.all_reduce_sum(torch.tensor([loss_sum.item(), float(n_steps)] +
-                                                       [float(parts_sum[k]) for k in keys], dtype=torch.float64))
-            total_steps = max(float(reduced[1]), 1.0)
-            train_s = time.perf_counter() - t0
-            top1 = self.evaluate()
-            if self.ctx.distributed:
-                top1 = dist.broadcast_object(top1)  # one verdict for all ranks, so they keep the same best weights
-            record = {"phase": phase.name, "epoch": epoch + 1, "loss": float(reduced[0]) / total_steps,
-                      "val_top1": top1, "lr": opt.param_groups[0]["lr"], "train_s": train_s,
-                      "epoch_s": time.perf_counter() - t0, "precision": self.accel.precision}
-            record.update({k: float(reduced[2 + i]) / total_steps for i, k in enumerate(keys)})
-            self.history.append(record)
-            if top1 > self.best_top1:
-                self.best_top1, self.best_epoch = top1, len(self.history)
-                self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+            sums = self._train_epoch(net, phase, epoch, step, task)
+            record = self._end_epoch(phase, epoch, sums, opt, t0)
             if task is not None:
                 self.progress.update(task, description=f"{phase.name} epoch {epoch + 1}/{cfg.epochs} "
-                                                       f"loss {record['loss']:.3f} val {top1:.1%}")
+                                                       f"loss {record['loss']:.3f} val {record['val_top1']:.1%}")
             self._save(phase.name, epoch, opt, sched)
             _test_die_hook(phase.name, epoch + 1, self.ctx)
+
+    def _param_groups(self, phase: Phase) -> list[dict[str, Any]]:
+        """Optimizer groups: the phase's trainable parameters by learning-rate multiplier, then the loss's own."""
+        cfg = phase.config
+        chosen = set(select_trainable(self.model, cfg.trainable, phase.trainable))
+        groups: dict[float, list[torch.nn.Parameter]] = {}
+        for name, p in self.model.named_parameters():
+            if name in chosen and p.requires_grad:
+                groups.setdefault(phase.lr_mult(name), []).append(p)
+        params = [{"params": ps, "lr": cfg.lr * mult} for mult, ps in sorted(groups.items())]
+        if self.extra is not None:
+            params.append({"params": [p for p in self.extra.parameters() if p.requires_grad], "lr": cfg.lr})
+        return params
+
+    def _train_epoch(self, net, phase: Phase, epoch: int, step: _Stepper, task) -> tuple[torch.Tensor, dict, int]:
+        """One pass over this rank's share of the training split: (loss sum, loss parts' sums, steps)."""
+        cfg = phase.config
+        loss_sum, parts_sum, n_steps = torch.zeros(()), {}, 0
+        net.train()
+        set_bn_mode(self.model, cfg.bn)
+        for i, (x, y, idx) in enumerate(train_batches(
+                self.train_split, self.pre, batch_size=cfg.batch_size, seed=cfg.seed, epoch=epoch,
+                augment=cfg.augment, rank=self.ctx.rank, world=self.ctx.world)):
+            x, y = self.accel.to_device(x, y)
+            with self.accel.autocast():
+                loss, parts = self.loss_fn(net, x, y, idx)
+            if not self._finite(loss):
+                raise StageFailed(f"{phase.name}: the loss became {loss.item()} at epoch {epoch + 1}, step "
+                                  f"{i + 1}: lower --lr or enable gradient clipping (stage stopped; the last "
+                                  f"good checkpoint is kept in {self.state_dir})")
+            step(loss)
+            loss_sum += loss.detach().cpu()
+            for k, v in parts.items():
+                parts_sum[k] = parts_sum.get(k, 0.0) + v
+            n_steps += 1
+            if task is not None:
+                self.progress.update(task, advance=1)
+        return loss_sum, parts_sum, n_steps
+
+    def _end_epoch(self, phase: Phase, epoch: int, sums: tuple[torch.Tensor, dict, int], opt, t0: float,
+                   ) -> dict[str, Any]:
+        """Average the epoch's losses over all ranks, evaluate, record the epoch, keep the best weights."""
+        loss_sum, parts_sum, n_steps = sums
+        keys = sorted(parts_sum)
+        reduced = dist.all_reduce_sum(torch.tensor([loss_sum.item(), float(n_steps)] +
+                                                   [float(parts_sum[k]) for k in keys], dtype=torch.float64))
+        total_steps = max(float(reduced[1]), 1.0)
+        train_s = time.perf_counter() - t0
+        top1 = self.evaluate()
+        if self.ctx.distributed:
+            top1 = dist.broadcast_object(top1)  # one verdict for all ranks, so they keep the same best weights
+        record = {"phase": phase.name, "epoch": epoch + 1, "loss": float(reduced[0]) / total_steps,
+                  "val_top1": top1, "lr": opt.param_groups[0]["lr"], "train_s": train_s,
+                  "epoch_s": time.perf_counter() - t0, "precision": self.accel.precision}
+        record.update({k: float(reduced[2 + i]) / total_steps for i, k in enumerate(keys)})
+        self.history.append(record)
+        if top1 > self.best_top1:
+            self.best_top1, self.best_epoch = top1, len(self.history)
+            self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+        return record
 
     def _finite(self, loss: torch.Tensor) -> bool:
         """Whether the loss is finite on every rank (so all ranks stop together, with the same message)."""

@@ -188,16 +188,16 @@ def test_sha256_mismatch_is_refused(run_dir: Path, tmp_path: Path) -> None:
 def test_target_runtime_missing_names_the_extra(run_dir: Path, tmp_path: Path, monkeypatch) -> None:
     import edgekd.runtimes.host as host
 
-    real = host._has
-    monkeypatch.setattr(host, "_has", lambda m: False if m == "openvino" else real(m))
+    real = host.has_module
+    monkeypatch.setattr(host, "has_module", lambda m: False if m == "openvino" else real(m))
     res = runner.invoke(app, ["bench", str(run_dir), "--target", "intel-cpu"])
     one_line_exit2(res, "openvino", "pip install 'edgekd[cpu]'")
 
 
 def test_gpu_target_without_tensorrt_names_the_gpu_extra(run_dir: Path, tmp_path: Path, monkeypatch) -> None:
-    import edgekd.benchmark as benchmark
+    import edgekd.runtimes.host as host
 
-    monkeypatch.setattr(benchmark, "_nvidia_gpu_here", lambda: True)
+    monkeypatch.setattr(host, "nvidia_gpu_here", lambda: True)
     prof = tmp_path / "trt.yaml"
     prof.write_text(loose_target(tmp_path).read_text().replace("name: openvino, device: CPU, threads: 1",
                                                                "name: tensorrt, device: GPU"))

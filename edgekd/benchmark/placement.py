@@ -1,0 +1,82 @@
+"""Where an artifact for a target is measured on this machine (the target's runtime and device, or a host
+runtime as a labelled substitute) and at which precision."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+from edgekd.targets import TargetProfile
+
+
+class MeasurePlan(BaseModel):
+    """Where an artifact for `target` is measured on this machine, and why."""
+
+    model_config = ConfigDict(frozen=True)
+
+    runtime: str
+    device: str
+    on_target: bool  # False: a host runtime substitutes; device latency is estimated
+    reason: str = ""
+
+
+def _target_hardware_here(target: TargetProfile) -> bool:
+    """Whether this machine has the target's kind of hardware (so a missing runtime is the user's to install)."""
+    from edgekd.runtimes.host import host_arch, nvidia_gpu_here
+
+    r = target.runtime
+    if target.device.arch not in (host_arch(), "any"):
+        return False
+    if r.device in ("CPU",) and r.name in ("openvino", "onnxruntime"):
+        return True
+    if r.name == "tensorrt" or r.device in ("CUDA", "TensorRT"):
+        return nvidia_gpu_here()
+    return False
+
+
+MOBILE_RUNTIMES = ("executorch", "litert", "coreml")
+
+
+def plan_measurement(target: TargetProfile, allow_substitute: bool = True) -> MeasurePlan:
+    """Measure on the target's runtime and device when this machine has them; else (when allowed) on a host
+    runtime, labelled as a substitute. A runtime missing on hardware that could run it is MissingExtra."""
+    from edgekd.errors import MissingExtra, UsageError
+    from edgekd.runtimes.host import has_module, host_arch
+
+    r = target.runtime
+    package = {"openvino": "openvino", "onnxruntime": "onnxruntime", "tensorrt": "tensorrt", "executorch": "executorch",
+               "litert": "ai_edge_litert", "coreml": "coremltools"}[r.name]
+    extra = "gpu" if r.name == "tensorrt" or r.device in ("CUDA", "TensorRT") else \
+        ("mobile" if r.name in MOBILE_RUNTIMES else "cpu")
+    if target.host_measurable:
+        return MeasurePlan(runtime=r.name, device=r.device, on_target=True)
+    hardware = _target_hardware_here(target)
+    if hardware and not has_module(package):
+        raise MissingExtra(package, extra, f"target {target.name} runs {r.name} on {r.device}, which this machine has")
+    why = (f"target {target.name} runs {r.name} on {r.device} ({target.device.name}, {target.device.arch}); this "
+           f"machine ({host_arch()}) " + ("lacks that device" if target.device.arch in (host_arch(), "any")
+                                          else "is another architecture"))
+    if not allow_substitute:
+        raise UsageError(why)
+    # the same runtime on this CPU first (OpenVINO; ExecuTorch/LiteRT run the phone's file with the same XNNPACK
+    # delegate on x86: a host measurement), then ONNX Runtime and OpenVINO on the ONNX files
+    same = (r.name,) if r.name == "openvino" or r.name in ("executorch", "litert") and has_module(package) else ()
+    for name in dict.fromkeys(same + ("onnxruntime", "openvino")):
+        if has_module(name):
+            return MeasurePlan(runtime=name, device="CPU", on_target=False,
+                               reason=f"{why}: measured with {name} on this CPU instead, device latency estimated")
+    raise MissingExtra("onnxruntime", "cpu", f"no runtime here to measure on instead of {r.name} {r.device}")
+
+
+def choose_precision(target: TargetProfile, artifact_precision: str, runtime: str, on_target: bool,
+                     label: str) -> str:
+    """The precision to run an artifact at for `target`: its own, or fp16 for an fp32 model on a runtime that
+    converts (OpenVINO, TensorRT) when the target allows fp16 but not fp32. Anything else is a UsageError."""
+    from edgekd.errors import UsageError
+
+    allowed = target.precisions_allowed
+    if artifact_precision in allowed or not on_target:
+        return artifact_precision
+    if artifact_precision == "fp32" and "fp16" in allowed and runtime in ("openvino", "tensorrt"):
+        return "fp16"
+    raise UsageError(f"target {target.name} ({target.runtime.name} on {target.runtime.device}) runs "
+                     f"{', '.join(allowed)} only; {label} is {artifact_precision}: pick another --role or target")

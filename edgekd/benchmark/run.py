@@ -1,0 +1,89 @@
+"""`edgekd bench` without the CLI: resolve an artifact, measure it on its target (or a host substitute, with
+a roofline estimate for the device), judge it against the budgets, and return the report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from edgekd.artifacts import Resolved, candidate_for, pick_role, resolve, verify
+from edgekd.benchmark.budgets import chance_checks, judge, layers_not_in_precision, required_top1
+from edgekd.benchmark.measurement import TimingConfig, estimate, eval_inputs, measure, settings_for, spread
+from edgekd.benchmark.placement import choose_precision, plan_measurement
+from edgekd.errors import UsageError
+from edgekd.report.summary import exit_code_for, overall_verdict
+from edgekd.runtimes.timing import METHODOLOGY
+from edgekd.targets import TargetProfile, load_target
+
+
+def target_for(res: Resolved, name: str | None) -> TargetProfile:
+    """--target, or the run's / bundle's own target; a single file needs --target."""
+    if name is None:
+        if res.run_target is None:
+            raise UsageError(f"pass --target for {res.path.name} (`edgekd targets` lists them)")
+        name = res.run_target
+    return load_target(name)
+
+
+def run_bench(artifact: Path | Resolved, target_name: str | None = None, role: str | None = None, repeat: int = 1,
+              eval_set: Path | None = None, timing: TimingConfig = TimingConfig(), strict: bool = False,
+              ) -> dict[str, Any]:
+    """Measure one artifact `repeat` times on the target (or a host substitute) and judge it; the report.
+    `artifact` is a path (run directory, bundle, model file) or what edgekd.artifacts.resolve made of one."""
+    if repeat < 1:
+        raise UsageError("--repeat must be >= 1")
+    res = artifact if isinstance(artifact, Resolved) else resolve(artifact, eval_set)
+    target = target_for(res, target_name)
+    role = pick_role(res, role)
+    plan = plan_measurement(target)
+    cand = candidate_for(res, role, plan.runtime)
+    precision = choose_precision(target, cand.precision, plan.runtime, plan.on_target, cand.label)
+    verify(cand)
+    x, labels, classes = eval_inputs(res.eval_set, res.input_shape, target.batch_size, res.eval_sha256,
+                                     label=f"{res.path.name} eval set")
+    if res.input_shape and tuple(x.shape[1:]) != res.input_shape:
+        raise UsageError(f"eval set images are {list(x.shape[1:])} but {cand.label} takes {list(res.input_shape)}")
+    settings = settings_for(target, precision, device=None if plan.on_target else plan.device)
+    runs = [measure(cand.file, plan.runtime, settings, x, labels, target.batch_size, timing,
+                    expected_sha256=cand.sha256 or None) for _ in range(repeat)]
+    p50s = [r["latency"]["median_ms"] for r in runs]
+    m = runs[int(sorted(range(repeat), key=lambda i: p50s[i])[(repeat - 1) // 2])]  # the median repeat
+    row: dict[str, Any] = {
+        "role": role, "file": cand.label, "path": str(cand.file), "sha256": cand.sha256 or None,
+        "origin": cand.origin, "precision": precision, "runtime": plan.runtime, "device": settings.device,
+        "measured_on": "target" if plan.on_target else "host substitute", **m,
+        "layers_not_in_precision": layers_not_in_precision(m["runtime_facts"]),
+    }
+    notes = [n for n in [plan.reason] + [r["cv_warning"] for r in runs] if n]
+    if cand.origin == "export":
+        notes.append(f"{res.path.name} has no {role} compiled for {plan.runtime}: measured the exported {cand.label}")
+    if labels is None:
+        notes.append("no eval set: latency on seeded random inputs, accuracy not measured (pass --eval-set)")
+    if not plan.on_target:
+        onnx = cand.onnx or res.onnx_for(role)
+        if onnx is not None:
+            est_prec = "int8" if precision == "int8" else ("fp16" if target.device.peak_fp16_tflops else "fp32")
+            row["estimate"] = estimate(onnx, target, est_prec, target.batch_size)
+            row["estimated_latency_ms"] = row["estimate"]["latency_ms"]
+        else:
+            notes.append(f"no ONNX file of {role} to estimate {target.device.name} latency from")
+    required = required_top1(target, res.teacher_top1) if labels is not None else None
+    budgets = judge(target, row, required, plan.on_target)
+    if required is not None and classes:  # an accuracy requirement is never met by a chance-level model
+        learned = chance_checks(res.teacher_top1, row["top1"], len(classes), len(labels))
+        budgets += learned
+        notes += [c["message"] for c in learned]
+    code = exit_code_for(budgets, strict)
+    return {
+        "artifact": str(res.path), "kind": res.kind, "role": role,
+        "target": {"name": target.name, "runtime": target.runtime.name, "device": target.runtime.device,
+                   "device_name": target.device.name, "precision": target.precision,
+                   "budgets": target.budgets.model_dump(mode="json")},
+        "measured_on_target": plan.on_target, "measured_with": f"{plan.runtime} {settings.device}",
+        "row": row, "classes": classes, "eval_set": str(res.eval_set) if res.eval_set else None,
+        "repeats": {"n": repeat, "p50_ms": p50s, "spread": spread(p50s)},
+        "budgets": budgets, "verdict": overall_verdict(budgets) if budgets else "no budgets judged",
+        "exit_code": code, "strict": strict, "notes": notes,
+        "methodology": METHODOLOGY + f" Batch {target.batch_size}; --repeat {repeat}: each repeat loads the "
+                       "artifact afresh and measures again; the row is the repeat with the median p50.",
+    }

@@ -168,3 +168,25 @@ def test_int8_tflite_not_fully_integer_fails_verification_naming_the_ops(android
     assert r.exit_code == 1, r.output
     assert "student_int8_tflite (not fully integer: float ops" in r.output.replace("\n", " ")
     assert "ADD x1" in r.output
+
+
+def test_pt2e_target_without_the_extra_exits_2_before_any_work(monkeypatch, tmp_path):
+    import importlib
+    import types
+
+    from typer.testing import CliRunner
+
+    from edgekd import errors
+    from edgekd.cli.app import _register, app
+
+    def fake_import(name, *a):
+        if name.split(".")[0] == "executorch":
+            raise ImportError(f"No module named '{name}'", name=name)
+        return importlib.import_module(name, *a)
+
+    monkeypatch.setattr(errors, "importlib", types.SimpleNamespace(import_module=fake_import))
+    _register()
+    r = CliRunner().invoke(app, ["compress", "--target", "android-arm64", "--run-dir", str(tmp_path / "run")])
+    assert r.exit_code == 2, r.output
+    assert "'executorch' is not installed" in r.output and "edgekd[mobile]" in r.output
+    assert not (tmp_path / "run").exists()

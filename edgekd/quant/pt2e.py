@@ -139,8 +139,13 @@ def ptq(model: Any, example: Any, calib: list[Any], name: str) -> Any:
     return convert_pt2e(prepared, fold_quantize=fold_weights(name))
 
 
-def prepare_qat(model: Any, example: Any, calib: list[Any], name: str) -> Any:
-    """QAT model (fake quantize in the graph), calibrated; train()/eval() allowed on it for the Trainer."""
+def prepare_qat(model: Any, example: Any, calib: list[Any], name: str, ranges: str = "ptq") -> Any:
+    """QAT model (fake quantize in the graph), calibrated; train()/eval() allowed on it for the Trainer.
+
+    ranges "ptq": every activation fake-quantizer starts from the range the PTQ calibration chose (histogram
+    observers, the same images) and keeps it (observer off), so QAD starts where PTQ ends and trains the weights
+    to that grid; "moving-average": the QAT observers' own min/max, updated while training (torchao's default).
+    Weight fake-quantizers (per channel) always follow the weights."""
     from torchao.quantization.pt2e import allow_exported_model_train_eval
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
@@ -149,7 +154,46 @@ def prepare_qat(model: Any, example: Any, calib: list[Any], name: str) -> Any:
     allow_exported_model_train_eval(prepared)
     prepared.eval()
     calibrate(prepared, calib)
+    if ranges == "ptq":
+        _seed_ranges(prepared, _ptq_ranges(folded, example, calib, name))
     return prepared
+
+
+def _per_tensor(modules: Iterable[Any]) -> list[Any]:
+    import torch
+
+    return [m for m in modules if getattr(m, "qscheme", None) in (torch.per_tensor_affine, torch.per_tensor_symmetric)]
+
+
+def _ptq_ranges(folded: Any, example: Any, calib: list[Any], name: str) -> list[tuple[float, float]]:
+    """The (min, max) each per-tensor activation observer of a PTQ calibration settles on, in graph order."""
+    from torchao.quantization.pt2e import ObserverBase
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+    prepared = prepare_pt2e(capture(folded, example), make_quantizer(name, qat=False))
+    calibrate(prepared, calib)
+    out = []
+    for obs in _per_tensor(m for m in prepared.modules() if isinstance(m, ObserverBase)):
+        scale, zero = (float(v.reshape(-1)[0]) for v in obs.calculate_qparams())
+        out.append(((obs.quant_min - zero) * scale, (obs.quant_max - zero) * scale))
+    return out
+
+
+def _seed_ranges(prepared: Any, ranges: list[tuple[float, float]]) -> None:
+    import torch
+    from torchao.quantization.pt2e import FakeQuantizeBase
+
+    fqs = _per_tensor(m for m in prepared.modules() if isinstance(m, FakeQuantizeBase))
+    if len(fqs) != len(ranges):
+        raise UsageError(f"PT2E QAT has {len(fqs)} activation quantizers but PTQ {len(ranges)}: cannot start QAD "
+                         "from the PTQ ranges (set the qad_pt2e stage's ranges to moving-average)")
+    with torch.no_grad():
+        for fq, (lo, hi) in zip(fqs, ranges):
+            obs = fq.activation_post_process
+            obs.min_val.copy_(torch.tensor(lo)), obs.max_val.copy_(torch.tensor(hi))
+            scale, zero = obs.calculate_qparams()
+            fq.scale.copy_(scale.reshape(fq.scale.shape)), fq.zero_point.copy_(zero.reshape(fq.zero_point.shape))
+            fq.disable_observer()
 
 
 def allow_train_eval(gm: Any) -> Any:

@@ -18,6 +18,7 @@ weighting) and says so.
 from __future__ import annotations
 
 import time
+from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -40,6 +41,7 @@ class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     routes: list[str] = Field(min_length=1)
+    ranges: Literal["ptq", "moving-average"] = "ptq"  # activation ranges during QAD (edgekd.quant.pt2e.prepare_qat)
     loss: DistillLossConfig = DistillLossConfig()
     train: TrainConfig = TrainConfig(epochs=2, lr=0.002, bn="frozen", weight_decay=0.0)
 
@@ -81,7 +83,7 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
         qad_top1, qad_model, qad_s = None, None, 0.0
         if cfg.train.epochs > 0:
             t0 = time.perf_counter()
-            prepared = pt2e.prepare_qat(student, example, calib_x, name)
+            prepared = pt2e.prepare_qat(student, example, calib_x, name, cfg.ranges)
             loss, s_taps, t_taps = build_distill_loss(loss_cfg, student, teacher, pre, device)
             trainer = trainer_for(prepared, make_step(loss, s_taps, t_taps, teacher, None), ctx, extra=loss,
                                   mixed_precision=False)

@@ -57,6 +57,26 @@ def test_program_is_quantized_and_reloads(quantized):
     assert 0 < diff < 0.5
 
 
+def test_qat_starts_from_the_ptq_ranges():
+    """QAD's fake quantizers start (and stay) at the PTQ calibration's activation ranges: converted before any
+    training, the QAT model equals the PTQ model; torchao's moving-average ranges give another model."""
+    import torch
+
+    from edgekd.quant import pt2e
+
+    model, example = tiny_resnet(), torch.zeros(2, 3, 12, 12)
+    gen = torch.Generator().manual_seed(2)
+    calib = [torch.randn(16, 3, 12, 12, generator=gen) for _ in range(3)]
+    x = torch.from_numpy(_inputs())
+    with torch.no_grad():
+        ptq = pt2e.ptq(model, example, calib, "pt2e-xnnpack")(x)
+        seeded = pt2e.convert_qat(pt2e.prepare_qat(model, example, calib, "pt2e-xnnpack"), "pt2e-xnnpack")(x)
+        moving = pt2e.convert_qat(pt2e.prepare_qat(model, example, calib, "pt2e-xnnpack", ranges="moving-average"),
+                                  "pt2e-xnnpack")(x)
+    assert torch.equal(seeded, ptq)
+    assert not torch.equal(moving, ptq)
+
+
 def test_int8_pte_runs_in_executorch_and_agrees(quantized, tmp_path):
     import torch
 

@@ -246,6 +246,7 @@ def _pipeline(run: RunView) -> dict[str, Any]:
         "quantization": {"method": "NNCF INT8 (symmetric per-channel weights, per-tensor activations)",
                          "kept": q.get("kept"), "fp32_top1": q.get("fp32_top1"), "ptq_top1": q.get("ptq_top1"),
                          "qad_top1": q.get("qad_top1"), "calibration_images": q.get("calibration_images")},
+        "quantization_pt2e": run.manifest("qad_pt2e").metrics.get("routes") if run.has("qad_pt2e") else None,
         "float_layers": declared_float_layers(run),
         "target": run.target.get("name"), "data": run.report.get("data", {}).get("description"),
         "splits": run.report.get("data", {}).get("splits"),  # role -> images, origin (val decided, test reported)

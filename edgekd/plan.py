@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -18,61 +19,114 @@ Transfer = Literal["feature", "full", "hybrid", "staged", "none"]
 Weighting = Literal["uniform", "teacher_confidence", "teacher_loss"]
 
 
+def _cli(*, short: str | None = None, path: bool = False, text: bool = False) -> dict:
+    """How a field's flag differs from the default one (edgekd.cli.options): a short alias, a file path
+    (checked by the CLI to exist), or a value given as text and parsed by the field's validator."""
+    return {"cli": {"short": short, "path": path, "text": text}}
+
+
 class CompressOptions(BaseModel):
-    """Every option of `edgekd compress`; a YAML pipeline file holds the same fields."""
+    """Every option of `edgekd compress`; a YAML pipeline file holds the same fields.
+
+    One source for each option: `edgekd compress` derives one flag per field (`--field-name`, booleans as
+    `--x/--no-x`, lists repeatable) with the field's description as its help (edgekd.cli.options), so
+    adding an option here adds its YAML key and its flag."""
 
     model_config = ConfigDict(extra="forbid")
 
-    target: str = "intel-cpu"
-    data: str = "digits"
-    split_seed: int = 0
-    val_fraction: float = Field(default=0.1, gt=0, lt=1)  # of train/ (or of a single tree) when val is carved
-    test_fraction: float = Field(default=0.2, gt=0, lt=1)  # of a single tree (or the digits)
-    max_train_per_class: int | None = Field(default=None, ge=1)
-    max_val_per_class: int | None = Field(default=None, ge=1)
-    max_test_per_class: int | None = Field(default=None, ge=1)
-    teacher: str | None = None
-    teacher_weights: str | None = None
-    pretrained: bool = False
-    source_classes: int | None = None
-    student: str = "small_cnn"
-    student_weights: str | None = None
-    transfer: Transfer = "hybrid"
-    teacher_epochs: int = Field(default=6, ge=0)
-    finetune_epochs: int = Field(default=6, ge=0)
-    probe_epochs: int = Field(default=1, ge=0)
-    distill_epochs: int = Field(default=10, ge=0)
-    qad_epochs: int = Field(default=2, ge=0)
-    batch_size: int = Field(default=32, ge=1)
-    lr: float = Field(default=0.05, gt=0)
-    finetune_lr: float = Field(default=0.05, gt=0)
-    qad_lr: float = Field(default=0.002, gt=0)
-    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
-    temperature: float = 4.0
-    alpha: float = 0.9
-    attention: list[str] = Field(default_factory=list)  # "student_layer:teacher_layer"
-    attention_weight: float = 1000.0
-    hint: list[str] = Field(default_factory=list)
-    hint_weight: float = 1.0
-    weighting: Weighting = "uniform"
-    train_only: list[str] | None = None  # distill: parameter-name patterns that train
-    max_update_norm: float | None = None
-    augment: Literal["none", "crop", "crop_flip", "rrc_flip"] | None = None  # None: edgekd.data.sizing.default_augment
-    input_size: tuple[int, int] | None = None  # --input-size N|HxW; None: target, teacher weights, then data
-    strict_data: bool = False  # unreadable image files: an error instead of skipped with a warning
-    cache_teacher: bool = True
-    calib: str | None = None
-    calib_size: int = Field(default=300, ge=1)
-    ignore_layers: list[str] = Field(default_factory=list)
-    max_drop: float | None = Field(default=None, ge=0)  # top-1 points below the fine-tuned teacher
-    accuracy_floor: float | None = Field(default=None, ge=0, le=1)
-    max_fallback_layers: int = Field(default=3, ge=0)
-    fallback_budget: float = Field(default=10.0, ge=0)  # minutes for the float-layer fallback search; 0: none
-    opset: int = Field(default=17, ge=17)
-    seed: int = 0
-    threads: int | None = Field(default=None, ge=1)  # torch intra-op threads for training (not part of stage ids)
-    sync_bn: bool = False
-
+    target: str = Field("intel-cpu", description="Target profile name (see `edgekd targets`) or a YAML file.",
+                        json_schema_extra=_cli(short="-t"))
+    data: str = Field("digits", description="ImageFolder folder: train/ val/ test/; train/ + test/ (or val/: used as "
+                      "the test role), val carved from train/; or one tree split into train/val/test. Default: the "
+                      "embedded sklearn digits (split like one tree).")
+    split_seed: int = Field(0, description="Seed of the stratified val/test carve-outs.")
+    val_fraction: float = Field(0.1, gt=0, lt=1, description="Share of each class carved out as the val split (every "
+                                "decision is made on it) when no val/ is given beside test/; of train/, or of a "
+                                "single tree. 0 < f < 1.")
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="Share of each class of a single tree (or the digits) "
+                                 "carved out as the test split, the only one reported and judged. 0 < f < 1.")
+    max_train_per_class: int | None = Field(None, ge=1, description="Use at most N training images per class "
+                                            "(a subset, for short runs).")
+    max_val_per_class: int | None = Field(None, ge=1, description="Use at most N val images per class.")
+    max_test_per_class: int | None = Field(None, ge=1, description="Use at most N test images per class.")
+    teacher: str | None = Field(None, description="Teacher architecture (e.g. cifar_resnet56, resnet50, "
+                                "timm:convnext_tiny). Default: cifar_resnet20.")
+    teacher_weights: str | None = Field(None, description="Local teacher checkpoint (state_dict, or a dict holding "
+                                        "one; 'module.' prefixes are stripped).", json_schema_extra=_cli(path=True))
+    pretrained: bool = Field(False, description="Use the architecture's published pretrained weights (needs the "
+                             "network or a local torch cache).")
+    source_classes: int | None = Field(None, description="A teacher trained here learns the first N classes "
+                                       "(the source task) before the transfer. Default: half the classes, at least 2.")
+    student: str = Field("small_cnn", description="Student architecture (small_cnn, cifar_resnet20, resnet18_cifar, "
+                         "mobilenet_v3_small, ...).")
+    student_weights: str | None = Field(None, description="Initial student weights (the head is re-initialised when "
+                                        "classes differ).", json_schema_extra=_cli(path=True))
+    transfer: Transfer = Field("hybrid", description="feature: frozen backbone, new head; full: everything; hybrid: "
+                               "head first, then everything; staged: unfreeze from the head back; none.")
+    teacher_epochs: int = Field(6, ge=0, description="Epochs to train a teacher from scratch on the source task (no "
+                                "pretrained teacher).")
+    finetune_epochs: int = Field(6, ge=0, description="Transfer fine-tune epochs (hybrid: after the probe).")
+    probe_epochs: int = Field(1, ge=0, description="Hybrid transfer: epochs that train the new head alone first.")
+    distill_epochs: int = Field(10, ge=0, description="Distillation epochs.")
+    qad_epochs: int = Field(2, ge=0, description="Quantization-aware distillation epochs (0: PTQ only, calibrated "
+                            "but not fine-tuned).")
+    batch_size: int = Field(32, ge=1, description="Global batch size (all processes together).")
+    lr: float = Field(0.05, gt=0, description="Learning rate of teacher training and distillation.")
+    finetune_lr: float = Field(0.05, gt=0, description="Learning rate of the transfer fine-tune.")
+    qad_lr: float = Field(0.002, gt=0, description="Learning rate of quantization-aware distillation.")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the label (cross-entropy) "
+                                   "terms, in [0, 1).")
+    temperature: float = Field(4.0, description="KD temperature T (0 < T <= 100).", json_schema_extra=_cli(short="-T"))
+    alpha: float = Field(0.9, description="Weight of the soft (teacher) term in [0, 1]; 1-alpha weights the label "
+                         "term.")
+    attention: list[str] = Field(default_factory=list, description="Attention transfer pair "
+                                 "STUDENT_LAYER:TEACHER_LAYER (repeatable).")
+    attention_weight: float = Field(1000.0, description="Weight beta of the attention transfer term.")
+    attention_p: float = Field(2.0, description="Exponent p of the attention maps, in (0, 16] (the paper uses 2).")
+    hint: list[str] = Field(default_factory=list, description="FitNets hint pair STUDENT_LAYER:TEACHER_LAYER "
+                            "(repeatable).")
+    hint_weight: float = Field(1.0, description="Weight of the FitNets hint term.")
+    hint_batch_norm: bool = Field(False, description="BatchNorm after the hint's 1x1 regressor (when channels "
+                                  "differ).")
+    weighting: Weighting = Field("uniform", description="Per-sample loss weights w = softmax(sign * score / tau): "
+                                 "uniform, teacher_confidence or teacher_loss.")
+    weighting_tau: float = Field(1.0, gt=0, description="Temperature tau of the per-sample weights (> 0; large: "
+                                 "near uniform).")
+    weighting_sign: Literal[1, -1] = Field(1, description="1 favours samples with high scores, -1 low ones.")
+    train_only: list[str] | None = Field(None, description="Distill: train only parameters whose names match this "
+                                         "pattern (repeatable); the others stay frozen. Default: all.")
+    max_update_norm: float | None = Field(None, gt=0, description="Distill: cap on the norm of one optimizer "
+                                          "update of the parameters. Default: no cap.")
+    augment: Literal["none", "crop", "crop_flip", "rrc_flip"] | None = Field(
+        None, description="Training augmentation. Default: by channels and input size "
+        "(edgekd.data.sizing.default_augment).")
+    input_size: tuple[int, int] | None = Field(
+        None, description="Model input N or HxW pixels (eval: resize the shorter side, centre crop). Default: the "
+        "target's, else the pretrained teacher's published size, else the data's median (at most 224).",
+        json_schema_extra=_cli(text=True))
+    strict_data: bool = Field(False, description="Unreadable image files are an error (default: skipped with a "
+                              "warning and listed in the report).")
+    cache_teacher: bool = Field(True, description="Distill: compute the teacher's outputs once and reuse them "
+                                "when no augmentation or feature loss needs them fresh.")
+    calib: str | None = Field(None, description="A calibration set (.npz, see calib_data/README.md) instead of "
+                              "sampling the training split.", json_schema_extra=_cli(path=True))
+    calib_size: int = Field(300, ge=1, description="Calibration images sampled (stratified) from the training split.")
+    ignore_layers: list[str] = Field(default_factory=list, description="Layer kept in floating point by "
+                                     "quantization (repeatable).")
+    max_drop: float | None = Field(None, ge=0, description="Largest allowed top-1 drop (points) of the INT8 artifact "
+                                   "below the fine-tuned teacher. Default: the target's.")
+    accuracy_floor: float | None = Field(None, ge=0, le=1, description="Absolute top-1 floor (0..1) for the INT8 "
+                                         "artifact, instead of --max-drop.")
+    max_fallback_layers: int = Field(3, ge=0, description="Most layers the fallback may keep in floating point.")
+    fallback_budget: float = Field(10.0, ge=0, description="Minutes the floating-point fallback may spend when the "
+                                   "INT8 model misses the accuracy requirement (PTQ candidates, then one QAD); 0 "
+                                   "disables it.")
+    opset: int = Field(17, ge=17, description="ONNX opset of the export.")
+    seed: int = Field(0, description="Seed of every random choice.")
+    threads: int | None = Field(None, ge=1, description="CPU threads for training (torch.set_num_threads); results "
+                                "do not depend on it (not part of stage ids).")
+    sync_bn: bool = Field(False, description="Under torchrun on GPUs: BatchNorm statistics over the global batch "
+                          "(SyncBatchNorm) in the teacher, finetune and distill stages.")
 
     @field_validator("input_size", mode="before")
     @classmethod
@@ -90,7 +144,10 @@ def validate_options(values: dict) -> CompressOptions:
     try:
         opts = CompressOptions.model_validate(values)
     except ValidationError as exc:
-        raise UsageError(first_error(exc, unknown="unknown option").replace("field '", "option '")) from None
+        message = first_error(exc, unknown="unknown option").replace("field '", "option '")
+        # name the flag too: a YAML file and the command line spell the same option two ways
+        message = re.sub(r"^option '(\w+)'", lambda m: f"option '{m[1]}' (--{m[1].replace('_', '-')})", message)
+        raise UsageError(message) from None
     check_epochs(opts)
     return opts
 
@@ -130,9 +187,10 @@ def loss_options(opt: CompressOptions) -> dict:
     """The distillation loss config (edgekd.losses.composite.DistillLossConfig) as plain data."""
     return {
         "kd": {"temperature": opt.temperature, "alpha": opt.alpha},
-        "attention": {"pairs": _pairs(opt.attention, "--attention"), "weight": opt.attention_weight},
-        "hint": {"pairs": _pairs(opt.hint, "--hint"), "weight": opt.hint_weight},
-        "weighting": {"score": opt.weighting},
+        "attention": {"pairs": _pairs(opt.attention, "--attention"), "weight": opt.attention_weight,
+                      "p": opt.attention_p},
+        "hint": {"pairs": _pairs(opt.hint, "--hint"), "weight": opt.hint_weight, "batch_norm": opt.hint_batch_norm},
+        "weighting": {"score": opt.weighting, "tau": opt.weighting_tau, "sign": opt.weighting_sign},
         "label_smoothing": opt.label_smoothing,
     }
 

@@ -87,7 +87,6 @@ class TargetProfile(_Strict):
     runtime: RuntimeOptions
     precision: Precision
     precisions_allowed: list[Precision]
-    fallback_precision: Precision | None = None
     input_size: tuple[int, int] | None = None  # None: the dataset decides
     batch_size: int = Field(default=1, ge=1)
     budgets: Budgets
@@ -143,8 +142,20 @@ def available_targets() -> dict[str, Path]:
     return found
 
 
+# Fields that older profiles carry and that never had an effect: accepted with a warning, so a profile that
+# loaded before still loads and gives the same results (rejecting it would break it for no gain).
+REMOVED_FIELDS = {
+    "fallback_precision": "the float-layer fallback keeps layers out of INT8 and the runtime runs them in the "
+                          "precision it gives non-INT8 layers (TensorRT: fp16 with INT8; OpenVINO: the precision "
+                          "hint); it was never read",
+}
+
+
 def load_target_file(path: Path) -> TargetProfile:
     data = read_yaml_mapping(path, "target file")
+    for key in REMOVED_FIELDS.keys() & data.keys():
+        del data[key]
+        sys.stderr.write(f"warning: target file {path}: '{key}' is ignored ({REMOVED_FIELDS[key]}); delete it\n")
     try:
         return TargetProfile.model_validate(data)
     except ValidationError as exc:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +27,44 @@ def tiny_run(tmp_path_factory) -> Path:
     run_compress(CompressOptions(**TINY), run_dir, quiet=True)
     assert (run_dir / "report.json").is_file()
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def _tiny_variant(tiny_run, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """A copy of the tiny run rerun with temperature 2 (distill and every later stage rerun, NNCF calibration
+    included, the earlier report moved to history/) by a real `edgekd compress --json` process: one variant per
+    session, for the JSON-stdout test (its output) and the rerun and report-history tests (its stages)."""
+    import shutil
+
+    import yaml
+
+    import edgekd
+
+    run_dir = tmp_path_factory.mktemp("tiny-t2") / "run"
+    shutil.copytree(tiny_run, run_dir)
+    config = run_dir.parent / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    root = str(Path(edgekd.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgekd", "compress", "--config", str(config), "--temperature", "2",
+         "--run-dir", str(run_dir), "--json", "--no-bundle", "--threads", "1"],
+        capture_output=True, text=True, env=env, timeout=1500)
+    return run_dir, proc
+
+
+@pytest.fixture(scope="session")
+def tiny_variant(_tiny_variant) -> Path:
+    """The temperature-2 variant's run directory (see _tiny_variant); do not modify it."""
+    run_dir, proc = _tiny_variant
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_variant_process(_tiny_variant) -> subprocess.CompletedProcess:
+    """The `edgekd compress --json` process that made the temperature-2 variant (stdout, stderr, exit code)."""
+    return _tiny_variant[1]
 
 
 def shared_path(*parts: str) -> Path:

@@ -85,7 +85,7 @@ def test_val_decides_and_test_is_reported(tiny_run):
     assert "test top-1" in md and "val top-1" in md
 
 
-def test_rerun_skips_and_changed_temperature_reruns_only_the_tail(tiny_run, tmp_path):
+def test_rerun_skips_and_changed_temperature_reruns_only_the_tail(tiny_run, tiny_variant, tmp_path):
     from edgekd.cli.compress import run_compress
     from edgekd.plan import CompressOptions
 
@@ -94,8 +94,8 @@ def test_rerun_skips_and_changed_temperature_reruns_only_the_tail(tiny_run, tmp_
     run_compress(CompressOptions(**TINY), run_dir, quiet=True)
     assert all(s["reused"] for s in _report(run_dir)["stages"])
 
-    run_compress(CompressOptions(**TINY, temperature=2.0), run_dir, quiet=True)
-    reused = {s["stage"]: s["reused"] for s in _report(run_dir)["stages"]}
+    # tiny_variant is a copy of tiny_run rerun with temperature 2 (tests/conftest.py), shared with test_run_repair
+    reused = {s["stage"]: s["reused"] for s in _report(tiny_variant)["stages"]}
     assert reused == {"teacher": True, "finetune": True, "distill": False, "qad": False, "export": False,
                       "compile": False, "bench": False}
 

@@ -98,16 +98,21 @@ def test_child_built_from_changed_parent_files_reruns(tmp_path, capfd):
     assert _reusable(item, done) is True
 
 
-def test_variant_keeps_earlier_report_and_report_follows_bundle(tiny_run, tmp_path, monkeypatch, capsys):
+def test_variant_keeps_earlier_report_and_report_follows_bundle(tiny_run, tiny_variant, tmp_path, monkeypatch,
+                                                                capsys):
     """A variant (--temperature 2) in the same run directory moves the earlier report and bundle to history/;
     when bundling is killed (here: fails), no report.json names a bundle that is not there; killed writers'
-    temporary bundle folders are removed by the next run."""
+    temporary bundle folders are removed by the next run. The variant's stage folders are copied in from the
+    session's tiny_variant (finished stages are reused), so only reports and bundles are written here."""
     import edgekd.bundle.build as build
     from edgekd.cli.compress import run_compress
     from edgekd.plan import CompressOptions
 
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)
+    for stage in tiny_variant.glob("*-*"):
+        if stage.is_dir() and not (run_dir / stage.name).exists():
+            shutil.copytree(stage, run_dir / stage.name)
     run_compress(CompressOptions(**TINY), run_dir, quiet=True, bundle=True)  # the tiny run has no bundle yet
     first = json.loads((run_dir / "report.json").read_text())
     assert Path(first["bundle"]).is_dir() and (run_dir / "bundle.tar.gz").is_file()

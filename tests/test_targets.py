@@ -38,6 +38,21 @@ def test_unknown_field_is_named(tmp_path):
         load_target(str(path))
 
 
+def test_old_profile_with_fallback_precision_loads_with_a_warning(tmp_path, capfd):
+    """fallback_precision never had an effect and left the schema; an older profile that sets it still loads,
+    to the same profile, and the user is told to delete the line (not silently ignored)."""
+    from pydantic import ValidationError
+
+    from edgekd.targets import TargetProfile
+
+    path = _write(tmp_path, lambda d: d.update(fallback_precision="fp16"))
+    assert load_target(str(path)) == load_target("intel-cpu")
+    err = capfd.readouterr().err
+    assert "warning:" in err and "'fallback_precision' is ignored" in err and "delete it" in err
+    with pytest.raises(ValidationError):  # the schema itself has no such field
+        TargetProfile.model_validate({**load_target("intel-cpu").model_dump(), "fallback_precision": "fp16"})
+
+
 def test_precision_the_runtime_cannot_run(tmp_path):
     def mutate(d):
         d["runtime"]["device"] = "NPU"

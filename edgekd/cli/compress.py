@@ -3,54 +3,23 @@
 from __future__ import annotations
 
 import functools
+import inspect
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
 from edgekd.cli.common import console, err_console, guarded, print_json, set_run_dir, stdout_to_stderr
+from edgekd.cli.options import given, option_parameters
 from edgekd.errors import UsageError, require
-from edgekd.plan import CompressOptions, Transfer, Weighting, load_pipeline_file, validate_options
+from edgekd.plan import CompressOptions, load_pipeline_file, validate_options
 
 Opt = typer.Option
 
 
-@guarded
-def compress(
-    target: Annotated[Optional[str], Opt("--target", "-t", help="Target profile name (see `edgekd targets`) or a YAML file. Default: intel-cpu.")] = None,
-    data: Annotated[Optional[str], Opt(help="ImageFolder folder: train/ val/ test/; train/ + test/ (or val/: used as the test role), val carved from train/; or one tree split into train/val/test. Default: the embedded sklearn digits (split like one tree).")] = None,
-    val_fraction: Annotated[Optional[float], Opt(help="Share of each class carved out as the val split (every decision is made on it) when no val/ is given beside test/; of train/, or of a single tree. 0 < f < 1. Default: 0.1.")] = None,
-    test_fraction: Annotated[Optional[float], Opt(help="Share of each class of a single tree (or the digits) carved out as the test split, the only one reported and judged. 0 < f < 1. Default: 0.2.")] = None,
-    split_seed: Annotated[Optional[int], Opt(help="Seed of the stratified val/test carve-outs. Default: 0.")] = None,
-    teacher: Annotated[Optional[str], Opt(help="Teacher architecture (e.g. cifar_resnet56, resnet50, timm:convnext_tiny). Default: cifar_resnet20.")] = None,
-    teacher_weights: Annotated[Optional[Path], Opt(help="Local teacher checkpoint (state_dict, or a dict holding one; 'module.' prefixes are stripped).")] = None,
-    pretrained: Annotated[Optional[bool], Opt("--pretrained/--no-pretrained", help="Use the architecture's published pretrained weights (needs the network or a local torch cache).")] = None,
-    student: Annotated[Optional[str], Opt(help="Student architecture (small_cnn, cifar_resnet20, resnet18_cifar, mobilenet_v3_small, ...). Default: small_cnn.")] = None,
-    student_weights: Annotated[Optional[Path], Opt(help="Initial student weights (the head is re-initialised when classes differ).")] = None,
-    transfer: Annotated[Optional[Transfer], Opt(help="feature: frozen backbone, new head; full: everything; hybrid: head first, then everything; staged: unfreeze from the head back; none.")] = None,
-    epochs: Annotated[Optional[int], Opt(help="Shorthand: sets the distill epochs and scales teacher/finetune/qad epochs with it.")] = None,
-    teacher_epochs: Annotated[Optional[int], Opt(help="Epochs to train a teacher from scratch on the source task (no pretrained teacher).")] = None,
-    finetune_epochs: Annotated[Optional[int], Opt(help="Transfer fine-tune epochs (hybrid: after the probe).")] = None,
-    distill_epochs: Annotated[Optional[int], Opt(help="Distillation epochs.")] = None,
-    qad_epochs: Annotated[Optional[int], Opt(help="Quantization-aware distillation epochs (0: PTQ only, calibrated but not fine-tuned).")] = None,
-    batch_size: Annotated[Optional[int], Opt(help="Global batch size (all processes together).")] = None,
-    lr: Annotated[Optional[float], Opt(help="Learning rate of teacher training and distillation.")] = None,
-    temperature: Annotated[Optional[float], Opt("--temperature", "-T", help="KD temperature T (0 < T <= 100).")] = None,
-    alpha: Annotated[Optional[float], Opt(help="Weight of the soft (teacher) term in [0, 1]; 1-alpha weights the label term.")] = None,
-    attention: Annotated[Optional[list[str]], Opt(help="Attention transfer pair STUDENT_LAYER:TEACHER_LAYER (repeatable).")] = None,
-    hint: Annotated[Optional[list[str]], Opt(help="FitNets hint pair STUDENT_LAYER:TEACHER_LAYER (repeatable).")] = None,
-    weighting: Annotated[Optional[Weighting], Opt(help="Per-sample loss weights: uniform, teacher_confidence or teacher_loss.")] = None,
-    calib: Annotated[Optional[Path], Opt(help="A calibration set (.npz, see calib_data/README.md) instead of sampling the training split.")] = None,
-    calib_size: Annotated[Optional[int], Opt(help="Calibration images sampled (stratified) from the training split.")] = None,
-    max_drop: Annotated[Optional[float], Opt(help="Largest allowed top-1 drop (points) of the INT8 artifact below the fine-tuned teacher. Default: the target's.")] = None,
-    accuracy_floor: Annotated[Optional[float], Opt(help="Absolute top-1 floor (0..1) for the INT8 artifact, instead of --max-drop.")] = None,
-    fallback_budget: Annotated[Optional[float], Opt(help="Minutes the floating-point fallback may spend when the INT8 model misses the accuracy requirement (PTQ candidates, then one QAD); 0 disables it. Default: 10.")] = None,
-    input_size: Annotated[Optional[str], Opt("--input-size", help="Model input N or HxW pixels (eval: resize the shorter side, centre crop). Default: the target's, else the pretrained teacher's published size, else the data's median (at most 224).")] = None,
-    strict_data: Annotated[Optional[bool], Opt("--strict-data", help="Unreadable image files are an error (default: skipped with a warning and listed in the report).")] = None,
-    seed: Annotated[Optional[int], Opt(help="Seed of every random choice.")] = None,
-    threads: Annotated[Optional[int], Opt(help="CPU threads for training (torch.set_num_threads); results do not depend on it.")] = None,
-    sync_bn: Annotated[Optional[bool], Opt("--sync-bn/--no-sync-bn", help="Under torchrun on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm) in the teacher, finetune and distill stages.")] = None,
+def _run_control(
     config: Annotated[Optional[Path], Opt("--config", help="YAML pipeline file with the same options (flags override it).")] = None,
+    epochs: Annotated[Optional[int], Opt(help="Shorthand: sets the distill epochs and scales teacher/finetune/qad epochs with it.")] = None,
     run_dir: Annotated[Optional[Path], Opt(help="Run directory. Default: runs/<data>-<target>.")] = None,
     wait: Annotated[bool, Opt("--wait", help="When another process is writing the run directory, wait for it instead of exiting 2.")] = False,
     strict: Annotated[bool, Opt(help="Exit 1 also when a budget judged only on an estimate fails.")] = False,
@@ -58,23 +27,38 @@ def compress(
     as_json: Annotated[bool, Opt("--json", help="Print report.json to stdout instead of tables.")] = False,
     quiet: Annotated[bool, Opt("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
+    """The flags of `compress` that steer the run rather than set an option of it (no YAML key)."""
+
+
+RUN_CONTROL = inspect.signature(_run_control, eval_str=True).parameters
+
+
+@guarded
+def compress(**values: Any) -> None:
     """Run teacher -> finetune -> distill -> qad -> export -> compile -> bench and judge the target's budgets.
 
     Finished stages are reused: the same command again skips them; changing one option reruns that stage
-    and the ones after it.
+    and the ones after it. Every option is also a key of a --config YAML file (flags override it).
     """
-    flags = {k: v for k, v in locals().items() if k not in ("config", "run_dir", "strict", "as_json", "quiet",
-                                                            "epochs", "bundle", "wait") and v is not None}
-    values: dict[str, Any] = load_pipeline_file(config) if config else {}
+    control = {name: values.get(name, p.default) for name, p in RUN_CONTROL.items()}
+    config, epochs = control["config"], control["epochs"]
+    options: dict[str, Any] = load_pipeline_file(config) if config else {}
     if epochs is not None:
         if epochs < 1:
             raise UsageError(f"--epochs {epochs}: at least 1 epoch is needed (0 would ship an untrained model)")
-        values.update(distill_epochs=epochs, teacher_epochs=max(1, epochs * 2 // 3),
-                      finetune_epochs=max(1, epochs // 3), qad_epochs=max(1, epochs // 6))
-    values.update({k: (str(v) if isinstance(v, Path) else v) for k, v in flags.items()})
-    opts = validate_options(values)
-    code = run_compress(opts, run_dir, strict=strict, as_json=as_json, quiet=quiet, bundle=bundle, wait=wait)
+        options.update(distill_epochs=epochs, teacher_epochs=max(1, epochs * 2 // 3),
+                       finetune_epochs=max(1, epochs // 3), qad_epochs=max(1, epochs // 6))
+    options.update(given(values, CompressOptions))
+    opts = validate_options(options)
+    code = run_compress(opts, control["run_dir"], strict=control["strict"], as_json=control["as_json"],
+                        quiet=control["quiet"], bundle=control["bundle"], wait=control["wait"])
     raise typer.Exit(code)
+
+
+# typer reads the flags from this signature: one per CompressOptions field (edgekd.cli.options), then run control
+compress.__signature__ = inspect.Signature([*option_parameters(CompressOptions),
+                                            *(p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+                                              for p in RUN_CONTROL.values())])
 
 
 def default_run_dir(opts: CompressOptions) -> Path:

@@ -70,7 +70,7 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     else:
         n_src = cfg.source_classes or max(2, k // 2)
         if not 2 <= n_src <= k:
-            raise UsageError(f"source_classes (a --config file option) must be between 2 and {k}, the number of "
+            raise UsageError(f"--source-classes must be between 2 and {k}, the number of "
                              f"classes in the data; got {n_src}")
         classes = n_src
         model = build_model(cfg.arch, num_classes=n_src, **kwargs)

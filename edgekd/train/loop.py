@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import fnmatch
 import math
-import os
 import random
 import re
 import sys
@@ -44,6 +43,10 @@ from edgekd.train import dist
 from edgekd.train.accel import policy_for
 
 LossFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, np.ndarray], tuple[torch.Tensor, dict[str, float]]]
+
+# Called as callback(phase name, epoch number from 1, DistContext) on every rank after each epoch's checkpoint is
+# on disk: a neutral point for instrumentation (tests/distributed/_driver.py kills a rank here to test resume).
+EPOCH_END: list[Callable[[str, int, dist.DistContext], None]] = []
 
 
 class TrainConfig(BaseModel):
@@ -326,7 +329,8 @@ class Trainer:
                 self.progress.update(task, description=f"{phase.name} epoch {epoch + 1}/{cfg.epochs} "
                                                        f"loss {record['loss']:.3f} val {record['val_top1']:.1%}")
             self._save(phase.name, epoch, opt, sched)
-            _test_die_hook(phase.name, epoch + 1, self.ctx)
+            for callback in EPOCH_END:
+                callback(phase.name, epoch + 1, self.ctx)
 
     def _param_groups(self, phase: Phase) -> list[dict[str, Any]]:
         """Optimizer groups: the phase's trainable parameters by learning-rate multiplier, then the loss's own."""
@@ -436,20 +440,6 @@ def _checkpoint_problem(path: Path) -> str | None:
     except OSError:
         return f"has no recorded sha256 ({side.name})"
     return None if recorded == sha256_file(path) else "does not match its recorded sha256"
-
-
-def _test_die_hook(phase: str, epoch: int, ctx: dist.DistContext) -> None:
-    """Test hook: EDGEKD_TEST_DIE_AFTER_EPOCH=N (or PHASE:N) makes one rank (EDGEKD_TEST_DIE_RANK, default the
-    last) exit abruptly after epoch N's checkpoint is on disk, as a crashed or killed process would."""
-    spec = os.environ.get("EDGEKD_TEST_DIE_AFTER_EPOCH")
-    if not spec:
-        return
-    want_phase, _, want_epoch = spec.rpartition(":")
-    victim = int(os.environ.get("EDGEKD_TEST_DIE_RANK", str(ctx.world - 1)))
-    if int(want_epoch) == epoch and want_phase in ("", phase) and ctx.rank == victim:
-        sys.stderr.write(f"rank {ctx.rank}: exiting after {phase} epoch {epoch} (EDGEKD_TEST_DIE_AFTER_EPOCH)\n")
-        sys.stderr.flush()
-        os._exit(17)
 
 
 @torch.no_grad()

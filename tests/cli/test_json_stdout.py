@@ -5,17 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-import yaml
 
-import edgekd
 from edgekd.cli.common import stdout_to_stderr
-from tests.conftest import TINY
 
 
 def test_stdout_to_stderr_moves_prints_loggers_and_native_writes(capfd):
@@ -37,24 +31,15 @@ def test_stdout_to_stderr_moves_prints_loggers_and_native_writes(capfd):
     assert handler.stream is sys.stdout  # restored
 
 
-def test_compress_json_is_valid_json_while_nncf_calibrates(tiny_run, tmp_path):
-    """Reuses the session's tiny run; a new calibration size reruns qad (NNCF calibration, its progress
-    bars and logger) and the stages after it in a real `edgekd` process."""
-    run_dir = tmp_path / "run"
-    shutil.copytree(tiny_run, run_dir)
-    config = tmp_path / "tiny.yaml"
-    config.write_text(yaml.safe_dump({**TINY, "calib_size": 48}))
-    root = str(Path(edgekd.__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "edgekd", "compress", "--config", str(config), "--run-dir", str(run_dir),
-         "--json", "--no-bundle", "--threads", "1"],
-        capture_output=True, text=True, env=env, timeout=1500)
+def test_compress_json_is_valid_json_while_nncf_calibrates(tiny_variant_process):
+    """tests/conftest.py's tiny_variant: a real `edgekd compress --json` process reran the session's tiny run with
+    --temperature 2, so distill and qad (NNCF calibration, its progress bars and logger) ran in it."""
+    proc = tiny_variant_process
     assert proc.returncode in (0, 1), proc.stderr[-3000:]
     try:
         report = json.loads(proc.stdout)
     except json.JSONDecodeError:
         pytest.fail(f"stdout is not one JSON document; it starts with: {proc.stdout[:500]!r}")
     reused = {s["stage"]: s["reused"] for s in report["stages"]}
-    assert reused["distill"] is True and reused["qad"] is False, reused
+    assert reused["finetune"] is True and reused["qad"] is False, reused
     assert report["exit_code"] == proc.returncode

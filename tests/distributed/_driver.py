@@ -3,7 +3,10 @@
 Launched by the tests, in one process or under torchrun. Every call of save_manifest is logged (with the
 rank) into LOG_DIR, so a test can count who wrote what. Rank 0 writes LOG_DIR/result.json.
 
-    python _driver.py RUN_DIR LOG_DIR '{"batch_size": 32, ...}'   (compress options as JSON)
+    python _driver.py RUN_DIR LOG_DIR '{"batch_size": 32, ...}' [PHASE:EPOCH]   (compress options as JSON)
+
+With PHASE:EPOCH, the last rank exits abruptly (os._exit, no cleanup) right after that epoch's checkpoint is on
+disk, as a crashed or killed process would: a callback on edgekd.train.loop.EPOCH_END.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ def main() -> int:
     run_dir, log_dir, options = Path(sys.argv[1]), Path(sys.argv[2]), json.loads(sys.argv[3])
     log_dir.mkdir(parents=True, exist_ok=True)
     rank = int(os.environ.get("RANK", "0"))
+    if len(sys.argv) > 4:
+        _die_after(*sys.argv[4].split(":"))
 
     import edgekd.pipeline as pipeline
     from edgekd.cli.common import guarded
@@ -62,6 +67,18 @@ def main() -> int:
             return int(exc.exit_code)
         raise
     return 0
+
+
+def _die_after(phase: str, epoch: str) -> None:
+    from edgekd.train.loop import EPOCH_END
+
+    def die(name: str, done: int, ctx) -> None:
+        if name == phase and done == int(epoch) and ctx.rank == ctx.world - 1:
+            sys.stderr.write(f"rank {ctx.rank}: exiting after {name} epoch {done} (test)\n")
+            sys.stderr.flush()
+            os._exit(17)
+
+    EPOCH_END.append(die)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,16 @@
 """Training stages under torchrun (2 processes, gloo on the CPU) against a single process.
 
-Quick checks (default run): DDP's averaged gradient equals the single-process gradient of the same global
-batch; a global batch the world size does not divide, and ranks started with different configs, stop every
-rank with one line and exit 2 before anything trains.
+Every test here is marked `distributed`: left out of the default `pytest` run (minutes on 2 cores) and run by
+CI in a second call, `pytest -m distributed` (.ci/run, the README's test command).
 
-Slow checks (`-m slow`, deselected by default; a few minutes on 2 shared cores): the teacher -> finetune -> distill
-stages on the embedded digits give the same stage ids and, within a tolerance, the same accuracies as one
-process; only rank 0 writes manifests; a rank that dies after an epoch leaves that epoch's checkpoint, and the
-rerun resumes from it to the same result as an uninterrupted run.
-"""
+Quick checks: DDP's averaged gradient equals the single-process gradient of the same global batch; a global
+batch the world size does not divide, and ranks started with different configs, stop every rank with one line
+and exit 2 before anything trains.
+
+Training for real (a few minutes): the teacher -> finetune -> distill stages on the embedded digits give the
+same stage ids and, within a tolerance, the same accuracies as one process; only rank 0 writes manifests; a rank
+that dies after an epoch (killed by _driver.py's EPOCH_END callback) leaves that epoch's checkpoint, and the
+rerun resumes from it to the same result as an uninterrupted run."""
 
 from __future__ import annotations
 
@@ -47,7 +49,7 @@ TOLERANCE = 0.04
 
 def _env(**extra: str) -> dict[str, str]:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "EDGEKD_TEST_DIE_AFTER_EPOCH"):
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
     env.update(extra)
     return env
@@ -59,8 +61,9 @@ def _torchrun(args: list[str], env: dict[str, str], cwd: Path, timeout: int = 60
 
 
 def _driver(run_dir: Path, log_dir: Path, *, world: int, env: dict[str, str] | None = None,
-            opts: dict | None = None) -> subprocess.CompletedProcess:
-    args = [str(DRIVER), str(run_dir), str(log_dir), json.dumps(opts or OPTS)]
+            opts: dict | None = None, die_after: str | None = None) -> subprocess.CompletedProcess:
+    """_driver.py in one process or under torchrun; ``die_after='PHASE:EPOCH'`` kills the last rank there."""
+    args = [str(DRIVER), str(run_dir), str(log_dir), json.dumps(opts or OPTS), *([die_after] if die_after else [])]
     env = env or _env()
     if world == 1:
         return subprocess.run([sys.executable, *args], env=env, cwd=run_dir.parent, capture_output=True, text=True,
@@ -177,7 +180,7 @@ def test_rank_dies_then_the_rerun_resumes_from_the_last_checkpoint(runs, tmp_pat
     for stage in ("teacher", "finetune"):  # reuse the finished stages: only distill trains here
         shutil.copytree(next(run2.glob(f"{stage}-*")), run_dir / next(run2.glob(f"{stage}-*")).name)
 
-    died = _driver(run_dir, tmp_path / "log-died", world=2, env=_env(EDGEKD_TEST_DIE_AFTER_EPOCH="distill:1"))
+    died = _driver(run_dir, tmp_path / "log-died", world=2, env=_env(), die_after="distill:1")
     text = died.stdout + died.stderr
     assert died.returncode != 0
     assert "rank 1: exiting after distill epoch 1" in text

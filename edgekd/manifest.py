@@ -116,6 +116,7 @@ class Manifest(BaseModel):
     metrics: dict[str, Any] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)
     versions: dict[str, str] = Field(default_factory=dict)
+    made_on: dict[str, Any] = Field(default_factory=dict)  # host (CPU, GPU) and runtimes (edgekd.stage_env)
     started_at: str = ""
     finished_at: str = ""
     wall_s: float = 0.0
@@ -134,7 +135,7 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def stage_id(stage: str, config: dict[str, Any], parents: dict[str, str], fingerprint: str | None) -> str:
+def stage_id(stage: str, config: dict[str, Any], parents: dict[str, str], fingerprint: Any) -> str:
     payload = canonical_json({"stage": stage, "config": config, "parents": parents, "inputs": fingerprint})
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 

@@ -28,6 +28,7 @@ from rich.console import Console
 
 from edgekd.errors import UsageError
 from edgekd.fsio import move_aside
+from edgekd.stage_env import made_on
 from edgekd.manifest import (
     MANIFEST_NAME, Manifest, artifact_hashes, canonical_json, finalize_stage_dir, library_versions, load_manifest,
     now_iso, save_manifest, stage_id, verify_artifacts,
@@ -100,7 +101,8 @@ def _plan(specs: list[StageSpec], run_dir: Path, fingerprint: Callable[[], str])
             if not fp_cache:
                 fp_cache.append(fingerprint())
             fp = fp_cache[0]
-        sid = stage_id(spec.name, cfg_dump, parent_ids, fp)
+        env = mod.environment(spec.config) if hasattr(mod, "environment") else None  # runtimes + host (compile, bench)
+        sid = stage_id(spec.name, cfg_dump, parent_ids, fp if env is None else {"inputs": fp, "environment": env})
         ids[spec.name] = sid
         planned.append(_Planned(spec, mod, cfg_dump, parent_ids, fp, sid, run_dir / stage_dir_name(spec.name, sid)))
     return planned
@@ -130,6 +132,10 @@ def run_pipeline(specs: list[StageSpec], run_dir: Path, *, fingerprint: Callable
         for item in planned:
             spec, mod, final = item.spec, item.mod, item.final
             reusable = _reusable(item, done) if ctx_dist.is_main else None
+            if reusable and not hasattr(mod, "environment"):
+                from edgekd.stage_env import warn_if_stack_changed
+
+                warn_if_stack_changed(final)
             if ctx_dist.distributed:
                 reusable = dist.broadcast_object(reusable)  # rank 0 alone checks (and moves aside) what it finds
             if reusable:
@@ -191,6 +197,7 @@ def _run_stage(item: _Planned, work: Path, done: dict[str, StageOutcome], run_di
                 stage=spec.name, id=item.sid, config=item.cfg_dump, parents=item.parent_ids,
                 parent_artifacts={r: artifact_hashes(done[s].manifest) for r, s in spec.parents.items()},
                 input_fingerprint=item.fingerprint, versions=library_versions(), started_at=started,
+                made_on=made_on(),
                 finished_at=now_iso(), wall_s=round(time.perf_counter() - t0, 3)))
             _clean_work_state(work)
             save_manifest(manifest, work)

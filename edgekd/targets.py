@@ -19,6 +19,7 @@ from edgekd.accuracy import AccuracyRequirement
 from edgekd.configio import first_error, read_yaml_mapping
 from edgekd.errors import UsageError
 from edgekd.paths import require_file
+from edgekd.runtimes.identity import DeviceIdentity
 
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
 RuntimeName = Literal["openvino", "onnxruntime", "tensorrt", "executorch", "litert", "coreml"]
@@ -53,6 +54,13 @@ class DeviceFacts(_Strict):
     peak_fp32_tflops: float | None = None
     memory_bandwidth_gbs: float | None = None
     memory_gb: float | None = None
+    identity: DeviceIdentity | None = None  # what the device is, checkably (edgekd.runtimes.identity)
+    # roofline calibration (edgekd.runtimes.roofline): fractions of peak reached, and fixed cost per heavy layer
+    compute_efficiency: float | None = Field(default=None, gt=0, le=1)  # fp32 / fp16 ops
+    compute_efficiency_int8: float | None = Field(default=None, gt=0, le=1)
+    memory_efficiency: float | None = Field(default=None, gt=0, le=1)
+    layer_overhead_us: float | None = Field(default=None, ge=0)
+    call_overhead_us: float | None = Field(default=None, ge=0)  # per inference (dispatch, synchronisation)
 
 
 class RuntimeOptions(_Strict):
@@ -64,6 +72,7 @@ class RuntimeOptions(_Strict):
     graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
     workspace_mb: int = 1024
     dla_core: int | None = None
+    builder_optimization_level: int = Field(default=3, ge=0, le=5)  # TensorRT builder optimisation level
 
 
 class Budgets(_Strict):
@@ -94,6 +103,7 @@ class TargetProfile(_Strict):
     sources: dict[str, str] = Field(default_factory=dict)
     # the target's INT8 route first; further PT2E routes add artifacts for other mobile runtimes to the bundle
     quantizers: list[Quantizer] = Field(default_factory=lambda: ["nncf"], min_length=1)
+    calibration: dict | None = None  # set from a calibration overlay (edgekd calibrate), never written by hand
 
     @model_validator(mode="after")
     def _check(self) -> "TargetProfile":
@@ -119,10 +129,12 @@ class TargetProfile(_Strict):
 
     @property
     def host_measurable(self) -> bool:
-        """Whether this machine can run the target's runtime on its device (else: host runtime + estimate)."""
+        """Whether this machine is the target's device (its identity matches) and runs the target's runtime on it
+        (else: host runtime + estimate)."""
         from edgekd.runtimes.host import host_can_run
+        from edgekd.runtimes.identity import check_target
 
-        return host_can_run(self.runtime.name, self.runtime.device, self.device.arch)
+        return host_can_run(self.runtime.name, self.runtime.device, self.device.arch) and check_target(self).matches
 
 
 def targets_dirs() -> list[Path]:
@@ -151,13 +163,17 @@ REMOVED_FIELDS = {
 }
 
 
-def load_target_file(path: Path) -> TargetProfile:
+def load_target_file(path: Path, overlay: bool = True) -> TargetProfile:
+    """The profile in `path`, with its calibration overlay applied unless `overlay` is False."""
     data = read_yaml_mapping(path, "target file")
     for key in REMOVED_FIELDS.keys() & data.keys():
         del data[key]
         sys.stderr.write(f"warning: target file {path}: '{key}' is ignored ({REMOVED_FIELDS[key]}); delete it\n")
+    from edgekd.runtimes.calibration import apply_overlay
+
     try:
-        return TargetProfile.model_validate(data)
+        profile = TargetProfile.model_validate(data)
+        return apply_overlay(profile, path) if overlay else profile
     except ValidationError as exc:
         raise UsageError(
             f"target file {path}: {first_error(exc)} (see targets/README.md for the fields)"

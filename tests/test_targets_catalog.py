@@ -29,7 +29,12 @@ def test_every_number_has_a_source(name: str) -> None:
     missing = [k for k in numbers if not prof.sources.get(k, "").strip()]
     assert not missing, f"{name}: no sources entry for {missing}"
     assert prof.budgets.model_class.strip() and prof.budgets.latency_ms is not None
-    assert set(prof.sources) <= set(numbers) | {"peak_int8_tops", "peak_fp16_tflops", "peak_fp32_tflops"}, \
+    if prof.device.identity is not None:  # what the identity checks, and why that is this device
+        assert prof.sources.get("identity", "").strip(), f"{name}: no sources entry for its identity"
+    from edgekd.runtimes.calibration import FIELDS  # a calibration overlay brings its own sourced fields
+
+    assert set(prof.sources) <= set(numbers) | {"peak_int8_tops", "peak_fp16_tflops", "peak_fp32_tflops",
+                                                "identity", *FIELDS}, \
         f"{name}: a source for a number the profile does not hold"
 
 

@@ -55,6 +55,9 @@ def measure(path: Path, runtime: str, settings: RuntimeSettings, eval_x: np.ndar
     x = np.ascontiguousarray(eval_x[:batch])
     stats = measure_latency(lambda: session.infer(x), warmup_runs=timing.warmup_runs, warmup_s=timing.warmup_s,
                             min_runs=timing.min_runs, min_s=timing.min_s, max_s=timing.max_s)
+    from edgekd.runtimes.native import native_figures
+
+    native = native_figures(session, stats)
     memory = measure_memory(path, runtime, settings, x, expected_sha256=expected_sha256)
     files = [path] + [p for p in (path.with_suffix(".bin"),) if path.suffix == ".xml" and p.is_file()]
     return {
@@ -62,6 +65,7 @@ def measure(path: Path, runtime: str, settings: RuntimeSettings, eval_x: np.ndar
         "logits_sample": logits[:4].round(5).tolist(),
         "latency": stats.to_dict(include_samples=False),
         "latency_samples_ms": [round(s, 5) for s in stats.samples_ms],
+        "runtime_latency": native,
         "cv_warning": high_cv_warning(stats, timing.cv_warning),
         "host_load": host_load(),
         "memory_bytes": memory["memory_bytes"], "memory_method": memory["method"],
@@ -95,14 +99,10 @@ def paired_speedup(a: tuple[Path, RuntimeSettings, str | None], b: tuple[Path, R
 
 
 def estimate(onnx_path: Path, target: TargetProfile, precision: str, batch: int) -> dict[str, Any]:
-    """Roofline estimate for the target's device (labelled estimated)."""
-    from edgekd.runtimes.roofline import estimate_latency
+    """Roofline estimate for the target's device (labelled estimated), with its model and measured error."""
+    from edgekd.runtimes.calibration import estimate_for_target
 
-    d = target.device
-    facts = {"peak_tops_int8": d.peak_int8_tops, "peak_tflops_fp16": d.peak_fp16_tflops,
-             "peak_tflops_fp32": d.peak_fp32_tflops, "mem_bandwidth_gbs": d.memory_bandwidth_gbs}
-    est = estimate_latency(onnx_path, {k: v for k, v in facts.items() if v}, precision=precision, batch=batch)
-    return est.to_dict()
+    return estimate_for_target(onnx_path, target, precision, batch)
 
 
 def host_load() -> dict[str, Any] | None:

@@ -22,9 +22,10 @@ class MeasurePlan(BaseModel):
 def _target_hardware_here(target: TargetProfile) -> bool:
     """Whether this machine has the target's kind of hardware (so a missing runtime is the user's to install)."""
     from edgekd.runtimes.host import host_arch, nvidia_gpu_here
+    from edgekd.runtimes.identity import check_target
 
     r = target.runtime
-    if target.device.arch not in (host_arch(), "any"):
+    if target.device.arch not in (host_arch(), "any") or not check_target(target).matches:
         return False
     if r.device in ("CPU",) and r.name in ("openvino", "onnxruntime"):
         return True
@@ -52,9 +53,12 @@ def plan_measurement(target: TargetProfile, allow_substitute: bool = True) -> Me
     hardware = _target_hardware_here(target)
     if hardware and not has_module(package):
         raise MissingExtra(package, extra, f"target {target.name} runs {r.name} on {r.device}, which this machine has")
+    from edgekd.runtimes.identity import check_target
+
+    ident = check_target(target)
     why = (f"target {target.name} runs {r.name} on {r.device} ({target.device.name}, {target.device.arch}); this "
-           f"machine ({host_arch()}) " + ("lacks that device" if target.device.arch in (host_arch(), "any")
-                                          else "is another architecture"))
+           f"machine ({host_arch()}) " + (f"is not that device ({ident.why})" if not ident.matches
+                                          else "lacks that device"))
     if not allow_substitute:
         raise UsageError(why)
     # the same runtime on this CPU first (OpenVINO; ExecuTorch/LiteRT run the phone's file with the same XNNPACK

@@ -36,6 +36,9 @@ def run_bench(artifact: Path | Resolved, target_name: str | None = None, role: s
     target = target_for(res, target_name)
     role = pick_role(res, role)
     plan = plan_measurement(target)
+    from edgekd.devicebuild.record import use_compiled
+
+    res, compiled_notes = use_compiled(res, target, plan)  # what `edgekd compile` built here, when it did
     cand = candidate_for(res, role, plan.runtime)
     precision = choose_precision(target, cand.precision, plan.runtime, plan.on_target, cand.label)
     verify(cand)
@@ -54,7 +57,7 @@ def run_bench(artifact: Path | Resolved, target_name: str | None = None, role: s
         "measured_on": "target" if plan.on_target else "host substitute", **m,
         "layers_not_in_precision": layers_not_in_precision(m["runtime_facts"]),
     }
-    notes = [n for n in [plan.reason] + [r["cv_warning"] for r in runs] if n]
+    notes = [n for n in [plan.reason] + compiled_notes + [r["cv_warning"] for r in runs] if n]
     if cand.origin == "export":
         notes.append(f"{res.path.name} has no {role} compiled for {plan.runtime}: measured the exported {cand.label}")
     if labels is None:

@@ -63,7 +63,7 @@ def _register() -> None:
     import importlib
 
     for name in ("compress", "targets_cmd", "models_cmd", "bench_cmd", "gate_cmd", "inspect_cmd", "bundle_cmd",
-                 "eval_cmd"):
+                 "eval_cmd", "compile_cmd", "calibrate_cmd"):
         try:
             module = importlib.import_module(f"edgekd.cli.{name}")
         except ModuleNotFoundError as exc:

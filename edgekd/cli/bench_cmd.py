@@ -44,6 +44,9 @@ def print_bench(report: dict[str, Any]) -> None:
         ("top-1", "-" if row.get("top1") is None else f"{row['top1']:.2%}"),
         ("latency", f"p50 {lat['median_ms']:.3f} ms, p90 {lat['p90_ms']:.3f} ms, p99 {lat['p99_ms']:.3f} ms "
                     f"over {lat['n']} runs (cv {lat['cv']:.2f})"),
+        ("runtime's own timing", "-" if not row.get("runtime_latency") else
+         f"p50 {row['runtime_latency']['median_ms']:.3f} ms (InferRequest.latency); the Python caller adds "
+         f"{row['runtime_latency']['caller_overhead_ms'] * 1000:.0f} us"),
         ("device latency", "-" if est is None else f"{est:.3f} ms (ESTIMATED, roofline)"),
         ("size", f"{row['size_bytes'] / 1e6:.3f} MB"),
         ("memory", "-" if mem is None else f"{mem / 1e6:.1f} MB (peak resident memory added by loading and "

@@ -72,6 +72,9 @@ def gate(
                                             "to $GITHUB_STEP_SUMMARY when set).")] = None,
     plot: Annotated[Optional[Path], Opt("--plot", help="Write a PNG of both latency distributions.")] = None,
     out: Annotated[Optional[Path], Opt("--out", help="Write gate.json, gate.xml, gate.md, gate.png here.")] = None,
+    allow_host_mismatch: Annotated[bool, Opt("--allow-host-mismatch", help="Judge on this host although it is not "
+                                             "the profile's device (`edgekd targets --check`); every output says "
+                                             "so.")] = False,
 ) -> None:
     """Latency regression gate: re-measure baseline and candidate interleaved on the target and decide.
 
@@ -90,7 +93,8 @@ def gate(
         flag = _FLAGS.get(field, "--" + field.replace("_", "-"))
         raise UsageError(f"{flag}: {err['msg']}") from None
     with stdout_to_stderr(as_json):  # --json: stdout holds the JSON document only
-        result, context, samples = run_gate(baseline, candidate, target, cfg, role, eval_set, accuracy_tolerance)
+        result, context, samples = run_gate(baseline, candidate, target, cfg, role, eval_set, accuracy_tolerance,
+                                             allow_host_mismatch)
         both = lambda explicit, name: [p for p in (explicit, out / name if out else None) if p]  # noqa: E731
         write_outputs(result, context, samples, json_files=both(None, "gate.json"), junit=both(junit, "gate.xml"),
                       markdown=both(markdown, "gate.md"), plot=both(plot, "gate.png"), step_summary=markdown is None)

@@ -40,7 +40,10 @@ def inspect_run(run_dir: Path) -> dict[str, Any]:
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise UsageError(problems[0] + more)
-    return {"kind": "run", "path": str(run_dir), "sha256": "ok", "stages": len(run.dirs), "report": run.report}
+    from edgekd.stage_env import provenance
+
+    return {"kind": "run", "path": str(run_dir), "sha256": "ok", "stages": len(run.dirs), "report": run.report,
+            "made_on": provenance(run)}
 
 
 @guarded
@@ -81,6 +84,9 @@ def _show(result: dict[str, Any], as_json: bool, folder: Path) -> None:
         from edgekd.report.summary import print_report
 
         print_report(result["report"], console)
+        from edgekd.stage_env import print_provenance
+
+        print_provenance(result["made_on"], console)
         console.print(f"manifests: {result['stages']} stage folders, every artifact's sha256 matches")
         return
     from edgekd.bundle.verify import bundle_path

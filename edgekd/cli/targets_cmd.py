@@ -15,8 +15,16 @@ from edgekd.targets import available_targets, load_target
 def targets(
     name: Annotated[Optional[str], typer.Argument(help="Show this profile in full (name or YAML path).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    check: Annotated[bool, typer.Option("--check", help="Say for each profile whether this machine is its device "
+                                        "(identity: CPU model and ISA flags, board, GPU, OpenVINO device) and "
+                                        "why not.")] = False,
 ) -> None:
     """List the target profiles in targets/ (runtime, device, precision, budgets), or show one."""
+    if check:
+        from edgekd.runtimes.identity_report import print_check
+
+        print_check([load_target(name)] if name else [load_target(n) for n in available_targets()], as_json)
+        return
     if name:
         prof = load_target(name)
         if as_json:

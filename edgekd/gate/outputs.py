@@ -76,7 +76,8 @@ def write_junit(result: GateResult, path: str | os.PathLike[str]) -> Path:
     s = result.stats
     for key, value in (("verdict", result.verdict), ("exit_code", result.exit_code), ("ratio", s.ratio),
                        ("ci_low", s.ci_low), ("ci_high", s.ci_high), ("p_slower", s.p_slower),
-                       ("median_a_ms", s.median_a_ms), ("median_b_ms", s.median_b_ms)):  # fmt: skip
+                       ("median_a_ms", s.median_a_ms), ("median_b_ms", s.median_b_ms),
+                       ("reason", result.reason)):  # fmt: skip
         ET.SubElement(props, "property", name=key, value=str(value))
     for name, status, reason, detail in cases:
         case = ET.SubElement(suite, "testcase", classname="edgekd.gate", name=name, time="0")

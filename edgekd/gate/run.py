@@ -20,7 +20,7 @@ The gate never judges on estimates: a target this machine cannot run is a UsageE
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -133,10 +133,12 @@ class Pair:
     b: Arm
     eval_from: str | None
     eval_images: int | None
+    host_mismatch: str | None = None  # set when --allow-host-mismatch judged a host that is not the device
+    notes: list[str] = field(default_factory=list)
 
 
 def load_pair(baseline: Path, candidate: Path, target_name: str | None, role: str | None = None,
-              eval_set: Path | None = None) -> Pair:
+              eval_set: Path | None = None, allow_host_mismatch: bool = False) -> Pair:
     """Resolve, check compatibility, verify sha256, load both sessions, and top-1 each on the eval set."""
     from edgekd.runtimes import get_runtime
 
@@ -147,7 +149,12 @@ def load_pair(baseline: Path, candidate: Path, target_name: str | None, role: st
             raise UsageError("pass --target (the baseline does not name the target it was made for)")
         target_name = a.run_target
     target = load_target(target_name)
-    plan = _runnable_here(target)
+    from edgekd.devicebuild.record import use_compiled
+    from edgekd.runtimes.identity_report import gate_plan
+
+    plan, mismatch = gate_plan(target, allow_host_mismatch)
+    plan = plan or _runnable_here(target)
+    (a, notes_a), (b, notes_b) = use_compiled(a, target, plan), use_compiled(b, target, plan)
     role_a, role_b = pick_role(a, role), pick_role(b, role)
     check_compatible(a, b, role_a, role_b, plan.runtime)
     ca: Candidate = candidate_for(a, role_a, plan.runtime, "baseline ")
@@ -166,7 +173,8 @@ def load_pair(baseline: Path, candidate: Path, target_name: str | None, role: st
     top_b = _top1(sb, xb, labels) if labels is not None else None
     return Pair(target=target, runtime=plan.runtime, a=Arm(a, ca, prec_a, sa, batch_a, top_a),
                 b=Arm(b, cb, prec_b, sb, batch_b, top_b), eval_from=eval_from,
-                eval_images=None if images is None else int(len(images)))
+                eval_images=None if images is None else int(len(images)), host_mismatch=mismatch,
+                notes=[f"baseline: {n}" for n in notes_a] + [f"candidate: {n}" for n in notes_b])
 
 
 @dataclass
@@ -230,12 +238,19 @@ def _arm_context(arm: Arm) -> dict[str, Any]:
 
 
 def run_gate(baseline: Path, candidate: Path, target_name: str | None, cfg: GateConfig, role: str | None = None,
-             eval_set: Path | None = None, accuracy_tolerance: float = 0.5) -> tuple[GateResult, dict[str, Any], Any]:
+             eval_set: Path | None = None, accuracy_tolerance: float = 0.5, allow_host_mismatch: bool = False,
+             ) -> tuple[GateResult, dict[str, Any], Any]:
     """Load, sample interleaved, decide. Returns (result, context for the report, samples)."""
+    from edgekd.runtimes.identity_report import mark_host_mismatch
+
     t0 = time.perf_counter()
-    pair = load_pair(baseline, candidate, target_name, role, eval_set)
+    pair = load_pair(baseline, candidate, target_name, role, eval_set, allow_host_mismatch)
     measured = sample(pair, cfg)
     result, notes = decide(pair, measured, accuracy_tolerance)
+    notes = pair.notes + notes
+    if pair.host_mismatch:  # said in every output: console, JSON, JUnit, Markdown
+        result = mark_host_mismatch(result, pair.host_mismatch)
+        notes.append(pair.host_mismatch)
     target = pair.target
     context = {
         "target": {"name": target.name, "runtime": target.runtime.name, "device": target.runtime.device,
@@ -245,6 +260,6 @@ def run_gate(baseline: Path, candidate: Path, target_name: str | None, cfg: Gate
         "eval_set": pair.eval_from, "eval_images": pair.eval_images,
         "candidate_size_mb": measured.size_mb, "candidate_memory_mb": measured.memory_mb,
         "memory_method": measured.memory_method,
-        "measure_s": measured.measure_s, "wall_s": time.perf_counter() - t0, "notes": notes,
+        "host_mismatch": pair.host_mismatch, "measure_s": measured.measure_s, "wall_s": time.perf_counter() - t0, "notes": notes,
     }
     return result, context, measured.decision.samples

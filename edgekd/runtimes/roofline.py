@@ -293,6 +293,7 @@ def estimate_latency(
         "fp32" if precision == "int8" else precision
     )
 
+    c_eff_int8 = float(device_facts.get("compute_efficiency_int8") or c_eff)  # int8 kernels reach another share
     compute_s = 0.0
     total_bytes = 0
     n_fallback = 0
@@ -301,7 +302,7 @@ def estimate_latency(
         if precision == "int8" and not op.quantized:
             n_fallback += 1
         peak = _peak_tflops(device_facts, run, notes)
-        compute_s += op.flops / (peak * 1e12 * c_eff)
+        compute_s += op.flops / (peak * 1e12 * (c_eff_int8 if run == "int8" else c_eff))
         w_bytes = 1 if op.quantized and precision == "int8" else _BYTES[run]
         total_bytes += op.weight_elems * w_bytes + op.act_elems * _BYTES[run]
     memory_s = total_bytes / (float(bw) * 1e9 * m_eff)
@@ -316,7 +317,8 @@ def estimate_latency(
     notes = list(dict.fromkeys(notes))
     assumptions = (
         f"ESTIMATED, not measured: roofline over {len(ops)} Conv/ConvTranspose/Gemm/MatMul ops at batch {batch}, "
-        f"{precision}; FLOPs = 2 x MACs, other ops assumed fused; compute efficiency {c_eff:g} of peak, memory "
+        f"{precision}; FLOPs = 2 x MACs, other ops assumed fused; compute efficiency {c_eff:g} of peak"
+        + (f" ({c_eff_int8:g} for int8 ops)" if c_eff_int8 != c_eff and precision == "int8" else "") + ", memory "
         f"efficiency {m_eff:g} of {float(bw):g} GB/s; bytes = weights + activation inputs/outputs of each heavy "
         f"op (no cache reuse); latency = max(compute, memory) + {layer_overhead_ms:g} ms per heavy layer"
         + ("; " + "; ".join(notes) if notes else "")

@@ -35,6 +35,7 @@ from edgekd.runtimes.base import (
     CompiledArtifact, Runtime, RuntimeSettings, Session, onnx_is_quantized,
 )  # fmt: skip
 
+COMPILE_HINT = "`edgekd compile BUNDLE_OR_RUN --target TARGET`"
 FINGERPRINT_KEYS = ("gpu_name", "compute_capability", "tensorrt_version")  # a mismatch refuses the engine
 
 
@@ -59,13 +60,23 @@ class BuildPlan:
     default_device: str = "GPU"  # GPU | DLA
     optimization_level: int = 3
     notes: tuple[str, ...] = field(default_factory=tuple)
+    strongly_typed: bool = False  # TensorRT 11: always (precision comes from the graph); BuilderFlag.FP16/INT8 gone
 
 
 def plan_build(
-    settings: RuntimeSettings, onnx_has_qdq: bool, inputs: Mapping[str, Sequence[int]] | None = None
+    settings: RuntimeSettings, onnx_has_qdq: bool, inputs: Mapping[str, Sequence[int]] | None = None,
+    trt_major: int = 10,
 ) -> BuildPlan:
-    """Decide flags, memory pools and profile shapes. `inputs`: name -> dims with -1 for dynamic ones."""
+    """Decide flags, memory pools and profile shapes. `inputs`: name -> dims with -1 for dynamic ones.
+
+    TensorRT 11 removed BuilderFlag.FP16/INT8 (weak typing): every network is strongly typed, int8 comes from the
+    graph's Q/DQ nodes and fp16 needs an fp16 graph (NVIDIA's migration guide: ModelOpt AutoCast); on 10.x the
+    flags are used as `trtexec --int8 --fp16` does."""
     precision = settings.precision
+    strong = trt_major >= 11
+    if strong and precision == "fp16":
+        raise UsageError("TensorRT 11 builds strongly typed networks only (BuilderFlag.FP16 was removed): convert "
+                         "the ONNX to fp16 first (NVIDIA ModelOpt AutoCast), or build int8 from the QDQ model or fp32")
     batch = int(settings.batch)
     if batch < 1:
         raise UsageError(f"batch must be >= 1, got {batch}")
@@ -79,8 +90,12 @@ def plan_build(
         if not onnx_has_qdq:
             raise UsageError("int8 on TensorRT needs a QDQ graph (explicit quantization) and this ONNX has no "
                              "QuantizeLinear/DequantizeLinear nodes: export the QAD stage's QDQ model, or ask for fp16")
-        flags += ["INT8", "FP16"]
-        notes.append("int8 by explicit quantization from the graph's Q/DQ nodes; other layers may run in fp16")
+        if strong:
+            notes.append("int8 by explicit quantization from the graph's Q/DQ nodes; strongly typed: other layers "
+                         "run in the graph's fp32")
+        else:
+            flags += ["INT8", "FP16"]
+            notes.append("int8 by explicit quantization from the graph's Q/DQ nodes; other layers may run in fp16")
     else:
         raise UsageError(f"unknown precision '{precision}' for TensorRT: choose fp32, fp16 or int8")
     if onnx_has_qdq and precision != "int8":
@@ -124,7 +139,7 @@ def plan_build(
 
     return BuildPlan(precision, tuple(flags), int(settings.workspace_mb) * (1 << 20), tuple(profiles),
                      precision == "int8", settings.dla_core, device,
-                     int(settings.extra.get("builder_optimization_level", 3)), tuple(notes))
+                     int(settings.extra.get("builder_optimization_level", 3)), tuple(notes), strong)
 
 
 def onnx_has_qdq(onnx_path: Path | str) -> bool:
@@ -222,7 +237,7 @@ def compare_fingerprints(stored: Mapping[str, Any], current: Mapping[str, Any]) 
     if not differs:
         return None
     return (f"engine built for {_short(stored, current)} cannot run on {_short(current, stored)}: "
-            "rebuild it here with edgekd compile")
+            f"rebuild it here with {COMPILE_HINT}")
 
 
 def verify_engine(
@@ -242,14 +257,14 @@ def verify_engine(
                          f"{expected_sha256[:12]}... (engines are executables: only load what the manifest vouches for)")
     fp_file = fingerprint_path(path)
     if not fp_file.is_file():
-        raise UsageError(f"refusing to load {path.name}: no {fp_file.name} beside it; rebuild it here with edgekd compile")
+        raise UsageError(f"refusing to load {path.name}: no {fp_file.name} beside it; rebuild it here with {COMPILE_HINT}")
     try:
         record = json.loads(fp_file.read_text(encoding="utf-8"))
         if not isinstance(record, dict):
             raise ValueError(f"a JSON {type(record).__name__}, not an object")
     except (ValueError, UnicodeDecodeError) as exc:
         raise UsageError(f"refusing to load {path.name}: {fp_file.name} is not a readable fingerprint ({exc}); "
-                         "rebuild the engine here with edgekd compile") from None
+                         f"rebuild the engine here with {COMPILE_HINT}") from None
     recorded = record.get("engine_sha256")
     if recorded and recorded != actual:
         raise UsageError(f"refusing to load {path.name}: it changed after it was built (sha256 differs from {fp_file.name})")
@@ -292,7 +307,7 @@ class TensorRTSession(Session):
             self._runtime.DLA_core = int(settings.dla_core)
         self._engine = self._runtime.deserialize_cuda_engine(engine_bytes)
         if self._engine is None:
-            raise UsageError(f"TensorRT could not deserialize {path.name}: rebuild it here with edgekd compile")
+            raise UsageError(f"TensorRT could not deserialize {path.name}: rebuild it here with {COMPILE_HINT}")
         self._context = self._engine.create_execution_context()
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         self._inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
@@ -340,7 +355,8 @@ class TensorRTSession(Session):
         return {"runtime": "tensorrt", "version": self._trt.__version__, "artifact": str(self.path),
                 "device": "DLA" if self.settings.dla_core is not None else "GPU", "dla_core": self.settings.dla_core,
                 "precision": plan.get("precision", self.settings.precision), "build_plan": plan,
-                "environment": self.record.get("environment"), "layers": self._engine.num_layers, "threads": None,
+                "environment": self.record.get("environment"), "layers": getattr(self._engine, "num_layers", None),
+                "threads": None,
                 "inference": "execute_async_v3 on one CUDA stream, synchronised per call; pageable host buffers"}
 
     def __del__(self) -> None:  # pragma: no cover - needs a GPU
@@ -380,13 +396,15 @@ class TensorRTRuntime(Runtime):
         out_dir.mkdir(parents=True, exist_ok=True)
         logger = trt.Logger(trt.Logger.WARNING)
         builder = trt.Builder(logger)
-        network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode
+        major = int(str(trt.__version__).split(".")[0])
+        flag = trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED if major >= 11 else None
+        network = builder.create_network(0 if flag is None else 1 << int(flag))  # explicit batch always (TRT 10+)
         parser = trt.OnnxParser(network, logger)
         if not parser.parse_from_file(str(onnx_path)):
             errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
             raise UsageError(f"TensorRT could not parse {onnx_path.name}: {errors}")
         inputs = {network.get_input(i).name: tuple(network.get_input(i).shape) for i in range(network.num_inputs)}
-        plan = plan_build(settings, onnx_has_qdq(onnx_path), inputs)
+        plan = plan_build(settings, onnx_has_qdq(onnx_path), inputs, major)
 
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, plan.workspace_bytes)

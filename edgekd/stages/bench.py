@@ -29,6 +29,13 @@ NAME = "bench"
 READS_DATA = True
 DISTRIBUTED = False
 
+
+def environment(cfg: "Config") -> dict:
+    """Part of the stage id: the runtime versions and this host's identity (edgekd.stage_env)."""
+    from edgekd.devicebuild.environment import versions_for_stage
+
+    return versions_for_stage(str(cfg.target["runtime"]["name"]))
+
 LABELS = {"teacher_fp32": "teacher", "student_fp32": "student", "student_int8": "student INT8"}
 
 

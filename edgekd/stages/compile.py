@@ -25,6 +25,13 @@ NAME = "compile"
 READS_DATA = False
 DISTRIBUTED = False
 
+
+def environment(cfg: "Config") -> dict:
+    """Part of the stage id: the runtime versions and this host's identity (edgekd.stage_env)."""
+    from edgekd.devicebuild.environment import versions_for_stage
+
+    return versions_for_stage(str(cfg.target["runtime"]["name"]))
+
 KIND = {"openvino": ArtifactKind.openvino_ir, "onnxruntime": ArtifactKind.onnx, "tensorrt": ArtifactKind.trt_engine}
 
 
@@ -37,7 +44,7 @@ class Config(BaseModel):
 def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     target = TargetProfile.model_validate(cfg.target)
     export, export_dir = parents["export"], ctx.parent_dirs["export"]
-    here = host_can_run(target.runtime.name, target.runtime.device, target.device.arch)
+    here = target.host_measurable  # the runtime is here and this machine is the device (identity)
     runtime = target.runtime.name
     notes: list[str] = []
     if not here:

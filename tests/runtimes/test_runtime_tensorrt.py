@@ -54,6 +54,15 @@ def test_plan_int8_only_from_qdq() -> None:
         plan_build(RuntimeSettings(precision="fp16"), True, INPUTS)
 
 
+def test_plan_tensorrt_11_is_strongly_typed() -> None:
+    """TensorRT 11 removed BuilderFlag.INT8/FP16: int8 comes from the Q/DQ graph alone, fp16 needs an fp16 graph."""
+    plan = plan_build(RuntimeSettings(precision="int8", extra={"builder_optimization_level": 5}), True, INPUTS, 11)
+    assert plan.flags == () and plan.strongly_typed and plan.explicit_quantization and plan.optimization_level == 5
+    assert not plan_build(RuntimeSettings(precision="int8"), True, INPUTS, 10).strongly_typed
+    with pytest.raises(UsageError, match="strongly typed.*AutoCast"):
+        plan_build(RuntimeSettings(precision="fp16"), False, INPUTS, 11)
+
+
 def test_plan_dla() -> None:
     plan = plan_build(RuntimeSettings(precision="int8", dla_core=1, batch=2), True, INPUTS)
     assert plan.default_device == "DLA" and plan.dla_core == 1
@@ -85,7 +94,7 @@ def test_fingerprint_message() -> None:
     assert compare_fingerprints(H200, dict(H200, gpu_name="h200 (nvgpu)")) is None  # same GPU, other spelling
     assert compare_fingerprints(ORIN, H200) == (
         "engine built for Orin (sm_87, TensorRT 10.3) cannot run on H200 (sm_90, TensorRT 10.9): "
-        "rebuild it here with edgekd compile"
+        "rebuild it here with `edgekd compile BUNDLE_OR_RUN --target TARGET`"
     )
     # same minor, different patch: show the full versions so the difference is visible
     msg = compare_fingerprints(ORIN, dict(ORIN, tensorrt_version="10.3.1"))

@@ -1,0 +1,1 @@
+"""`edgekd calibrate`: fit a profile's roofline efficiencies and per-layer overhead on its device."""

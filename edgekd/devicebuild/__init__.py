@@ -1,0 +1,1 @@
+"""On-device builds (`edgekd compile`) and their records (compiled.json); no torch, runtimes imported lazily."""

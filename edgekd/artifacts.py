@@ -32,7 +32,7 @@ from edgekd.paths import require_file
 SUFFIX_FORMAT = {".onnx": "onnx", ".xml": "openvino_ir", ".ort": "ort", ".plan": "trt_engine",
                  ".engine": "trt_engine"}
 FORMAT_RUNTIMES = {"onnx": ("onnxruntime", "openvino"), "openvino_ir": ("openvino",), "ort": ("onnxruntime",),
-                   "trt_engine": ("tensorrt",)}
+                   "trt_engine": ("tensorrt",), "pte": ("executorch",), "tflite": ("litert",)}
 _KIND_FORMAT = {"openvino_ir": "openvino_ir", "trt_engine": "trt_engine", "onnx": "onnx", "ort_model": "onnx"}
 
 
@@ -311,11 +311,11 @@ def _resolve_bundle(folder: Path) -> Resolved:
     cands = []
     for a in bundle.artifacts:
         if not a.files or a.format not in FORMAT_RUNTIMES:
-            continue  # pte / mlpackage / tflite: not runnable by edgekd's runtimes
+            continue  # mlpackage: Core ML is not one of edgekd's runtimes (it runs only on Apple OSes)
         files = [folder / f.path for f in a.files]
         cands.append(Candidate(
             role=a.role, file=files[0], format=a.format, precision=a.precision,
-            runtimes=tuple(r for r in a.runtimes if r in ("openvino", "onnxruntime", "tensorrt"))
+            runtimes=tuple(r for r in a.runtimes if r in ("openvino", "onnxruntime", "tensorrt", "executorch", "litert"))
             or FORMAT_RUNTIMES[a.format], label=a.files[0].path, origin="bundle",
             compiled_for=a.runtimes[0] if a.format != "onnx" and a.runtimes else None,
             expected={p: f.sha256 for p, f in zip(files, a.files)}, labels={p: f.path for p, f in zip(files, a.files)},

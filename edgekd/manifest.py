@@ -154,7 +154,7 @@ def make_artifact(stage_dir: Path, name: str, kind: ArtifactKind, path: Path, **
 
 def library_versions(names: tuple[str, ...] = (
     "edgekd", "torch", "torchvision", "nncf", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino",
-    "tensorrt", "numpy",
+    "tensorrt", "numpy", "torchao", "executorch", "litert-torch", "ai-edge-litert", "coremltools",
 )) -> dict[str, str]:
     out = {"python": platform.python_version(), "platform": platform.platform()}
     for name in names:

@@ -34,7 +34,7 @@ from edgekd.manifest import (
     now_iso, save_manifest, stage_id, verify_artifacts,
 )
 
-STAGE_MODULES = ("teacher", "finetune", "search", "distill", "qad", "export", "compile", "bench")
+STAGE_MODULES = ("teacher", "finetune", "search", "distill", "qad", "qad_pt2e", "export", "compile", "bench")
 
 
 def stage_module(name: str) -> ModuleType:

@@ -219,6 +219,23 @@ def quant_preset(target: TargetProfile) -> str:
     return "trt" if target.runtime.name == "tensorrt" or target.runtime.device == "TensorRT" else "mixed"
 
 
+def pt2e_specs(target: TargetProfile, loss: dict, train: dict) -> list[StageSpec]:
+    """The PT2E QAD stage (edgekd.stages.qad_pt2e): the target's PT2E routes with the same losses and QAD
+    schedule as the NNCF qad stage, whose calibration images it reuses. A target without one gets the
+    XNNPACK route as PTQ only (no training: seconds) when the mobile extra is installed, so the default bundle's
+    INT8 .pte/.tflite/.mlpackage exist and are verified."""
+    from edgekd.pipeline import config_of
+    from edgekd.quant.pt2e import mobile_installed
+
+    routes = target.pt2e_routes
+    if not routes:
+        if not mobile_installed():
+            return []
+        routes, train = ["pt2e-xnnpack"], dict(train, epochs=0)
+    return [StageSpec("qad_pt2e", config_of("qad_pt2e", routes=routes, loss=loss, train=train),
+                      {"teacher": "finetune", "student": "distill", "qad": "qad"})]
+
+
 def build_specs(opt: CompressOptions, target: TargetProfile, channels: int,
                 input_size: tuple[int, int] = (32, 32)) -> list[StageSpec]:
     """The stage list for `compress`. Imports stage configs (torch) lazily through the pipeline."""
@@ -266,6 +283,8 @@ def build_specs(opt: CompressOptions, target: TargetProfile, channels: int,
             train=dict(common, epochs=opt.qad_epochs, lr=opt.qad_lr, bn="frozen", schedule="cosine",
                        weight_decay=0.0)),
             {"teacher": "finetune", "student": "distill"}),
+        *pt2e_specs(target, loss, dict(common, epochs=opt.qad_epochs, lr=opt.qad_lr, bn="frozen", schedule="cosine",
+                                       weight_decay=0.0)),
         StageSpec("export", config_of("export", opset=opt.opset),
                   {"teacher": "finetune", "student": "distill", "quantized": "qad"}),
         StageSpec("compile", config_of("compile", target=target.model_dump(mode="json")), {"export": "export"}),

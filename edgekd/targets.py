@@ -22,7 +22,10 @@ from edgekd.paths import require_file
 from edgekd.runtimes.identity import DeviceIdentity
 
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
-RuntimeName = Literal["openvino", "onnxruntime", "tensorrt"]
+RuntimeName = Literal["openvino", "onnxruntime", "tensorrt", "executorch", "litert", "coreml"]
+# How the INT8 student is made: NNCF fake quant (OpenVINO/ORT/TensorRT, always run: the ONNX/IR artifacts and the
+# host measurement come from it) and PT2E routes with a mobile runtime's own quantizer (edgekd.quant.pt2e).
+Quantizer = Literal["nncf", "pt2e-xnnpack", "pt2e-litert"]
 Percentile = Literal["p50", "p90", "p95", "p99"]
 
 # What each runtime can execute at all; a profile asking for more is refused when it is loaded.
@@ -32,6 +35,9 @@ RUNTIME_PRECISIONS: dict[str, dict[str, set[str]]] = {
     "onnxruntime": {"CPU": {"fp32", "int8"}, "XNNPACK": {"fp32", "int8"}, "CUDA": {"fp32", "fp16", "int8"},
                     "TensorRT": {"fp32", "fp16", "int8"}},
     "tensorrt": {"GPU": {"fp32", "fp16", "int8"}, "DLA": {"fp16", "int8"}},
+    "executorch": {"XNNPACK": {"fp32", "int8"}},
+    "litert": {"CPU": {"fp32", "int8"}, "XNNPACK": {"fp32", "int8"}},
+    "coreml": {"ALL": {"fp32", "fp16", "int8"}, "CPU_AND_NE": {"fp16", "int8"}, "CPU": {"fp32", "fp16", "int8"}},
 }
 
 
@@ -95,6 +101,8 @@ class TargetProfile(_Strict):
     budgets: Budgets
     accuracy: AccuracyDefaults = AccuracyDefaults()
     sources: dict[str, str] = Field(default_factory=dict)
+    # the target's INT8 route first; further PT2E routes add artifacts for other mobile runtimes to the bundle
+    quantizers: list[Quantizer] = Field(default_factory=lambda: ["nncf"], min_length=1)
     calibration: dict | None = None  # set from a calibration overlay (edgekd calibrate), never written by hand
 
     @model_validator(mode="after")
@@ -110,7 +118,14 @@ class TargetProfile(_Strict):
             raise ValueError(
                 f"{self.runtime.name} on {self.runtime.device} cannot run {', '.join(cannot)} "
                 f"(it runs {', '.join(sorted(caps[self.runtime.device]))})")
+        if len(set(self.quantizers)) != len(self.quantizers):
+            raise ValueError(f"quantizers lists a route twice: {self.quantizers}")
         return self
+
+    @property
+    def pt2e_routes(self) -> list[str]:
+        """The PT2E routes this target's runs take (edgekd.quant.pt2e), in the profile's order."""
+        return [q for q in self.quantizers if q != "nncf"]
 
     @property
     def host_measurable(self) -> bool:

@@ -34,6 +34,9 @@ def _target_hardware_here(target: TargetProfile) -> bool:
     return False
 
 
+MOBILE_RUNTIMES = ("executorch", "litert", "coreml")
+
+
 def plan_measurement(target: TargetProfile, allow_substitute: bool = True) -> MeasurePlan:
     """Measure on the target's runtime and device when this machine has them; else (when allowed) on a host
     runtime, labelled as a substitute. A runtime missing on hardware that could run it is MissingExtra."""
@@ -41,8 +44,10 @@ def plan_measurement(target: TargetProfile, allow_substitute: bool = True) -> Me
     from edgekd.runtimes.host import has_module, host_arch
 
     r = target.runtime
-    package = {"openvino": "openvino", "onnxruntime": "onnxruntime", "tensorrt": "tensorrt"}[r.name]
-    extra = "gpu" if r.name == "tensorrt" or r.device in ("CUDA", "TensorRT") else "cpu"
+    package = {"openvino": "openvino", "onnxruntime": "onnxruntime", "tensorrt": "tensorrt", "executorch": "executorch",
+               "litert": "ai_edge_litert", "coreml": "coremltools"}[r.name]
+    extra = "gpu" if r.name == "tensorrt" or r.device in ("CUDA", "TensorRT") else \
+        ("mobile" if r.name in MOBILE_RUNTIMES else "cpu")
     if target.host_measurable:
         return MeasurePlan(runtime=r.name, device=r.device, on_target=True)
     hardware = _target_hardware_here(target)
@@ -56,7 +61,10 @@ def plan_measurement(target: TargetProfile, allow_substitute: bool = True) -> Me
                                           else "lacks that device"))
     if not allow_substitute:
         raise UsageError(why)
-    for name in dict.fromkeys(((r.name,) if r.name == "openvino" else ()) + ("onnxruntime", "openvino")):
+    # the same runtime on this CPU first (OpenVINO; ExecuTorch/LiteRT run the phone's file with the same XNNPACK
+    # delegate on x86: a host measurement), then ONNX Runtime and OpenVINO on the ONNX files
+    same = (r.name,) if r.name == "openvino" or r.name in ("executorch", "litert") and has_module(package) else ()
+    for name in dict.fromkeys(same + ("onnxruntime", "openvino")):
         if has_module(name):
             return MeasurePlan(runtime=name, device="CPU", on_target=False,
                                reason=f"{why}: measured with {name} on this CPU instead, device latency estimated")

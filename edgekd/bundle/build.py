@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import tarfile
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import numpy as np
 
 from edgekd.bundle.formats import WRITERS, Planned, parse_formats
 from edgekd.bundle.integer import float_layer_names
+from edgekd.bundle.mobile import coreml_spec_report, pt2e_references, pte_integer_report, tflite_integer_report
 from edgekd.bundle.reference import pick_samples, write_reference
 from edgekd.bundle.run_info import RunView, open_run
 from edgekd.bundle.schema import Bundle, BundleArtifact, BundleInput, LatencyClaim
@@ -29,11 +31,12 @@ from edgekd.manifest import library_versions, now_iso, verify_artifacts, write_j
 from edgekd.preprocess import REFERENCE_SOURCE, NormalizedImages, read_eval_set
 
 REFERENCE_SAMPLES = 16
+MOBILE_FORMATS = ("pte", "tflite", "mlpackage")
 COMPARE_IMAGES = 512
 
 
 def write_bundle(run_dir: Path, out_dir: Path, formats: list[str] | None = None, *, force: bool = False,
-                 report: dict[str, Any] | None = None) -> Path:
+                 report: dict[str, Any] | None = None, tflite_io: str = "int8") -> Path:
     """Write the bundle folder `out_dir` (and `<out_dir>.tar.gz`) from a finished run; returns out_dir.
 
     formats: names from edgekd.bundle.formats.ALL_FORMATS (None: onnx, ort, openvino, and tensorrt when the
@@ -41,9 +44,11 @@ def write_bundle(run_dir: Path, out_dir: Path, formats: list[str] | None = None,
     report.json only once the bundle exists). A missing package, an unknown format or a format that cannot
     hold the model is a UsageError (exit 2) before the bundle appears.
     """
+    if tflite_io not in ("int8", "float"):
+        raise UsageError(f"--tflite-io {tflite_io!r}: choose int8 or float")
     run = open_run(Path(run_dir), report)
     names = parse_formats(formats, run)
-    for stage in ("finetune", "distill", "qad", "export", "compile", "bench"):
+    for stage in ("finetune", "distill", "qad", "qad_pt2e", "export", "compile", "bench"):
         problems = verify_artifacts(run.manifest(stage), run.dirs[stage]) if run.has(stage) else []
         if problems:
             raise UsageError(f"run {run.run_dir}: {run.dirs[stage].name}/{problems[0]}; refusing to bundle it")
@@ -59,7 +64,8 @@ def write_bundle(run_dir: Path, out_dir: Path, formats: list[str] | None = None,
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "models").mkdir(parents=True)
     try:
-        planned = [p for name in names for p in WRITERS[name](run, tmp / "models")]
+        writers = {**WRITERS, "tflite": partial(WRITERS["tflite"], io=tflite_io)}
+        planned = [p for name in names for p in writers[name](run, tmp / "models")]
         bundle = _assemble(run, tmp, planned, names)
         from edgekd.report.card import model_card
 
@@ -97,6 +103,10 @@ def _assemble(run: RunView, root: Path, planned: list[Planned], names: list[str]
     artifacts, expected, failures, not_run = [], {}, [], []
     float_layers = declared_float_layers(run)
     qdq_out = None
+    not_built = {p.name: p.error for p in planned if p.error}
+    planned = [p for p in planned if not p.error]
+    if any(p.format in MOBILE_FORMATS for p in planned):
+        torch_refs.setdefault("student_int8", {}).update(pt2e_references(run, cmp_x))
     for p in planned:
         art = BundleArtifact(name=p.name, role=p.role, format=p.format, precision=p.precision, runtimes=p.runtimes,
                              files=[f for path in p.files for f in _files(root, path)], facts=p.facts,
@@ -110,13 +120,16 @@ def _assemble(run: RunView, root: Path, planned: list[Planned], names: list[str]
             art.top1 = float((logits.argmax(1) == labels).mean())
             art.top1_runtime = p.runtimes[0] if p.format != "openvino_ir" else "openvino CPU"
             verified["loaded_and_run"] = True
-            ref_name = "pytorch_fp32" if p.precision == "fp32" else "pytorch_fake_quant"
+            ref_name = p.facts.get("reference") or ("pytorch_fp32" if p.precision == "fp32" else "pytorch_fake_quant")
             if ref_name in torch_refs.get(p.role, {}):
                 verified[f"vs_{ref_name}"] = compare(torch_refs[p.role][ref_name], out, p.precision)
             if p.name == "student_int8_qdq":
                 qdq_out = out
             elif p.precision == "int8" and qdq_out is not None:
                 verified["vs_student_int8_qdq"] = compare(qdq_out, out, "int8")
+                if p.format in MOBILE_FORMATS:  # another quantizer's model: how close, not a pass/fail
+                    verified["vs_student_int8_qdq"].update(ok=None, note="NNCF's INT8 model vs the PT2E one: "
+                                                           "information only")
             bench_top1 = _bench_top1(run, p)
             if bench_top1 is not None:
                 verified["top1_in_run_bench"] = bench_top1
@@ -128,10 +141,19 @@ def _assemble(run: RunView, root: Path, planned: list[Planned], names: list[str]
             verified["integer"] = qdq_integer_report(root / art.files[0].path, float_layers)
         elif p.precision == "int8" and p.format == "openvino_ir":
             verified["integer"] = openvino_integer_report(root / art.files[0].path, float_layers=float_layers)
+        elif p.precision == "int8" and p.format == "pte":
+            verified["integer"] = pte_integer_report(p.facts)
+        elif p.precision == "int8" and p.format == "tflite":
+            verified["integer"] = tflite_integer_report(root / art.files[0].path)
+        elif p.format == "mlpackage":
+            spec = coreml_spec_report(p.files[0], p.precision, [1, pre.channels, *pre.input_size])
+            verified["coreml_spec"] = {**spec, "ok": None}  # checked, never counted as verified
+            if not spec["spec_ok"]:
+                failures.append(p.name)
         elif p.format == "trt_engine":
             verified["fingerprint"] = {"ok": p.facts.get("fingerprint_matches_plan"),
                                        "note": "engine sha256 recorded at build time vs the bundled plan"}
-        if p.precision == "int8":
+        if p.precision == "int8" and p.format not in MOBILE_FORMATS:
             art.facts["float_layers"] = (verified.get("integer") or {}).get("float_layers_on_purpose", float_layers)
         checks = [v for v in verified.values() if isinstance(v, dict) and "ok" in v and v["ok"] is not None]
         verified["passed"] = bool(verified.get("loaded_and_run")) and all(c["ok"] for c in checks)
@@ -146,6 +168,7 @@ def _assemble(run: RunView, root: Path, planned: list[Planned], names: list[str]
         pipeline=_pipeline(run), artifacts=artifacts, eval_set=bundle_file(root, root / "eval_set.npz"),
         reference=bundle_file(root, root / "reference.npz"), versions=library_versions(),
         verification={"passed": not failures, "failed": failures, "not_run_here": not_run, "formats": names,
+                      "not_built": not_built,
                       "reference_samples": len(idx), "eval_images": len(labels), "compared_images": len(cmp_x),
                       "method": "each artifact loaded back from the bundle folder; its outputs on the first "
                                 f"{len(cmp_x)} held-out images compared with PyTorch (FP32: the checkpoint; INT8: "
@@ -225,6 +248,7 @@ def _pipeline(run: RunView) -> dict[str, Any]:
         "quantization": {"method": "NNCF INT8 (symmetric per-channel weights, per-tensor activations)",
                          "kept": q.get("kept"), "fp32_top1": q.get("fp32_top1"), "ptq_top1": q.get("ptq_top1"),
                          "qad_top1": q.get("qad_top1"), "calibration_images": q.get("calibration_images")},
+        "quantization_pt2e": run.manifest("qad_pt2e").metrics.get("routes") if run.has("qad_pt2e") else None,
         "float_layers": declared_float_layers(run),
         "target": run.target.get("name"), "data": run.report.get("data", {}).get("description"),
         "splits": run.report.get("data", {}).get("splits"),  # role -> images, origin (val decided, test reported)

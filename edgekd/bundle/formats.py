@@ -3,11 +3,9 @@
 Always available (the `cpu` extra): onnx (teacher FP32, student FP32, student INT8 QDQ), ort (ONNX Runtime's
 mobile format, FP32 and INT8), openvino (the INT8 IR, and the FP32 IR when the run compiled one), tensorrt
 (the plan and its fingerprint, only when the run built one on a GPU). Optional, when their package is
-installed: executorch (.pte lowered to XNNPACK), coreml (.mlpackage, ML program), tflite (LiteRT, via
-litert-torch). These three are rebuilt from the distilled student's PyTorch checkpoint (FP32).
-
-UNVERIFIED here: executorch, coreml and tflite (their packages are not installed on the development machine);
-they are written against the documented APIs of executorch 1.x, coremltools 8/9 and litert-torch.
+installed (the `mobile` extra; then they are in the default bundle too): executorch (.pte lowered to XNNPACK),
+tflite (LiteRT, via litert-torch), coreml (.mlpackage, ML program), each FP32 and INT8 (edgekd.bundle.mobile).
+The .pte and .tflite files are run here and verified; a .mlpackage is checked as a spec (Core ML needs macOS).
 """
 
 from __future__ import annotations
@@ -20,16 +18,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from edgekd.bundle import mobile
 from edgekd.bundle.run_info import RunView
 from edgekd.errors import UsageError
 from edgekd.manifest import sha256_file
 
 DEFAULT_FORMATS = ("onnx", "ort", "openvino", "tensorrt")
-# format -> (python modules, any one of which provides it; pip package to install; what it is)
+# format -> (python modules it needs, all of them; pip package to install; what it is). All three come with the
+# `mobile` extra and are in the default bundle when it is installed.
 OPTIONAL: dict[str, tuple[tuple[str, ...], str, str]] = {
     "executorch": (("executorch",), "executorch", "ExecuTorch .pte with the XNNPACK backend"),
+    "tflite": (("litert_torch", "ai_edge_litert"), "litert-torch and ai-edge-litert", "LiteRT .tflite"),
     "coreml": (("coremltools",), "coremltools", "Core ML .mlpackage"),
-    "tflite": (("litert_torch", "ai_edge_torch"), "litert-torch", "LiteRT/TFLite .tflite"),
 }
 ALL_FORMATS = (*DEFAULT_FORMATS, *OPTIONAL)
 
@@ -45,13 +45,14 @@ class Planned:
     runtimes: list[str]
     files: list[Path]  # absolute paths inside the bundle, main file first (a .mlpackage: the folder)
     facts: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None  # the converter could not build it: listed as not built, the rest of the bundle is kept
 
 
 def parse_formats(values: list[str] | None, run: RunView | None = None) -> list[str]:
     """'onnx,ort' or repeated --formats -> ordered unique names; unknown names and missing packages fail."""
     explicit = bool(values)
     names: list[str] = []
-    for v in values or list(DEFAULT_FORMATS):
+    for v in values or default_formats():
         for name in (p.strip().lower() for p in v.split(",")):
             if not name:
                 continue
@@ -64,9 +65,9 @@ def parse_formats(values: list[str] | None, run: RunView | None = None) -> list[
     for name in names:
         if name in OPTIONAL:
             modules, package, what = OPTIONAL[name]
-            if not any(importlib.util.find_spec(m) is not None for m in modules):
-                raise UsageError(f"format '{name}' ({what}) needs the package '{package}', which is not "
-                                 f"installed: pip install {package}")
+            if not _installed(modules):
+                raise UsageError(f"format '{name}' ({what}) needs {package} from the 'mobile' extra, which is not "
+                                 f"installed: pip install 'edgekd[mobile]'")
     if run is not None and "tensorrt" in names and not has_trt_plan(run):
         if explicit:
             raise UsageError("format 'tensorrt': this run built no TensorRT plan (plans are built only on a "
@@ -74,6 +75,15 @@ def parse_formats(values: list[str] | None, run: RunView | None = None) -> list[
                              "builds its plan from)")
         names.remove("tensorrt")
     return names
+
+
+def _installed(modules: tuple[str, ...]) -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in modules)
+
+
+def default_formats() -> list[str]:
+    """onnx, ort, openvino, tensorrt, and the mobile formats whose packages are installed."""
+    return [*DEFAULT_FORMATS, *(name for name, (modules, _, _) in OPTIONAL.items() if _installed(modules))]
 
 
 def has_trt_plan(run: RunView) -> bool:
@@ -168,7 +178,8 @@ def write_tensorrt(run: RunView, models: Path) -> list[Planned]:
 # ------------------------------------------------------------------ optional formats (need the PyTorch model)
 _OP_PATTERNS = (r"(aten[.:]{1,2}[A-Za-z_0-9]+(?:\.[A-Za-z_0-9]+)?)", r"[Uu]nsupported (?:op|operator|operation)[^:]*: *'?([\w.:]+)",
                 r"op(?:erator)? '?([\w.:]+)'? (?:is )?not supported", r"[Cc]onverter for '?([\w.:]+)'? not",
-                r"implementation for (\w+\(\d+\))")  # ONNX Runtime: "Could not find an implementation for X(17)"
+                r"implementation for (\w+\(\d+\))",  # ONNX Runtime: "Could not find an implementation for X(17)"
+                r"Unsupported fx node (\w+)")  # coremltools
 
 
 def unsupported_operator(exc: BaseException) -> str | None:
@@ -194,74 +205,7 @@ def _convert(fmt: str, fn: Callable[[], None]) -> None:
         raise UsageError(f"format '{fmt}' cannot hold the model: {what} is not supported by the converter") from None
 
 
-def _student(run: RunView) -> tuple[Any, Any]:
-    import torch
-
-    from edgekd.models.checkpoint import load_edgekd_checkpoint
-
-    model, _ = load_edgekd_checkpoint(run.path("distill", "model"))
-    pre = run.manifest("distill").preprocessing
-    return model.eval(), torch.zeros(1, pre.channels, *pre.input_size)
-
-
-def write_executorch(run: RunView, models: Path) -> list[Planned]:
-    import torch
-
-    model, example = _student(run)
-    dst = models / "student_fp32.pte"
-
-    def convert() -> None:
-        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-        from executorch.exir import to_edge_transform_and_lower
-
-        program = torch.export.export(model, (example,))
-        et = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch()
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        dst.write_bytes(et.buffer)
-
-    _convert("executorch", convert)
-    return [Planned("student_fp32_pte", "student_fp32", "pte", "fp32", ["executorch"], [dst],
-                    {"backend": "XNNPACK", "static_shape": list(example.shape)})]
-
-
-def write_coreml(run: RunView, models: Path) -> list[Planned]:
-    import torch
-
-    model, example = _student(run)
-    dst = models / "student_fp32.mlpackage"
-
-    def convert() -> None:
-        import coremltools as ct
-
-        traced = torch.jit.trace(model, example)
-        ml = ct.convert(traced, inputs=[ct.TensorType(name="input", shape=tuple(example.shape))],
-                        outputs=[ct.TensorType(name="logits")], convert_to="mlprogram",
-                        compute_precision=ct.precision.FLOAT32)
-        ml.save(str(dst))
-
-    _convert("coreml", convert)
-    return [Planned("student_fp32_mlpackage", "student_fp32", "mlpackage", "fp32", ["coreml"], [dst],
-                    {"static_shape": list(example.shape), "note": "Core ML runs (and is verified) only on macOS"})]
-
-
-def write_tflite(run: RunView, models: Path) -> list[Planned]:
-    model, example = _student(run)
-    dst = models / "student_fp32.tflite"
-
-    def convert() -> None:
-        try:
-            import litert_torch as converter
-        except ImportError:
-            import ai_edge_torch as converter
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        converter.convert(model, (example,)).export(str(dst))
-
-    _convert("tflite", convert)
-    return [Planned("student_fp32_tflite", "student_fp32", "tflite", "fp32", ["litert"], [dst],
-                    {"static_shape": list(example.shape), "layout": "NCHW as exported from PyTorch"})]
-
-
 WRITERS: dict[str, Callable[[RunView, Path], list[Planned]]] = {
     "onnx": write_onnx, "ort": write_ort, "openvino": write_openvino, "tensorrt": write_tensorrt,
-    "executorch": write_executorch, "coreml": write_coreml, "tflite": write_tflite,
+    "executorch": mobile.write_executorch, "coreml": mobile.write_coreml, "tflite": mobile.write_tflite,
 }

@@ -142,24 +142,34 @@ def _pte(path: Path) -> Infer:
         import torch
         from executorch.runtime import Runtime
     except ImportError:
-        raise NotRunnable("executorch is not installed here") from None
+        raise NotRunnable("executorch is not installed here (pip install 'edgekd[mobile]')") from None
     method = Runtime.get().load_program(str(path)).load_method("forward")
     return lambda x: method.execute([torch.from_numpy(x)])[0].numpy()
 
 
-def _tflite(path: Path) -> Infer:
+def _tflite(path: Path, threads: int | None = None) -> Infer:
+    """LiteRT interpreter; an int8 input is quantized and an int8 output dequantized with the model's own
+    scale and zero point (a fully-integer .tflite from litert-torch has int8 I/O)."""
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
-        raise NotRunnable("ai-edge-litert is not installed here") from None
-    interp = Interpreter(model_path=str(path))
+        raise NotRunnable("ai-edge-litert is not installed here (pip install 'edgekd[mobile]')") from None
+    interp = Interpreter(model_path=str(path), num_threads=threads)
     interp.allocate_tensors()
-    inp, out = interp.get_input_details()[0]["index"], interp.get_output_details()[0]["index"]
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
 
     def infer(x: np.ndarray) -> np.ndarray:
-        interp.set_tensor(inp, x)
+        if np.issubdtype(inp["dtype"], np.integer):
+            scale, zero = inp["quantization"]
+            info = np.iinfo(inp["dtype"])
+            x = np.clip(np.round(x / scale) + zero, info.min, info.max).astype(inp["dtype"])
+        interp.set_tensor(inp["index"], x)
         interp.invoke()
-        return np.array(interp.get_tensor(out))
+        y = np.array(interp.get_tensor(out["index"]))
+        if np.issubdtype(out["dtype"], np.integer):
+            scale, zero = out["quantization"]
+            y = (y.astype(np.float32) - zero) * np.float32(scale)
+        return y
 
     return infer
 

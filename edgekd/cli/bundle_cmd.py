@@ -11,7 +11,8 @@ from rich.markup import escape
 from edgekd.cli.common import console, guarded, print_json, set_run_dir, stdout_to_stderr
 
 FORMATS_HELP = ("Comma-separated or repeated: onnx, ort, openvino, tensorrt (when the run built a plan), and "
-                "with their packages installed executorch, coreml, tflite. Default: onnx,ort,openvino(,tensorrt).")
+                "with the mobile extra executorch, tflite, coreml. Default: onnx,ort,openvino(,tensorrt), and the mobile formats "
+                "when the mobile extra is installed.")
 
 
 @guarded
@@ -21,6 +22,9 @@ def export_bundle(
     formats: Annotated[Optional[list[str]], typer.Option("--formats", "-f", help=FORMATS_HELP)] = None,
     force: Annotated[bool, typer.Option(help="Replace --out if it exists.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print bundle.json to stdout.")] = False,
+    tflite_io: Annotated[str, typer.Option("--tflite-io", help="INT8 .tflite input/output: int8 (as litert-torch "
+                                           "writes it; scale and zero point in bundle.json) or float (a QUANTIZE "
+                                           "and a DEQUANTIZE at the ends, the body integer).")] = "int8",
 ) -> None:
     """Write models, model card, preprocessing, eval set and reference outputs as a folder and a .tar.gz.
 
@@ -38,7 +42,7 @@ def export_bundle(
     set_run_dir(run)
     with RunDirLock(run.resolve()) if inside else contextlib.nullcontext(), \
             stdout_to_stderr(as_json):  # one writer per run directory; --json: stdout holds the JSON alone
-        folder = write_bundle(run, out, formats, force=force)
+        folder = write_bundle(run, out, formats, force=force, tflite_io=tflite_io)
     bundle = load_bundle(folder)
     if as_json:
         print_json(bundle.model_dump(mode="json"))
@@ -51,9 +55,12 @@ def export_bundle(
             integer = (v.get("integer") or {}).get("summary")  # "INT8 except 1 layer(s) in FP32: ..."
             state += f" ({escape(integer)})" if integer else ""
             console.print(f"{escape(a.name):<24} {a.format:<12} {a.precision:<5} top-1 {top1:>7}  {state}", markup=True)
+        for name, why in (bundle.verification.get("not_built") or {}).items():
+            console.print(f"[yellow]not built[/] {escape(name)}: {escape(why)}", markup=True)
         console.print(f"bundle: {folder}  archive: {folder.with_name(bundle.archive or '')}")
     if not bundle.verification.get("passed", False):
-        failed = ", ".join(bundle.verification.get("failed", []))
+        why = {a.name: (a.verified.get("integer") or {}).get("summary") for a in bundle.artifacts}
+        failed = ", ".join(f"{n} ({why[n]})" if why.get(n) else n for n in bundle.verification.get("failed", []))
         from edgekd.cli.common import fail
 
         raise fail(escape(f"verification failed for: {failed} (see {folder}/bundle.json 'verified')"), 1)

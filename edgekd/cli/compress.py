@@ -78,6 +78,10 @@ def check_extras(target) -> None:
 
         if target.device.arch in (host_arch(), "any"):
             require("openvino", "cpu", f"target {target.name} runs on OpenVINO")
+    from edgekd.quant.pt2e import require_route
+
+    for route in target.pt2e_routes:  # a PT2E route needs its runtime's quantizer (the mobile extra)
+        require_route(route)
 
 
 def data_config(opts: CompressOptions, target):

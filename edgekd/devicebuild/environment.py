@@ -10,7 +10,9 @@ from typing import Any
 from edgekd.runtimes.identity import host_facts
 
 # what imports each runtime ("edgekd[extra]" names it in errors)
-PACKAGES = {"tensorrt": ("tensorrt", "gpu"), "openvino": ("openvino", "cpu"), "onnxruntime": ("onnxruntime", "cpu")}
+PACKAGES = {"tensorrt": ("tensorrt", "gpu"), "openvino": ("openvino", "cpu"), "onnxruntime": ("onnxruntime", "cpu"),
+            "executorch": ("executorch", "mobile"), "litert": ("ai_edge_litert", "mobile"),
+            "coreml": ("coremltools", "mobile")}
 
 
 def runtime_version(runtime: str) -> str | None:

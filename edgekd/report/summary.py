@@ -61,6 +61,7 @@ def build_report(outcomes, opts, target, dataset, run_dir: Path, strict: bool = 
         "methodology": bench.get("methodology", ""),
         "int8_payoff": bench.get("int8_payoff", {}),
         "quantization": quantization_summary(by_stage["qad"].manifest.metrics) if "qad" in by_stage else {},
+        "quantization_pt2e": by_stage["qad_pt2e"].manifest.metrics.get("routes", {}) if "qad_pt2e" in by_stage else {},
         "verdict": overall_verdict(budgets),
         "exit_code": exit_code_for(budgets, strict),
         "strict": strict,
@@ -79,8 +80,16 @@ ATTEMPT_COLUMNS = ("float layers", "method", "val top-1", "cost s")
 
 
 def attempt_rows(report: dict[str, Any]) -> list[list[str]]:
-    return [[", ".join(a["float_layers"]) or "none (all INT8)", a["method"], f"{a['metric']:.2%}", f"{a['cost_s']:.1f}"]
+    """NNCF attempts, then each PT2E route's PTQ and QAD (edgekd.stages.qad_pt2e), all on val."""
+    rows = [[", ".join(a["float_layers"]) or "none (all INT8)", a["method"], f"{a['metric']:.2%}", f"{a['cost_s']:.1f}"]
             for a in report.get("quantization", {}).get("attempts", [])]
+    for route, r in (report.get("quantization_pt2e") or {}).items():
+        for method in ("ptq", "qad"):
+            if r.get(f"{method}_top1") is not None:
+                kept = " (kept)" if r.get("kept") == method else ""
+                rows.append(["none (all INT8)", f"{method} {route}{kept}", f"{r[f'{method}_top1']:.2%}",
+                             f"{r.get(f'{method}_s', 0.0):.1f}"])
+    return rows
 
 
 def _fallback_ran(report: dict[str, Any]) -> bool:
@@ -169,8 +178,8 @@ def print_report(report: dict[str, Any], console: Console) -> None:
     console.print(budgets)
     if report.get("int8_payoff"):
         console.print(payoff_line(report["int8_payoff"]))
-    if _fallback_ran(report):
-        attempts = Table(title="INT8 attempts (float-layer fallback)")
+    if _fallback_ran(report) or report.get("quantization_pt2e"):
+        attempts = Table(title="INT8 attempts (float-layer fallback; PT2E routes for mobile runtimes)")
         for col in ATTEMPT_COLUMNS:
             attempts.add_column(col)
         for row in attempt_rows(report):

@@ -16,6 +16,8 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "openvino": ("edgekd.runtimes.openvino", "OpenVINORuntime"),
     "onnxruntime": ("edgekd.runtimes.onnxruntime", "OnnxRuntimeRuntime"),
     "tensorrt": ("edgekd.runtimes.tensorrt", "TensorRTRuntime"),
+    "executorch": ("edgekd.runtimes.mobile", "ExecuTorchRuntime"),
+    "litert": ("edgekd.runtimes.mobile", "LiteRTRuntime"),
 }
 RUNTIME_NAMES: tuple[str, ...] = tuple(_REGISTRY)
 

@@ -20,11 +20,11 @@ def test_import_pulls_in_no_runtime_library() -> None:
 
 
 def test_get_runtime_by_name() -> None:
-    assert RUNTIME_NAMES == ("openvino", "onnxruntime", "tensorrt")
+    assert RUNTIME_NAMES == ("openvino", "onnxruntime", "tensorrt", "executorch", "litert")
     for name in RUNTIME_NAMES:
         rt = get_runtime(name)
         assert rt.name == name
-        assert rt.extra in ("cpu", "gpu")
+        assert rt.extra in ("cpu", "gpu", "mobile")
 
 
 def test_unknown_runtime_is_usage_error() -> None:

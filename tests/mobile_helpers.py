@@ -12,6 +12,15 @@ needs_mobile = pytest.mark.skipif(bool(_missing), reason=f"the mobile extra is n
                                                           "pip install 'edgekd[mobile]'")
 
 
+def with_mobile_stages(stages: list[str]) -> list[str]:
+    """The stage list a compress run has here: with the mobile extra installed, a `qad_pt2e` stage follows `qad`
+    (the XNNPACK route as PTQ, so the default bundle's INT8 mobile formats exist, issue 15); without it, none."""
+    if _missing:
+        return list(stages)
+    i = stages.index("qad") + 1
+    return [*stages[:i], "qad_pt2e", *stages[i:]]
+
+
 def tiny_resnet(head_mean: bool = False, channels: int = 3, classes: int = 4):
     """Conv-BN-ReLU, a residual block (the add that must stay integer) and a linear head. `head_mean`: pool with
     mean(dim) instead, an op the XNNPACK partitioner leaves outside its delegate."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import platform
 import shutil
 import tarfile
 from pathlib import Path
@@ -35,7 +36,15 @@ def test_bundle_passes_its_own_verification(tiny_bundle: Path):
     names = {a.name for a in b.artifacts}
     assert {"teacher_fp32", "student_fp32", "student_int8_qdq", "student_fp32_ort", "student_int8_ort",
             "student_int8_openvino"} <= names
+    coreml = core_ml_off_macos(b)
+    assert sorted(b.verification["not_run_here"]) == sorted(coreml)
     for a in b.artifacts:
+        if a.name in coreml:  # by design: converted and its spec checked, never counted as run or verified
+            assert not a.verified["loaded_and_run"] and not a.verified["passed"], (a.name, a.verified)
+            assert a.verified["not_run"] == "Core ML models run only on macOS/iOS" and a.top1 is None
+            spec = a.verified["coreml_spec"]
+            assert spec["spec_ok"] and spec["ok"] is None and spec["status"] == "converted, not run (needs macOS)"
+            continue
         assert a.verified["loaded_and_run"] and a.verified["passed"], (a.name, a.verified)
         assert a.top1 is not None and 0.0 <= a.top1 <= 1.0
     by = {a.name: a for a in b.artifacts}
@@ -45,7 +54,7 @@ def test_bundle_passes_its_own_verification(tiny_bundle: Path):
     assert ov["fake_quantize"] > 0 and any(k.startswith("i8") or k.startswith("u8")
                                             for k in ov["runtime_heavy_layer_precisions"])
     ref = read_reference(tiny_bundle / "reference.npz")
-    assert set(ref["expected"]) == names and ref["raw"].shape[0] == ref["inputs"].shape[0] >= len(b.classes)
+    assert set(ref["expected"]) == names - set(coreml) and ref["raw"].shape[0] == ref["inputs"].shape[0] >= len(b.classes)
     assert sorted(set(ref["labels"].tolist())) == list(range(len(b.classes)))  # one sample of each class at least
     card = (tiny_bundle / "model_card.md").read_text()
     assert card.startswith("# Model card")
@@ -58,9 +67,20 @@ def test_bundle_passes_its_own_verification(tiny_bundle: Path):
         assert f"{tiny_bundle.name}/bundle.json" in tar.getnames()
 
 
+def core_ml_off_macos(b) -> list[str]:
+    """The .mlpackage artifacts (in the default bundle with the mobile extra): Core ML runs only on macOS."""
+    return [] if platform.system() == "Darwin" else [a.name for a in b.artifacts if a.format == "mlpackage"]
+
+
 def test_reference_check_reloads_every_artifact(tiny_bundle: Path):
-    results = check_reference(tiny_bundle, load_bundle(tiny_bundle))
-    assert results and all(r["status"] == "ok" for r in results.values()), results
+    b = load_bundle(tiny_bundle)
+    results = check_reference(tiny_bundle, b)
+    coreml = core_ml_off_macos(b)
+    assert results and set(results) == {a.name for a in b.artifacts}
+    assert all(r["status"] == "ok" for n, r in results.items() if n not in coreml), results
+    for n in coreml:  # not run at bundle time, so no expected outputs: said so, with the reason
+        assert results[n] == {"status": "not run when bundled (Core ML models run only on macOS/iOS): "
+                                        "no expected outputs in reference.npz"}, results[n]
 
 
 def test_inspect_ok_prints_card(tiny_bundle: Path):

@@ -3,7 +3,8 @@
 Torch-free (the base package and a runtime): the images of an ImageFolder tree (one folder per class, named
 as the bundle's classes) are decoded with the bundle's recorded preprocessing through the same function the
 training data loader used (edgekd.preprocess_reference.load_image, shipped in the bundle as preprocess.py),
-so the figure is what a device team gets from the same files.
+so the figure is what a device team gets from the same files. An ExecuTorch .pte is run only with --pte
+(`pte=True`): executorch.runtime imports torch; .tflite (ai_edge_litert) runs without it.
 """
 
 from __future__ import annotations
@@ -19,8 +20,12 @@ from edgekd.cli.common import console, err_console, guarded, print_json
 from edgekd.errors import UsageError
 
 
+# ExecuTorch's Python runtime (executorch.runtime) imports torch; eval stays torch-free unless asked for the .pte
+PTE_SKIPPED = "skipped: ExecuTorch's Python runtime imports torch (pass --pte to run it)"
+
+
 def run_eval(bundle_dir: Path, images: Path, *, strict: bool = False, batch: int = 64,
-             workers: int | None = None) -> dict[str, Any]:
+             workers: int | None = None, pte: bool = False) -> dict[str, Any]:
     from edgekd.bundle.verify import NotRunnable, check_files, load_bundle, runner
     from edgekd.data.sources import index_folder, load_images
     from edgekd.preprocess import normalize_np
@@ -48,6 +53,9 @@ def run_eval(bundle_dir: Path, images: Path, *, strict: bool = False, batch: int
     for art in bundle.artifacts:
         row: dict[str, Any] = {"artifact": art.name, "format": art.format, "precision": art.precision,
                                "recorded_top1": art.top1}
+        if art.format == "pte" and not pte:
+            rows.append({**row, "ran": False, "why": PTE_SKIPPED})
+            continue
         try:
             infer = runner(bundle_dir, art)
         except NotRunnable as exc:
@@ -93,13 +101,15 @@ def eval_bundle(
                                               "(default: left out with a warning).")] = False,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Images per inference call.")] = 64,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    pte: Annotated[bool, typer.Option("--pte", help="Also run the ExecuTorch .pte artifacts (the `mobile` extra; "
+                                      "its Python runtime imports torch, so they are skipped by default).")] = False,
 ) -> None:
     """Top-1 of each runnable artifact of a bundle on raw image files, with the bundle's own preprocessing.
 
-    Needs only the base package and a runtime (no torch). Exit 0 when at least one artifact ran; 2 on bad
+    Needs only the base package and a runtime (no torch; --pte, for ExecuTorch, does import it). Exit 0 when at least one artifact ran; 2 on bad
     input or when no artifact can run here.
     """
-    report = run_eval(bundle, images, strict=strict_data, batch=batch)
+    report = run_eval(bundle, images, strict=strict_data, batch=batch, pte=pte)
     if as_json:
         print_json(report)
     else:

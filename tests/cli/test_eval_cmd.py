@@ -14,6 +14,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from edgekd.cli.app import _register, app
+from tests.mobile_helpers import needs_mobile
 
 _register()
 runner = CliRunner()
@@ -140,3 +141,21 @@ def test_array_bundle_takes_arrays_not_files(folder_run, tmp_path):
     (copy / "bundle.json").write_text(bundle.model_dump_json(indent=2))
     result = runner.invoke(app, ["eval", str(copy), "--images", str(folder_run / "data" / "test")])
     _one_line_exit_2(result, "not image", "edgekd bench")
+
+
+@pytest.mark.mobile
+@needs_mobile
+def test_eval_runs_the_pte_only_when_asked(folder_run):
+    """executorch.runtime imports torch: the default eval leaves the .pte out, saying why; --pte runs it."""
+    from edgekd.cli.eval_cmd import PTE_SKIPPED, run_eval
+
+    bundle, images = folder_run / "run" / "bundle", folder_run / "data" / "test"
+    rows = {r["artifact"]: r for r in run_eval(bundle, images)["artifacts"]}
+    ptes = [n for n, r in rows.items() if r["format"] == "pte"]
+    assert ptes and all(not rows[n]["ran"] and rows[n]["why"] == PTE_SKIPPED for n in ptes), rows
+    assert any(r["ran"] for r in rows.values() if r["format"] == "tflite"), rows  # LiteRT runs torch-free
+    asked = {r["artifact"]: r for r in run_eval(bundle, images, pte=True)["artifacts"]}
+    for n in ptes:
+        assert asked[n]["ran"] and asked[n]["runtime"] == "executorch" and 0.0 <= asked[n]["top1"] <= 1.0, asked[n]
+    r = runner.invoke(app, ["eval", str(bundle), "--images", str(images), "--pte", "--json"])
+    assert r.exit_code == 0, r.output

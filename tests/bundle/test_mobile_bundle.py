@@ -73,6 +73,7 @@ def android_run(tmp_path_factory):
     return run_dir
 
 
+@pytest.mark.mobile
 @needs_mobile
 def test_android_run_takes_the_pt2e_route_with_qad(android_run):
     [manifest] = list(android_run.glob("qad_pt2e-*/manifest.json"))
@@ -87,6 +88,7 @@ def test_android_run_takes_the_pt2e_route_with_qad(android_run):
     assert "qad pt2e-xnnpack" in (android_run / "report.md").read_text()
 
 
+@pytest.mark.mobile
 @needs_mobile
 def test_default_bundle_verifies_int8_pte_and_tflite(android_run):
     bundle = json.loads((android_run / "bundle" / "bundle.json").read_text())
@@ -105,6 +107,7 @@ def test_default_bundle_verifies_int8_pte_and_tflite(android_run):
     assert set(bundle["verification"]["not_run_here"]) == {"student_fp32_mlpackage", "student_int8_mlpackage"}
 
 
+@pytest.mark.mobile
 @needs_mobile
 def test_bench_android_runs_the_pte_here_with_the_arm64_estimate(android_run):
     from edgekd.cli.bench_cmd import run_bench
@@ -116,6 +119,7 @@ def test_bench_android_runs_the_pte_here_with_the_arm64_estimate(android_run):
     assert row["estimated_latency_ms"] > 0
 
 
+@pytest.mark.mobile
 @needs_mobile
 def test_student_torch_export_cannot_capture_marks_those_artifacts(android_run, tmp_path, monkeypatch):
     import torch
@@ -136,6 +140,7 @@ def test_student_torch_export_cannot_capture_marks_those_artifacts(android_run, 
     assert why.startswith("torch.export cannot capture the student") and "\n" not in why
 
 
+@pytest.mark.mobile
 @needs_mobile
 def test_int8_tflite_not_fully_integer_fails_verification_naming_the_ops(android_run, tmp_path):
     """The run given a pt2e-litert program of a residual net (litert-torch 0.10's own quantizer leaves its ADD in

@@ -9,7 +9,7 @@ import pytest
 
 from tests.mobile_helpers import needs_mobile, tiny_resnet
 
-pytestmark = needs_mobile
+pytestmark = [pytest.mark.mobile, needs_mobile]
 
 
 @pytest.fixture(scope="module")

@@ -151,3 +151,16 @@ def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def file_problems(folder: Path, expected) -> list[tuple[str, str]]:
+    """(path, "missing" | "changed") for each expected (relative path, sha256) under folder whose file is
+    absent or whose content no longer has that sha256: the one check behind manifests and compile records."""
+    out = []
+    for rel, digest in expected:
+        full = Path(folder) / rel
+        if not full.is_file():
+            out.append((rel, "missing"))
+        elif sha256_file(full) != digest:
+            out.append((rel, "changed"))
+    return out

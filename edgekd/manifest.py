@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgekd.errors import UsageError
-from edgekd.fsio import publish, sha256_file, write_atomic  # sha256_file: also imported from here
+from edgekd.fsio import file_problems, publish, sha256_file, write_atomic  # sha256_file: also imported from here
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -188,14 +188,9 @@ def load_manifest(stage_dir: Path) -> Manifest:
 
 def verify_artifacts(manifest: Manifest, stage_dir: Path) -> list[str]:
     """Return one line per artifact whose file is missing or whose sha256 no longer matches."""
-    problems = []
-    for art in manifest.artifacts:
-        full = stage_dir / art.path
-        if not full.is_file():
-            problems.append(f"{art.path}: missing")
-        elif sha256_file(full) != art.sha256:
-            problems.append(f"{art.path}: sha256 does not match the manifest (file changed after the run)")
-    return problems
+    why = {"missing": "missing", "changed": "sha256 does not match the manifest (file changed after the run)"}
+    return [f"{rel}: {why[kind]}" for rel, kind in
+            file_problems(stage_dir, [(art.path, art.sha256) for art in manifest.artifacts])]
 
 
 def artifact_hashes(manifest: Manifest) -> dict[str, str]:

@@ -26,3 +26,13 @@ def test_every_caller_uses_the_one_definition() -> None:
 
     assert edgekd.manifest.sha256_file is sha256_file
     assert edgekd.runtimes.tensorrt.sha256_file is sha256_file
+
+
+def test_file_problems_names_missing_and_changed_files(tmp_path):
+    from edgekd.fsio import file_problems
+
+    (tmp_path / "a.bin").write_bytes(b"a")
+    (tmp_path / "b.bin").write_bytes(b"b")
+    expected = [("a.bin", sha256_file(tmp_path / "a.bin")), ("b.bin", sha256_file(tmp_path / "a.bin")),
+                ("c.bin", "0" * 64)]
+    assert file_problems(tmp_path, expected) == [("b.bin", "changed"), ("c.bin", "missing")]

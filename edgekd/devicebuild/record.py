@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgekd.errors import UsageError
-from edgekd.manifest import sha256_file
+from edgekd.fsio import file_problems, sha256_file
 
 RECORD_NAME = "compiled.json"
 # keys of the environment that must be equal for an artifact to be used on this machine, per runtime
@@ -98,15 +98,9 @@ def read_record(folder: Path) -> CompiledRecord | None:
 
 
 def damaged_files(record: CompiledRecord, folder: Path) -> list[str]:
-    out = []
-    for art in record.artifacts:
-        for f in art.files:
-            p = folder / f.path
-            if not p.is_file():
-                out.append(f"{f.path} is missing")
-            elif sha256_file(p) != f.sha256:
-                out.append(f"{f.path} changed after it was built (sha256 differs from {RECORD_NAME})")
-    return out
+    why = {"missing": "is missing", "changed": f"changed after it was built (sha256 differs from {RECORD_NAME})"}
+    return [f"{rel} {why[kind]}" for rel, kind in
+            file_problems(folder, [(f.path, f.sha256) for art in record.artifacts for f in art.files])]
 
 
 def write_record(record: CompiledRecord, folder: Path) -> None:

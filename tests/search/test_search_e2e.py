@@ -39,6 +39,7 @@ def _manifest(run_dir: Path, stage: str) -> dict:
     return json.loads((folder / "manifest.json").read_text())
 
 
+@pytest.mark.search
 def test_search_measures_every_candidate_first_and_distill_trains_its_choice(auto_run):
     report = json.loads((auto_run / "report.json").read_text())
     assert [s["stage"] for s in report["stages"]][:4] == ["teacher", "finetune", "search", "distill"]
@@ -60,6 +61,7 @@ def test_search_measures_every_candidate_first_and_distill_trains_its_choice(aut
     assert "## Student search" in (auto_run / "report.md").read_text()
 
 
+@pytest.mark.search
 def test_a_pruned_winner_round_trips_through_its_checkpoint(auto_run):
     import torch
 
@@ -71,6 +73,7 @@ def test_a_pruned_winner_round_trips_through_its_checkpoint(auto_run):
     assert bool(meta.get("pruned_from")) == (m["chosen_source"] == "pruned teacher")
 
 
+@pytest.mark.search
 def test_rerun_reuses_the_search(auto_run, tmp_path):
     import shutil
 
@@ -84,6 +87,7 @@ def test_rerun_reuses_the_search(auto_run, tmp_path):
     assert all(s["reused"] for s in report["stages"])
 
 
+@pytest.mark.search
 def test_a_budget_no_candidate_meets_exits_1_naming_the_fastest_and_trains_nothing(auto_run, tmp_path):
     import shutil
 
@@ -147,6 +151,7 @@ def _search_only(run_dir: Path, **over):
                         console=Console(quiet=True), progress=None)
 
 
+@pytest.mark.search
 def test_a_spent_time_budget_chooses_the_best_so_far_and_says_so(auto_run, tmp_path):
     import shutil
 
@@ -161,6 +166,7 @@ def test_a_spent_time_budget_chooses_the_best_so_far_and_says_so(auto_run, tmp_p
     assert (run_dir / search.artifact("model").path).is_file() or (out[-1].stage_dir / "model.pt").is_file()
 
 
+@pytest.mark.search
 def test_an_interrupted_search_resumes_without_measuring_again(auto_run, tmp_path, monkeypatch):
     import shutil
 

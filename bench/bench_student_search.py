@@ -60,18 +60,11 @@ def r20_epoch_s(distill_metrics: dict, args) -> float:
     import torch
 
     from edgekd.models.registry import build_model
+    from edgekd.search.budget import sgd_step_seconds
 
     torch.set_num_threads(1)
     model = build_model("cifar_resnet20", num_classes=10, in_channels=3, input_size=32)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x, y = torch.randn(128, 3, 32, 32), torch.randint(0, 10, (128,))
-    times = []
-    for _ in range(12):
-        t0 = time.perf_counter()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-        opt.zero_grad()
-        times.append(time.perf_counter() - t0)
+    times = sgd_step_seconds(model, torch.randn(128, 3, 32, 32), torch.randint(0, 10, (128,)), 12)
     n_train = args.max_train_per_class * 10
     with torch.no_grad():
         model.eval()

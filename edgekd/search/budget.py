@@ -43,8 +43,6 @@ def search_config(opts: Any, target: Any, loss: dict, common: dict) -> dict[str,
 def one_proxy_run_s(opts: Any, dataset: Any) -> float:
     """A lower bound on one proxy run: training steps of the cheapest family member (timed on real images) times
     the steps one proxy run takes. Nothing is written."""
-    import torch
-
     from edgekd.data.batches import eval_batches
     from edgekd.models.registry import build_model
     from edgekd.search.family import family_for
@@ -53,16 +51,24 @@ def one_proxy_run_s(opts: Any, dataset: Any) -> float:
     name = family_for(pre.input_size[0])[0]
     model = build_model(name, num_classes=dataset.num_classes, in_channels=pre.channels, input_size=pre.input_size[0])
     x, y = next(eval_batches(dataset.train, pre, opts.batch_size))
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    steps = math.ceil(len(dataset.train) * opts.proxy_fraction / opts.batch_size) * opts.proxy_epochs
+    return min(sgd_step_seconds(model, x, y, 3)[1:]) * steps
+
+
+def sgd_step_seconds(model: Any, x: Any, y: Any, n: int) -> list[float]:
+    """Wall seconds of each of n SGD steps (forward, cross-entropy, backward, update) of model on (x, y); the
+    first includes warm-up, so callers drop it."""
+    import torch
+
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     times = []
-    for _ in range(3):
+    for _ in range(n):
         t0 = time.perf_counter()
         torch.nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
         opt.zero_grad()
         times.append(time.perf_counter() - t0)
-    steps = math.ceil(len(dataset.train) * opts.proxy_fraction / opts.batch_size) * opts.proxy_epochs
-    return min(times[1:]) * steps
+    return times
 
 
 def check_time_budget(opts: Any, dataset: Any) -> None:

@@ -136,6 +136,9 @@ class CompressOptions(BaseModel):
     search_prune_ratios: list[float] = Field(default_factory=lambda: [0.5, 0.75], description="With --student auto: "
                                              "channel shares pruned from the teacher, one candidate each "
                                              "(repeatable).")
+    search_prune_depths: list[float] = Field(default_factory=lambda: [0.5, 0.25], description="With --student "
+                                             "auto: shares of the teacher's removable residual blocks kept, one "
+                                             "depth-pruned candidate each (repeatable).")
     search_importance: Literal["magnitude", "taylor"] = Field("magnitude", description="With --student auto: "
                                                               "channel importance for pruning the teacher.")
     proxy_epochs: int = Field(1, ge=1, description="With --student auto: epochs of each proxy distillation run.")

@@ -265,6 +265,10 @@ def load_edgekd_checkpoint(path: str | os.PathLike[str]) -> tuple[nn.Module, dic
     if not isinstance(kwargs, Mapping) or set(kwargs) - set(ARCH_KWARGS) or "num_classes" not in kwargs:
         raise UsageError(f"checkpoint {path} has malformed arch_kwargs {kwargs!r}: re-save it with edgekd")
     model = build_model(str(raw["arch"]), pretrained=False, **dict(kwargs))
+    if raw.get("dropped_blocks"):  # a depth-pruned model (edgekd.search.depth): residual blocks removed
+        from edgekd.models.reshape import apply_dropped_blocks
+
+        apply_dropped_blocks(model, list(raw["dropped_blocks"]))
     if raw.get("pruned_from"):  # a channel-pruned model (edgekd.search.prune): same graph, fewer channels
         from edgekd.models.reshape import reshape_to_state_dict
 

@@ -4,6 +4,11 @@ A student pruned from the teacher (edgekd.search.prune, Torch-Pruning) keeps the
 module names with fewer channels. Its checkpoint records `pruned_from`; loading builds the architecture at
 full width and then gives each Conv2d, BatchNorm and Linear the shapes its saved weights have (a depthwise
 conv keeps groups == channels). Only channel counts change, never the graph, so this is exact.
+
+A depth-pruned student (edgekd.search.depth) lists its removed residual blocks in `dropped_blocks`; each is
+an nn.Identity at its module path, set before the channel counts are matched.
+
+`structure_of(meta)` is the checkpoint fields a stage must carry over when it saves such a model again.
 """
 
 from __future__ import annotations
@@ -20,6 +25,22 @@ def _conv(old: nn.Conv2d, weight: torch.Tensor) -> nn.Conv2d:
     groups = out_c if depthwise else old.groups
     return nn.Conv2d(in_per_group * groups, out_c, old.kernel_size, stride=old.stride, padding=old.padding,
                      dilation=old.dilation, groups=groups, bias=old.bias is not None, padding_mode=old.padding_mode)
+
+
+STRUCTURE_KEYS = ("pruned_from", "dropped_blocks")
+
+
+def structure_of(meta: Mapping) -> dict | None:
+    """The fields of a checkpoint's meta that say how its graph differs from the registry architecture."""
+    out = {k: meta[k] for k in STRUCTURE_KEYS if meta.get(k)}
+    return out or None
+
+
+def apply_dropped_blocks(model: nn.Module, paths: list[str]) -> nn.Module:
+    """Replace each removed residual block (module path) by nn.Identity, in place."""
+    for p in paths:
+        model.set_submodule(p, nn.Identity())
+    return model
 
 
 def reshape_to_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) -> nn.Module:

@@ -1,4 +1,4 @@
-"""The candidate students: family members and channel-pruned copies of the fine-tuned teacher."""
+"""The candidate students: family members, and channel- and depth-pruned copies of the fine-tuned teacher."""
 
 from __future__ import annotations
 
@@ -19,11 +19,19 @@ class Candidate:
     macs: int = 0
     params: int = 0
     float_layers: list[str] = field(default_factory=list)  # layers NNCF keeps in float on purpose
-    pruned_from: str | None = None
+    pruned_from: str | None = None  # channel-pruned from this architecture
+    dropped_blocks: list[str] = field(default_factory=list)  # residual blocks removed (depth pruning)
 
     def record(self) -> dict[str, Any]:
         return {"name": self.name, "arch": self.arch, "source": self.source, "macs": self.macs,
-                "params": self.params, "float_layers": len(self.float_layers), "pruned_from": self.pruned_from}
+                "params": self.params, "float_layers": len(self.float_layers), "pruned_from": self.pruned_from,
+                "dropped_blocks": len(self.dropped_blocks)}
+
+    def checkpoint_extra(self) -> dict[str, Any] | None:
+        """What its checkpoint must record to rebuild the graph (edgekd.models.reshape.structure_of)."""
+        from edgekd.models.reshape import structure_of
+
+        return structure_of({"pruned_from": self.pruned_from, "dropped_blocks": self.dropped_blocks})
 
 
 def spread_by_macs(cands: list[Candidate], n: int) -> list[Candidate]:
@@ -52,19 +60,63 @@ def family_candidates(names: list[str], kwargs: dict[str, Any], example: torch.T
     return out
 
 
-def pruned_candidates(teacher: nn.Module, arch: str, ratios: list[float], importance: str, example: torch.Tensor,
-                      grad_batches: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[list[Candidate], str | None]:
-    """Pruned copies of the teacher at each ratio; ([], reason) when Torch-Pruning cannot prune it."""
+def _pruned(teacher: nn.Module, arch: str, name: str, model: nn.Module, example: torch.Tensor,
+            dropped: list[str] | None = None, width: bool = False) -> Candidate:
     from edgekd.models.family import expected_float_layers
-    from edgekd.search.prune import PruneUnsupported, count_macs, prune
+    from edgekd.search.prune import count_macs
 
-    out = []
+    return Candidate(name, arch, "pruned teacher", model, count_macs(model, example[:1]),
+                     sum(p.numel() for p in model.parameters()), expected_float_layers(model),
+                     pruned_from=arch if width else None, dropped_blocks=list(dropped or []))
+
+
+def pruned_candidates(teacher: nn.Module, arch: str, ratios: list[float], importance: str, calib: torch.Tensor,
+                      grad_batches: list[tuple[torch.Tensor, torch.Tensor]], depths: list[float] = ()
+                      ) -> tuple[list[Candidate], list[str]]:
+    """The teacher made smaller three ways, each keeping the teacher's weights: channel-pruned at each ratio
+    of `ratios` (Torch-Pruning); depth-pruned keeping each share of `depths` of its removable residual
+    blocks (edgekd.search.depth); and, when both are asked, the shallowest one channel-pruned at the lowest
+    ratio. Returns (candidates, reasons a kind of pruning was skipped)."""
+    from edgekd.search.depth import drop_blocks, drop_order, removable_blocks
+    from edgekd.search.prune import PruneUnsupported, prune
+
+    example, bn = calib[:2], [x for x, _ in grad_batches]
+    out: list[Candidate] = []
+    why: list[str] = []
+    width_ok = True
     for ratio in ratios:
         try:
-            model = prune(teacher, example, ratio, importance, grad_batches)
+            out.append(_pruned(teacher, arch, f"{arch}-pruned{int(round(ratio * 100))}",
+                               prune(teacher, example, ratio, importance, grad_batches), example, width=True))
         except PruneUnsupported as exc:
-            return [], str(exc)
-        out.append(Candidate(f"{arch}-pruned{int(round(ratio * 100))}", arch, "pruned teacher", model,
-                             count_macs(model, example[:1]), sum(p.numel() for p in model.parameters()),
-                             expected_float_layers(model), pruned_from=arch))
-    return out, None
+            why.append(str(exc))
+            width_ok = False
+            out = []
+            break
+    if not depths:
+        return out, why
+    blocks = removable_blocks(teacher, example)
+    if not blocks:
+        why.append(f"depth pruning: {type(teacher).__name__} has no residual block with an identity shortcut")
+        return out, why
+    counts = {d: len(blocks) - max(0, round(d * len(blocks))) for d in depths}
+    order = drop_order(teacher, calib[:64], max(counts.values()))
+    shallowest = None
+    for d in sorted(set(depths), reverse=True):
+        if counts[d] <= 0:
+            continue
+        dropped = order[:counts[d]]
+        model = drop_blocks(teacher, dropped, bn)
+        out.append(_pruned(teacher, arch, f"{arch}-depth{int(round(d * 100))}", model, example, dropped))
+        shallowest = (d, dropped, model)
+    if shallowest is not None and ratios and width_ok:
+        d, dropped, model = shallowest
+        ratio = min(ratios)
+        try:
+            both = prune(model, example, ratio, importance, grad_batches)
+        except PruneUnsupported as exc:
+            why.append(f"depth-then-channel pruning: {exc}")
+        else:
+            out.append(_pruned(teacher, arch, f"{arch}-depth{int(round(d * 100))}-pruned{int(round(ratio * 100))}",
+                               both, example, dropped, width=True))
+    return out, why

@@ -20,6 +20,7 @@ from edgekd.manifest import Manifest
 from edgekd.models.checkpoint import load_weights, read_state_dict
 from edgekd.models.heads import find_head
 from edgekd.models.registry import build_model
+from edgekd.models.reshape import structure_of
 from edgekd.stages.common import load_frozen_teacher, load_model, save_model, trainer_for
 from edgekd.train import dist
 from edgekd.train.evaluate import accuracy
@@ -59,7 +60,7 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     if cfg.student == "auto":  # the search stage's winner, with the weights of its proxy runs
         student, meta = load_model(ctx.parent_dirs["search"], parents["search"])
         student.to(device)
-        arch, extra = str(meta["arch"]), ({"pruned_from": meta["pruned_from"]} if meta.get("pruned_from") else None)
+        arch, extra = str(meta["arch"]), structure_of(meta)
     else:
         student = build_model(cfg.student, **kwargs).to(device)
     if cfg.student_weights:

@@ -1,8 +1,10 @@
 """Stage 3a, search (`--student auto`): the most accurate student that meets the target's latency budget.
 
 1. Candidates: the family for the input scale (edgekd.search.family, at most `max_family` spread evenly in
-   MACs) and the fine-tuned teacher pruned by Torch-Pruning to each of `prune_ratios` (it keeps the teacher's
-   weights). A teacher Torch-Pruning cannot trace: no pruned candidates, the reason in the notes.
+   MACs) and the fine-tuned teacher made smaller, keeping its weights: channel-pruned by Torch-Pruning to each
+   of `prune_ratios`, depth-pruned to each of `prune_depths` (edgekd.search.depth), and the shallowest one
+   channel-pruned too (edgekd.search.candidates.pruned_candidates). A teacher Torch-Pruning cannot trace, or
+   one without removable residual blocks: those candidates skipped, the reason in the notes.
 2. Latency first (edgekd.search.latency): every candidate is quantized, compiled and timed on the target
    (or estimated, labelled) before anything trains; candidates over the latency budget, or whose INT8
    artifact is over the size budget, are dropped. None left: exit 1 naming the fastest candidate and its
@@ -53,6 +55,7 @@ class Config(BaseModel):
     family: list[str] | None = None  # None: edgekd.search.family.family_for(input size)
     max_family: int = Field(default=5, ge=0)
     prune_ratios: list[float] = Field(default_factory=lambda: [0.5, 0.75])
+    prune_depths: list[float] = Field(default_factory=lambda: [0.5, 0.25])
     importance: Literal["magnitude", "taylor"] = "magnitude"
     preset: Literal["trt", "mixed"] = "mixed"
     proxy_epochs: int = Field(default=1, ge=1)
@@ -76,10 +79,10 @@ def _candidates(cfg: Config, teacher, teacher_arch: str, kwargs: dict, calib, gr
 
     names = cfg.family if cfg.family is not None else family_for(kwargs["input_size"])
     fam = spread_by_macs(family_candidates(names, kwargs, calib), cfg.max_family) if cfg.max_family else []
-    pruned, why = pruned_candidates(teacher, teacher_arch, cfg.prune_ratios, cfg.importance, calib[:2], grads) \
-        if cfg.prune_ratios else ([], None)
-    if why:
-        notes.append(f"pruned-teacher candidates skipped: {why}; the family search ran alone")
+    pruned, why = pruned_candidates(teacher, teacher_arch, cfg.prune_ratios, cfg.importance, calib, grads,
+                                    cfg.prune_depths)
+    for reason in why:
+        notes.append(f"pruned-teacher candidates skipped: {reason}")
     return fam + pruned
 
 
@@ -201,8 +204,7 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
                 t1 = time.perf_counter()
                 done = _proxy(c, rung, cfg, teacher, data, ctx.work_dir)
                 st.d.setdefault("proxy_s", {})[key] = round(time.perf_counter() - t1, 1)
-                save_edgekd_checkpoint(wfile, c.model.cpu(), c.arch, kwargs,
-                                       extra={"pruned_from": c.pruned_from} if c.pruned_from else None)
+                save_edgekd_checkpoint(wfile, c.model.cpu(), c.arch, kwargs, extra=c.checkpoint_extra())
                 st.d["rungs"][key] = done
                 st.d["spent_s"] = spent()
                 st.save()
@@ -234,7 +236,7 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
         notes.append(f"time budget of {cfg.time_budget_s:g} s ran out after {spent():.0f} s: the best candidate "
                      f"so far ({winner.name}) was chosen")
     art = save_model(ctx.work_dir, "model", winner.model.cpu(), winner.arch, kwargs,
-                     extra={"pruned_from": winner.pruned_from} if winner.pruned_from else None,
+                     extra=winner.checkpoint_extra(),
                      candidate=winner.name)
     plot = ctx.work_dir / "pareto.png"
     from edgekd.report.plots import pareto_png

@@ -67,7 +67,7 @@ def test_a_teacher_that_cannot_be_pruned_gives_no_candidates_and_a_reason():
     with pytest.raises(PruneUnsupported):
         prune(PadNet().eval(), x, 0.5)
     cands, why = pruned_candidates(PadNet().eval(), "padnet", [0.5], "magnitude", x, [])
-    assert cands == [] and "Torch-Pruning could not prune PadNet" in why
+    assert cands == [] and "Torch-Pruning could not prune PadNet" in why[0]
 
 
 def test_taylor_importance_uses_gradients_from_real_batches():
@@ -95,3 +95,60 @@ def test_a_target_not_on_this_machine_gets_a_labelled_estimate(tmp_path):
     out = measure_candidate(model, torch.randn(8, 1, 8, 8), load_target("jetson"), tmp_path / "lat")
     assert out["estimated"] is True and out["latency_ms"] > 0 and out["runtime"].startswith("roofline")
     assert not (tmp_path / "lat").exists()  # the candidate's files are cleaned up
+
+
+def test_depth_pruning_removes_blocks_keeps_the_rest_of_the_teacher_and_rebuilds_exactly(tmp_path):
+    from edgekd.search.depth import removable_blocks
+
+    torch.manual_seed(0)
+    model = build_model("cifar_resnet20", 10, 3).eval()
+    x = torch.randn(64, 3, 32, 32)
+    blocks = removable_blocks(model, x[:2])
+    # layer1's three blocks and all but the first (strided, padded shortcut) of layer2 and layer3
+    assert blocks == ["layer1.0", "layer1.1", "layer1.2", "layer2.1", "layer2.2", "layer3.1", "layer3.2"]
+    grads = [(x[:32], torch.randint(0, 10, (32,)))]
+    cands, why = pruned_candidates(model, "cifar_resnet20", [0.5], "magnitude", x, grads, depths=[0.5, 0.25])
+    assert why == []
+    by = {c.name: c for c in cands}
+    assert set(by) == {"cifar_resnet20-pruned50", "cifar_resnet20-depth50", "cifar_resnet20-depth25",
+                       "cifar_resnet20-depth25-pruned50"}
+    d50, d25, both = by["cifar_resnet20-depth50"], by["cifar_resnet20-depth25"], by["cifar_resnet20-depth25-pruned50"]
+    assert len(d50.dropped_blocks) == 3 and len(d25.dropped_blocks) == 5  # 7 - round(0.5 * 7), 7 - round(0.25 * 7)
+    assert d25.dropped_blocks[:3] == d50.dropped_blocks  # one drop order: the shallower keeps a subset
+    assert both.macs < d25.macs < d50.macs < count_macs(model, x[:1])
+    for path in d25.dropped_blocks:
+        assert isinstance(d25.model.get_submodule(path), nn.Identity)
+    kept = next(p for p in blocks if p not in d25.dropped_blocks)
+    assert torch.equal(d25.model.get_submodule(kept).conv1.weight, model.get_submodule(kept).conv1.weight)
+    assert sum(isinstance(m, nn.Identity) for m in model.modules()) == 7  # the teacher is not changed
+    for c in (d25, both):
+        path = tmp_path / f"{c.name}.pt"
+        save_edgekd_checkpoint(path, c.model, c.arch, {"num_classes": 10, "in_channels": 3, "input_size": 32},
+                               extra=c.checkpoint_extra())
+        rebuilt, meta = load_edgekd_checkpoint(path)
+        assert meta["dropped_blocks"] == c.dropped_blocks
+        with torch.no_grad():
+            assert torch.equal(rebuilt.eval()(x[:4]), c.model(x[:4]))
+
+
+def test_blocks_are_dropped_least_influential_first():
+    """A block whose residual branch is zeroed changes nothing when bypassed: it is the first to go."""
+    from edgekd.search.depth import block_influence, drop_order
+
+    torch.manual_seed(0)
+    model = build_model("cifar_resnet20", 10, 3).eval()
+    with torch.no_grad():
+        model.layer2[2].bn2.weight.zero_()
+        model.layer2[2].bn2.bias.zero_()
+    x = torch.randn(32, 3, 32, 32)
+    scores = block_influence(model, ["layer1.1", "layer2.2", "layer3.1"], x)
+    assert scores["layer2.2"] < 1e-6 < min(scores["layer1.1"], scores["layer3.1"])
+    assert drop_order(model, x, 1) == ["layer2.2"]
+
+
+def test_a_model_without_residual_blocks_gives_no_depth_candidates_and_a_reason():
+    torch.manual_seed(0)
+    model = build_model("small_cnn", 10, 1, input_size=8).eval()
+    x = torch.randn(8, 1, 8, 8)
+    cands, why = pruned_candidates(model, "small_cnn", [], "magnitude", x, [], depths=[0.5])
+    assert cands == [] and "no residual block with an identity shortcut" in why[0]

@@ -20,7 +20,8 @@ from edgekd.cli.app import _register, app  # noqa: E402
 from tests.conftest import TINY  # noqa: E402
 
 _register()
-SEARCH = dict(TINY, student="auto", search_max_family=2, search_prune_ratios=[0.5], proxy_epochs=1)
+SEARCH = dict(TINY, student="auto", search_max_family=2, search_prune_ratios=[0.5], search_prune_depths=[0.25],
+              proxy_epochs=1)
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +46,12 @@ def test_search_measures_every_candidate_first_and_distill_trains_its_choice(aut
     assert [s["stage"] for s in report["stages"]][:4] == ["teacher", "finetune", "search", "distill"]
     m = _manifest(auto_run, "search")["metrics"]
     sources = {c["source"] for c in m["candidates"]}
-    assert sources == {"family", "pruned teacher"}  # 2 family members + the teacher pruned by half
-    assert len(m["candidates"]) == 3
+    assert sources == {"family", "pruned teacher"}
+    # 2 family members + the teacher channel-pruned by half, depth-pruned to a quarter of its removable blocks,
+    # and both
+    assert sorted(c["name"] for c in m["candidates"] if c["source"] == "pruned teacher") == [
+        "cifar_resnet20-depth25", "cifar_resnet20-depth25-pruned50", "cifar_resnet20-pruned50"]
+    assert len(m["candidates"]) == 5
     for c in m["candidates"]:
         assert c["latency"]["latency_ms"] > 0 and c["latency"]["estimated"] is False  # intel-cpu runs here
         assert c["fate"]

@@ -33,7 +33,8 @@ SUFFIX_FORMAT = {".onnx": "onnx", ".xml": "openvino_ir", ".ort": "ort", ".plan":
                  ".engine": "trt_engine"}
 FORMAT_RUNTIMES = {"onnx": ("onnxruntime", "openvino"), "openvino_ir": ("openvino",), "ort": ("onnxruntime",),
                    "trt_engine": ("tensorrt",), "pte": ("executorch",), "tflite": ("litert",)}
-_KIND_FORMAT = {"openvino_ir": "openvino_ir", "trt_engine": "trt_engine", "onnx": "onnx", "ort_model": "onnx"}
+_KIND_FORMAT = {"openvino_ir": "openvino_ir", "trt_engine": "trt_engine", "onnx": "onnx", "ort_model": "onnx",
+                "pte": "pte", "tflite": "tflite"}
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,8 @@ class ArtifactKind(str, Enum):
     openvino_ir = "openvino_ir"
     trt_engine = "trt_engine"
     ort_model = "ort_model"
+    pte = "pte"  # ExecuTorch program (edgekd.export.mobile)
+    tflite = "tflite"  # LiteRT model
     calibration = "calibration"
     report = "report"
     plot = "plot"

@@ -239,6 +239,17 @@ def pt2e_specs(target: TargetProfile, loss: dict, train: dict) -> list[StageSpec
                       {"teacher": "finetune", "student": "distill", "qad": "qad"})]
 
 
+def compile_parents(target: TargetProfile, pt2e: list[StageSpec]) -> dict[str, str]:
+    """The compile stage reads the exported ONNX files; for a mobile target whose runtime is installed here it
+    lowers the PyTorch models and the qad_pt2e program to the runtime's own files (edgekd.export.mobile)."""
+    from edgekd.export.mobile import can_compile
+
+    parents = {"export": "export"}
+    if can_compile(target.runtime.name) and pt2e:
+        parents.update(teacher="finetune", student="distill", pt2e="qad_pt2e")
+    return parents
+
+
 def build_specs(opt: CompressOptions, target: TargetProfile, channels: int,
                 input_size: tuple[int, int] = (32, 32)) -> list[StageSpec]:
     """The stage list for `compress`. Imports stage configs (torch) lazily through the pipeline."""
@@ -252,6 +263,8 @@ def build_specs(opt: CompressOptions, target: TargetProfile, channels: int,
     accuracy = {"max_drop_points": opt.max_drop if opt.max_drop is not None else target.accuracy.max_drop_points,
                 "floor": opt.accuracy_floor if opt.accuracy_floor is not None else target.accuracy.floor}
     auto = opt.student == "auto"
+    pt2e = pt2e_specs(target, loss, dict(common, epochs=opt.qad_epochs, lr=opt.qad_lr, bn="frozen",
+                                         schedule="cosine", weight_decay=0.0))
     specs = [
         StageSpec("teacher", config_of(
             "teacher", arch=teacher_arch, weights=opt.teacher_weights,
@@ -286,11 +299,10 @@ def build_specs(opt: CompressOptions, target: TargetProfile, channels: int,
             train=dict(common, epochs=opt.qad_epochs, lr=opt.qad_lr, bn="frozen", schedule="cosine",
                        weight_decay=0.0)),
             {"teacher": "finetune", "student": "distill"}),
-        *pt2e_specs(target, loss, dict(common, epochs=opt.qad_epochs, lr=opt.qad_lr, bn="frozen", schedule="cosine",
-                                       weight_decay=0.0)),
+        *pt2e,
         StageSpec("export", config_of("export", opset=opt.opset),
                   {"teacher": "finetune", "student": "distill", "quantized": "qad"}),
-        StageSpec("compile", config_of("compile", target=target.model_dump(mode="json")), {"export": "export"}),
+        StageSpec("compile", config_of("compile", target=target.model_dump(mode="json")), compile_parents(target, pt2e)),
         StageSpec("bench", config_of("bench", target=target.model_dump(mode="json"), accuracy=accuracy),
                   {"compile": "compile", "export": "export", "qad": "qad", "distill": "distill",
                    "finetune": "finetune"}),

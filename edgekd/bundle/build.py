@@ -217,10 +217,11 @@ def _latency(run: RunView, p: Planned) -> list[LatencyClaim]:
         return []
     target = run.target.get("name", "?")
     runtime = str(row.get("runtime", ""))
-    fmt_runtime = "openvino" if p.format == "openvino_ir" else ("tensorrt" if p.format == "trt_engine" else "onnxruntime")
+    fmt_runtime = {"openvino_ir": "openvino", "trt_engine": "tensorrt", "pte": "executorch",
+                   "tflite": "litert"}.get(p.format, "onnxruntime")
     claims = []
     lat = row.get("latency") or {}
-    if lat and runtime.startswith(fmt_runtime) and p.format in ("onnx", "openvino_ir", "trt_engine"):
+    if lat and runtime.startswith(fmt_runtime) and p.format in ("onnx", "openvino_ir", "trt_engine", "pte", "tflite"):
         where = "this run's host" if row.get("measured_on") != "target" else target
         for pct, key in (("p50", "median_ms"), ("p90", "p90_ms")):
             if lat.get(key) is not None:
@@ -228,7 +229,7 @@ def _latency(run: RunView, p: Planned) -> list[LatencyClaim]:
                                            runtime=runtime, note=f"measured on {where} ({row.get('measured_on')}), "
                                                                  f"batch {row.get('batch', 1)}, file {row.get('file')}"))
     est = row.get("estimated_latency_ms")
-    if est is not None and p.format in ("onnx", "trt_engine"):
+    if est is not None and p.format in ("onnx", "trt_engine", "pte", "tflite"):
         claims.append(LatencyClaim(target=target, percentile="p50", value_ms=float(est), basis="estimated",
                                    runtime=str(run.target.get("runtime")), note="roofline estimate for the target "
                                    "device; not measured"))

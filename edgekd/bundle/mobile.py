@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -40,7 +41,7 @@ def _planned():  # late import: formats imports this module
     return Planned
 
 
-def _fail_text(exc: BaseException) -> str:
+def fail_text(exc: BaseException) -> str:
     from edgekd.bundle.formats import unsupported_operator
 
     op = unsupported_operator(exc)
@@ -59,7 +60,7 @@ def _attempt(fmt: str, name: str, role: str, precision: str, runtimes: list[str]
     except (CaptureError, UsageError) as exc:
         return Planned(name, role, fmt, precision, runtimes, [], facts, error=str(exc))
     except Exception as exc:  # converters raise many types; the artifact is marked failed with the reason
-        return Planned(name, role, fmt, precision, runtimes, [], facts, error=f"{fmt}: {_fail_text(exc)}")
+        return Planned(name, role, fmt, precision, runtimes, [], facts, error=f"{fmt}: {fail_text(exc)}")
     return Planned(name, role, fmt, precision, runtimes, [dst], facts)
 
 
@@ -78,7 +79,11 @@ def int8_route(run: RunView, fmt: str) -> str | None:
     program, ExecuTorch and Core ML the XNNPACK one; else whichever the run has."""
     if not run.has(PT2E_STAGE):
         return None
-    have = [a.name for a in run.manifest(PT2E_STAGE).artifacts]
+    return pick_route([a.name for a in run.manifest(PT2E_STAGE).artifacts], fmt)
+
+
+def pick_route(have: list[str], fmt: str) -> str | None:
+    """Of the PT2E programs `have`, the one an INT8 `fmt` file is lowered from (see int8_route)."""
     order = ["pt2e-litert", "pt2e-xnnpack"] if fmt == "tflite" else ["pt2e-xnnpack", "pt2e-litert"]
     return next((r for r in order if r in have), None)
 
@@ -141,7 +146,30 @@ def pte_integer_report(facts: dict[str, Any]) -> dict[str, Any]:
                     "data movement may run in ExecuTorch's portable kernels"}
 
 
+def compiled_file(run: RunView, role: str, fmt: str) -> tuple[Path, dict[str, Any]] | None:
+    """The run's compile stage's `fmt` file of `role` (a mobile target's compile writes the .pte its bench
+    measured, edgekd.export.mobile), or None."""
+    if not run.has("compile") or not run.manifest("compile").has(role):
+        return None
+    art = run.manifest("compile").artifact(role)
+    return (run.dirs["compile"] / art.path, art.facts) if art.kind.value == fmt else None
+
+
+def _reuse(src: Path, dst: Path, facts: dict[str, Any]) -> dict[str, Any]:
+    import shutil
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src, dst)
+    keep = ("backend", "static_shape", "outside_delegate", "quantized_by", "reference")
+    return {**{k: facts[k] for k in keep if k in facts},
+            "from_run": f"{src.parent.parent.name}/{src.parent.name}/{src.name} (the file the run's bench measured)"}
+
+
 def write_executorch(run: RunView, models: Path) -> list:
+    reused = [(role, compiled_file(run, role, "pte")) for role in ("student_fp32", "student_int8")]
+    if all(c is not None for _, c in reused):  # lowered once, by the compile stage: copied, not built again
+        return [_attempt("pte", f"{role}_pte", role, role.rsplit("_", 1)[1], ["executorch"], models / f"{role}.pte",
+                         partial(_reuse, src, models / f"{role}.pte", facts), {}) for role, (src, facts) in reused]
     model, example = _student(run)
     out = [_attempt("pte", "student_fp32_pte", "student_fp32", "fp32", ["executorch"], models / "student_fp32.pte",
                     lambda: lower_pte(model, example, models / "student_fp32.pte"), {})]

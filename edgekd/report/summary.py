@@ -65,6 +65,7 @@ def build_report(outcomes, opts, target, dataset, run_dir: Path, strict: bool = 
         "verdict": overall_verdict(budgets),
         "exit_code": exit_code_for(budgets, strict),
         "strict": strict,
+        "runtime_not_measured": bench.get("runtime_not_measured"),  # the profile's runtime did not run here
     }
 
 
@@ -188,8 +189,14 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         for note in report["quantization"]["notes"]:
             console.print(note, markup=False)
     console.print(f"data: {escape(data_line(report))}", markup=True)
-    console.print(f"verdict: [bold]{report['verdict']}[/] (exit {report['exit_code']}); "
+    console.print(f"verdict: [bold]{report['verdict']}[/] (exit {report['exit_code']}){unmeasured_text(report)}; "
                   f"report: {escape(str(report['run_dir']))}/report.md", markup=True)
+
+
+def unmeasured_text(report: dict[str, Any]) -> str:
+    """Appended to the verdict line when the profile's own runtime was not measured (edgekd.export.mobile)."""
+    note = report.get("runtime_not_measured")
+    return f" [bold yellow]on a substitute runtime[/]: {escape(note)}" if note else ""
 
 
 def payoff_line(p: dict[str, Any]) -> str:
@@ -220,7 +227,9 @@ def markdown(report: dict[str, Any]) -> str:
         f"- data: {report['data']['description']}",
         f"- splits: {data_line(report)}. The verdict uses the {reported_split(report)} top-1 only; "
         "val top-1 is the PyTorch figure of the stage that decided on val (best epoch, PTQ vs QAD, fallback)",
-        f"- verdict: **{report['verdict']}** (exit code {report['exit_code']})",
+        f"- verdict: **{report['verdict']}** (exit code {report['exit_code']})"
+        + (f"; on a substitute runtime: **{report['runtime_not_measured']}**" if report.get("runtime_not_measured")
+           else ""),
         f"- {payoff_line(report['int8_payoff'])}" if report.get("int8_payoff") else "", "",
         "## Models", "", table(MODEL_COLUMNS, model_rows(report)), "",
         "## Budgets", "", table(BUDGET_COLUMNS, budget_rows(report)), "",

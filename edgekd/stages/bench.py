@@ -82,17 +82,23 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
         if m["cv_warning"]:
             notes.append(f"{LABELS[role]}: {m['cv_warning']}")
         onnx_art = export.artifact(export_name(role))
+        device_file = bool(art.facts.get("device_artifact"))  # the .pte / .tflite the device runs (not ONNX)
         row = {"role": role, "stage": LABELS[role], "model": archs[role], "precision": precision,
                "runtime": f"{art.facts['runtime']} {settings.device}", "file": art.path,
-               "measured_on": art.facts["measured_on"], **m, "top1_split": "test", "val_top1": val_top1[role]}
+               "measured_on": art.facts["measured_on"], **m, "top1_split": "test",
+               "val_top1": art.facts.get("val_top1", val_top1[role])}
+        if device_file:
+            row["format"] = art.facts.get("format")
         if not here:
             row["estimate"] = estimate(export_dir / onnx_art.path, target, "int8" if role == "student_int8" else
                                        ("fp16" if target.device.peak_fp16_tflops else "fp32"), target.batch_size)
             row["estimated_latency_ms"] = row["estimate"]["latency_ms"]
-            row["size_bytes"] = onnx_art.size_bytes
-            row["file"] = onnx_art.path
-        row["layers_not_in_precision"] = layers_not_in_precision(
-            m["runtime_facts"], parents["qad"].metrics.get("float_layers", []) if role == "student_int8" else [])
+            if not device_file:  # a host substitute's files are not the device's: size of the exported ONNX
+                row["size_bytes"] = onnx_art.size_bytes
+                row["file"] = onnx_art.path
+        nncf_float = parents["qad"].metrics.get("float_layers", []) if role == "student_int8" and not device_file \
+            else []  # the PT2E program quantizes every layer; NNCF's fallback layers are not in it
+        row["layers_not_in_precision"] = layers_not_in_precision(m["runtime_facts"], nncf_float)
         rows.append(row)
         if task is not None:
             ctx.progress.advance(task)
@@ -119,7 +125,11 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
               "measured_with": s8["runtime"]}
     if s8.get("layers_not_in_precision"):
         payoff["layers_not_in_int8"] = [x["name"] for x in s8["layers_not_in_precision"]][:20]
+    unmeasured = comp.metrics.get("runtime_not_measured")
+    if unmeasured:
+        notes.append(unmeasured)
     metrics = {"rows": rows, "budgets": budgets, "int8_payoff": payoff, "measured_on_target": here,
+               "runtime_not_measured": unmeasured, "compiled_format": comp.metrics.get("format", "onnx"),
                "required_top1": required, "teacher_top1": teacher_top1, "reported_on": data.facts("test"),
                "decided_on": data.facts("val"),
                "methodology": METHODOLOGY + f" Batch {target.batch_size}; accuracy of each compiled artifact on the "

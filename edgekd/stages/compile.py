@@ -6,6 +6,10 @@
   when this machine has an NVIDIA GPU and TensorRT. Otherwise the device artifact is the QDQ ONNX (the
   device builds its engine from it) and the same files are prepared for ONNX Runtime on this host, to be
   measured there and labelled as a host substitute.
+- Mobile targets (ExecuTorch, LiteRT) with the `mobile` extra installed: the files the phone runs (.pte /
+  .tflite: teacher and student FP32, the INT8 student from the qad_pt2e stage's PT2E program), written by the
+  bundle's writers (edgekd.export.mobile), measured here with that runtime as a host measurement. Without the
+  extra: the ONNX Runtime substitute, and a note that the profile's runtime was not measured.
 """
 
 from __future__ import annotations
@@ -29,8 +33,11 @@ DISTRIBUTED = False
 def environment(cfg: "Config") -> dict:
     """Part of the stage id: the runtime versions and this host's identity (edgekd.stage_env)."""
     from edgekd.devicebuild.environment import versions_for_stage
+    from edgekd.export.mobile import compiled_format
 
-    return versions_for_stage(str(cfg.target["runtime"]["name"]))
+    runtime = str(cfg.target["runtime"]["name"])
+    fmt = compiled_format(runtime)  # a mobile target's compiled format changes with the extra: so does the id
+    return versions_for_stage(runtime) | ({"compiled_format": fmt} if fmt else {})
 
 KIND = {"openvino": ArtifactKind.openvino_ir, "onnxruntime": ArtifactKind.onnx, "tensorrt": ArtifactKind.trt_engine}
 
@@ -47,6 +54,14 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     here = target.host_measurable  # the runtime is here and this machine is the device (identity)
     runtime = target.runtime.name
     notes: list[str] = []
+    mobile = _mobile(target, parents, ctx, notes)
+    if mobile is not None:
+        return mobile
+    from edgekd.export.mobile import not_measured_note
+
+    unmeasured = not_measured_note(runtime, target.runtime.device)
+    if unmeasured:
+        notes.append(unmeasured)
     if not here:
         host = "onnxruntime"
         notes.append(f"{target.runtime.name} on {target.device.name} ({target.runtime.device}) is not available on "
@@ -80,6 +95,37 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
         for extra in sorted(out_dir.iterdir()):
             if extra != path and extra.is_file():
                 artifacts.append(make_artifact(ctx.work_dir, f"{role}:{extra.name}", ArtifactKind.other, extra))
-    metrics = {"runtime": runtime, "host_runtime": host, "measured_on_target": here}
+    metrics = {"runtime": runtime, "host_runtime": host, "measured_on_target": here,
+               "runtime_not_measured": unmeasured}
     return Manifest(stage=NAME, id="", config={}, artifacts=artifacts, metrics=metrics, notes=notes,
                     preprocessing=export.preprocessing)
+
+
+def _mobile(target: TargetProfile, parents: dict[str, Manifest], ctx, notes: list[str]) -> Manifest | None:
+    """The .pte / .tflite files of a mobile target, when this machine can write and run them (else None: the
+    ONNX Runtime substitute follows, with `notes` saying why)."""
+    from edgekd.export.mobile import LoweringFailed, can_compile, compile_mobile, mobile_format
+
+    fmt = mobile_format(target.runtime.name)
+    if fmt is None or not can_compile(fmt.runtime) or "pt2e" not in parents:
+        return None
+    try:
+        artifacts = compile_mobile(fmt, parents, ctx.parent_dirs, ctx.work_dir)
+    except LoweringFailed as exc:
+        notes.append(f"{fmt.what} could not be built ({exc}): measured the ONNX files with ONNX Runtime instead")
+        for leftover in ctx.work_dir.iterdir():
+            shutil.rmtree(leftover)
+        return None
+    from edgekd.runtimes.host import host_arch
+    from edgekd.runtimes.identity import check_target
+
+    on_target = target.device.arch in (host_arch(), "any") and check_target(target).matches
+    for art in artifacts:
+        art.facts["measured_on"] = "target" if on_target else "host"
+    notes.append(f"{fmt.what} files written for {target.device.name}: measured with {fmt.runtime} on this "
+                 f"{host_arch()} CPU" + ("" if on_target else " (same file and delegate as the device; a host "
+                                         "measurement, device latency estimated)"))
+    metrics = {"runtime": fmt.runtime, "host_runtime": fmt.runtime, "measured_on_target": on_target,
+               "format": fmt.suffix, "runtime_not_measured": None}
+    return Manifest(stage=NAME, id="", config={}, artifacts=artifacts, metrics=metrics, notes=notes,
+                    preprocessing=parents["export"].preprocessing)

@@ -58,6 +58,10 @@ def run_bench(artifact: Path | Resolved, target_name: str | None = None, role: s
         "layers_not_in_precision": layers_not_in_precision(m["runtime_facts"]),
     }
     notes = [n for n in [plan.reason] + compiled_notes + [r["cv_warning"] for r in runs] if n]
+    if plan.runtime != target.runtime.name:  # e.g. ExecuTorch without the mobile extra: say so, name the extra
+        from edgekd.export.mobile import not_measured_note
+
+        notes += [n for n in [not_measured_note(target.runtime.name, target.runtime.device)] if n]
     if cand.origin == "export":
         notes.append(f"{res.path.name} has no {role} compiled for {plan.runtime}: measured the exported {cand.label}")
     if labels is None:

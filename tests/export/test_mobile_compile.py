@@ -101,3 +101,13 @@ def test_with_the_runtime_measured_nothing_is_appended(tiny_run):
     assert "substitute runtime" not in console.export_text()
     assert not_measured_note("openvino", "CPU") is None
     assert "Apple" in not_measured_note("coreml", "ANE")
+
+
+def test_edgekd_bench_without_the_extra_names_it(tiny_run, no_mobile_extra):
+    from edgekd.benchmark import TimingConfig, run_bench
+
+    quick = TimingConfig(warmup_runs=2, warmup_s=0.0, min_runs=20, min_s=0.0, max_s=2.0)
+    report = run_bench(tiny_run, "android-arm64", role="student_int8", timing=quick)
+    assert report["row"]["runtime"] == "onnxruntime" and report["measured_on_target"] is False
+    [note] = [n for n in report["notes"] if "NOT measured" in n]
+    assert note.startswith("executorch XNNPACK (the profile's runtime)") and "pip install 'edgekd[mobile]'" in note

@@ -55,11 +55,11 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     runtime = target.runtime.name
     notes: list[str] = []
     mobile = _mobile(target, parents, ctx, notes)
-    if mobile is not None:
+    if isinstance(mobile, Manifest):
         return mobile
     from edgekd.export.mobile import not_measured_note
 
-    unmeasured = not_measured_note(runtime, target.runtime.device)
+    unmeasured = mobile or not_measured_note(runtime, target.runtime.device)
     if unmeasured:
         notes.append(unmeasured)
     if not here:
@@ -101,9 +101,9 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
                     preprocessing=export.preprocessing)
 
 
-def _mobile(target: TargetProfile, parents: dict[str, Manifest], ctx, notes: list[str]) -> Manifest | None:
-    """The .pte / .tflite files of a mobile target, when this machine can write and run them (else None: the
-    ONNX Runtime substitute follows, with `notes` saying why)."""
+def _mobile(target: TargetProfile, parents: dict[str, Manifest], ctx, notes: list[str]) -> Manifest | str | None:
+    """The .pte / .tflite files of a mobile target, when this machine can write and run them. Else the ONNX
+    Runtime substitute follows: None, or why the files could not be built (a converter that cannot hold a model)."""
     from edgekd.export.mobile import LoweringFailed, can_compile, compile_mobile, mobile_format
 
     fmt = mobile_format(target.runtime.name)
@@ -112,10 +112,11 @@ def _mobile(target: TargetProfile, parents: dict[str, Manifest], ctx, notes: lis
     try:
         artifacts = compile_mobile(fmt, parents, ctx.parent_dirs, ctx.work_dir)
     except LoweringFailed as exc:
-        notes.append(f"{fmt.what} could not be built ({exc}): measured the ONNX files with ONNX Runtime instead")
         for leftover in ctx.work_dir.iterdir():
-            shutil.rmtree(leftover)
-        return None
+            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+        return (f"{fmt.runtime} {target.runtime.device} (the profile's runtime) was NOT measured: the {fmt.what} "
+                f"could not be built ({exc}); the latency and accuracy are ONNX Runtime's on the ONNX files, a "
+                "substitute")
     from edgekd.runtimes.host import host_arch
     from edgekd.runtimes.identity import check_target
 

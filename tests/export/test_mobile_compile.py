@@ -111,3 +111,30 @@ def test_edgekd_bench_without_the_extra_names_it(tiny_run, no_mobile_extra):
     assert report["row"]["runtime"] == "onnxruntime" and report["measured_on_target"] is False
     [note] = [n for n in report["notes"] if "NOT measured" in n]
     assert note.startswith("executorch XNNPACK (the profile's runtime)") and "pip install 'edgekd[mobile]'" in note
+
+
+def test_a_model_the_converter_cannot_hold_falls_back_and_says_so(tiny_run, tmp_path, monkeypatch):
+    from rich.console import Console
+
+    from edgekd.export import mobile
+    from edgekd.manifest import Manifest, load_manifest
+    from edgekd.model_roles import ROLES
+    from edgekd.pipeline import StageContext
+    from edgekd.stages import compile as compile_stage
+
+    def cannot(fmt, parents, parent_dirs, out_dir):
+        (out_dir / "teacher_fp32").mkdir()  # a partial attempt, removed before the substitute is written
+        raise mobile.LoweringFailed("student_int8: torch.export cannot capture the student: aten.nonzero")
+
+    monkeypatch.setattr(mobile, "can_compile", lambda runtime: True)
+    monkeypatch.setattr(mobile, "compile_mobile", cannot)
+    [export_dir] = tiny_run.glob("export-*")
+    work = tmp_path / "work"
+    work.mkdir()
+    ctx = StageContext(tiny_run, work, Console(), None, lambda: None, {"export": export_dir})
+    parents = {"export": load_manifest(export_dir), "pt2e": Manifest(stage="qad_pt2e", id="x", config={})}
+    m = compile_stage.run(compile_stage.Config(target=load_target("android-arm64").model_dump(mode="json")),
+                          parents, ctx)
+    assert {m.artifact(r).facts["runtime"] for r in ROLES} == {"onnxruntime"}
+    note = m.metrics["runtime_not_measured"]
+    assert "NOT measured" in note and "aten.nonzero" in note and note in m.notes

@@ -4,7 +4,9 @@ The teacher, the FP32 student and the INT8 student are measured one after anothe
 **test** split for accuracy (the only figure reported and judged; every decision before was made on val) and at
 the profile's batch size for latency. The accuracy requirement is the compiled FP32 teacher's test top-1 minus
 the allowed drop, so both sides of the verdict are on test; the val figures of the stages that decided (PyTorch)
-are recorded beside each row as `val_top1`. "Did INT8 pay off?" is then
+are recorded beside each row as `val_top1`. The eval set written for devices (eval_set.npz: bundles, `edgekd
+bench`, the gate) is a stratified sample of test, at most `eval_set_size` images (edgekd.preprocess.eval_sample);
+each row's `top1_eval_set` is its top-1 on that sample, from the same predictions. "Did INT8 pay off?" is then
 measured again with the two students interleaved round by round (edgekd.benchmark.paired_speedup, the
 gate's sampler and statistics): measured separately, a shared machine's speed changes between the two
 measurements can move the ratio by tens of percent. The method is stated in the report
@@ -63,8 +65,9 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     # stratified sample of it, at most cfg.eval_set_size images, so a bundle stays small enough for a device
     eval_x = NormalizedImages(test.images, pre)  # normalised a batch at a time, never the whole split
     sample_idx, sample = eval_sample(test.labels, cfg.eval_set_size, list(pre.class_names))
-    write_eval_set(ctx.work_dir / "eval_set.npz", test.images[sample_idx], test.labels[sample_idx], pre, sample,
-                   sample_idx)
+    whole = sample["images"] == len(test)  # then no copy: the split may be a memory map of gigabytes
+    write_eval_set(ctx.work_dir / "eval_set.npz", test.images if whole else test.images[sample_idx],
+                   test.labels[sample_idx], pre, sample, sample_idx)
     archs = {"teacher_fp32": parents["finetune"].artifact("model").facts.get("arch"),
              "student_fp32": parents["distill"].artifact("model").facts.get("arch")}
     archs["student_int8"] = archs["student_fp32"]

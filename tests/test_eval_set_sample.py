@@ -140,7 +140,8 @@ def test_bundle_and_device_bench_say_they_are_on_the_sample(sampled_run):
     assert b.eval_set_sample["images"] == 100 and b.eval_set_sample["of"] > 100
     assert b.verification["eval_images"] == 100
     card = " ".join((folder / "model_card.md").read_text().split())
-    assert f"a sample of 100 of the {b.eval_set_sample['of']:,} test images (stratified by class, seed 0)" in card
+    assert (f"eval_set.npz, which holds a sample of 100 of the {b.eval_set_sample['of']:,} test images (stratified "
+            "by class, seed 0)") in card
     int8 = next(a for a in b.artifacts if a.name == "student_int8_qdq")
     # the bundle's own top-1 and the run's bench top-1 on the same 100 images agree (same ONNX on ONNX Runtime)
     assert int8.verified["top1_in_run_bench_on_eval_set"] is not None
@@ -150,3 +151,5 @@ def test_bundle_and_device_bench_say_they_are_on_the_sample(sampled_run):
     assert report["row"]["top1_on"].startswith("a sample of 100 of the")
     assert report["eval_set_sample"]["images"] == 100
     assert any("the run's own verdict is on the whole test split" in n for n in report["notes"])
+    accuracy = next(x for x in report["budgets"] if x["name"] == "accuracy (top-1)")
+    assert accuracy["basis"].endswith(f"on 100 of {b.eval_set_sample['of']:,} test images (eval-set sample)")

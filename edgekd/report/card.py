@@ -93,9 +93,8 @@ def model_card(b: Bundle) -> str:
         *_table(("artifact", "format", "precision", "runtimes", "top-1 (eval set)", "size", "main file"),
                 [[a.name, a.format, a.precision, ", ".join(a.runtimes), _pct(a.top1),
                   _size(sum(f.size_bytes for f in a.files)), a.files[0].path] for a in b.artifacts]),
-        "", f"Top-1 is measured on eval_set.npz ({_eval_set_text(b)}, "
-            "never used for a decision) with the artifact itself, on this machine's CPU runtime. The run's verdict "
-            "is on the whole test split.",
+        "", f"Top-1 is measured on eval_set.npz, which holds {_eval_set_text(b)} (never used for a decision), "
+            "with the artifact itself, on this machine's CPU runtime. The run's verdict is on the whole test split.",
         "", "## Latency", "",
     ]
     lat_rows = [[a.name, c.target, c.percentile, f"{c.value_ms:.3f} ms", c.basis.upper() if c.basis == "estimated"

@@ -8,6 +8,9 @@
    published weights), its distill epochs chosen so that its distillation takes about as long as run A's
    search + distill together (the same total training time), from a 1-epoch probe run's epoch time.
 All runs share one run directory, so the teacher and finetune stages run once.
+4. The two INT8 students' latencies side by side: both compiled IRs loaded at once and timed interleaved
+   (edgekd.benchmark.paired_speedup, the gate's sampler), so the ratio does not depend on when each run's
+   bench stage happened to measure on a shared machine; plus each one's p50/p90 from one interleaved pass.
 Both on a subset (max_train_per_class, max_val_per_class; the full 10,000-image test split) and short
 schedules: every number in the summary says so. Prints one JSON summary; stage wall times from the manifests.
 
@@ -97,6 +100,39 @@ def compress(cfg: dict, target: Path, run_dir: Path, out: Path, name: str) -> di
             "verdict": report.get("verdict")}
 
 
+def int8_ir(run_dir: Path, compile_id: str) -> Path:
+    (path,) = (run_dir / f"compile-{compile_id}" / "student_int8").glob("*.xml")
+    return path
+
+
+def side_by_side(run_dir: Path, a: dict, b: dict, target: Path) -> dict:
+    """Run B's INT8 student against run A's, interleaved: speedup of A over B with its 95% interval, and each
+    one's p50/p90 from the same rounds."""
+    import numpy as np
+
+    from edgekd.benchmark import paired_speedup, settings_for
+    from edgekd.runtimes import get_runtime
+    from edgekd.runtimes.timing import measure_latency
+    from edgekd.targets import load_target
+
+    prof = load_target(str(target))
+    settings = settings_for(prof, "int8")
+    pa, pb = int8_ir(run_dir, a["stages"]["compile"]["id"]), int8_ir(run_dir, b["stages"]["compile"]["id"])
+    x = np.random.default_rng(0).standard_normal((prof.batch_size, 3, 32, 32)).astype(np.float32)
+    ratio = paired_speedup((pb, settings, None), (pa, settings, None), "openvino", x)
+    rt = get_runtime("openvino")
+    sa, sb = rt.load(pa, settings), rt.load(pb, settings)
+    lat: dict[str, list] = {"auto": [], "r20": []}
+    for _ in range(10):  # 10 alternating rounds of each; the median of the rounds
+        for name, sess in (("auto", sa), ("r20", sb)):
+            st = measure_latency(lambda s=sess: s.infer(x), warmup_runs=5, warmup_s=0.02, min_runs=100, min_s=0.1,
+                                 max_s=2.0)
+            lat[name].append((st.percentile(50.0), st.percentile(90.0)))
+    per_round = {k: {"p50_ms": round(float(np.median([p for p, _ in v])), 4),
+                  "p90_ms": round(float(np.median([q for _, q in v])), 4)} for k, v in lat.items()}
+    return {"auto_speedup_over_r20": ratio, "median_of_10_alternating_rounds": per_round, "auto_ir": str(pa), "r20_ir": str(pb)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="/tmp/cifar")
@@ -130,6 +166,8 @@ def main() -> int:
         summary["r20"] = compress(dict(base, student="cifar_resnet20", distill_epochs=epochs), target, run,
                                   args.out, "r20")
         summary["r20"]["distill_epochs"] = epochs
+        if summary["r20"]["rc"] in (0, 1):
+            summary["side_by_side"] = side_by_side(run, a, summary["r20"], target)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     print(json.dumps(summary, indent=1, default=str))
     return 0

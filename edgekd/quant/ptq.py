@@ -165,8 +165,10 @@ def quantize(
         return x.unsqueeze(0).to(device)
 
     preset = nncf.QuantizationPreset.PERFORMANCE if spec.preset == "trt" else nncf.QuantizationPreset.MIXED
+    from edgekd.quant.quiet import nncf_quiet
+
     try:
-        with torch.no_grad():
+        with torch.no_grad(), nncf_quiet():
             qmodel = nncf.quantize(
                 model,
                 nncf.Dataset(images, transform),

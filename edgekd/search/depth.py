@@ -29,7 +29,8 @@ from torch import nn
 def removable_blocks(model: nn.Module, example: torch.Tensor) -> list[str]:
     """Module paths of residual blocks with an identity shortcut whose output has the input's shape, each a
     direct child of an nn.Sequential: a CIFAR BasicBlock with `shortcut` nn.Identity, a torchvision
-    BasicBlock/Bottleneck without `downsample`, an inverted residual with `use_res_connect`."""
+    BasicBlock/Bottleneck without `downsample`, an inverted residual with `use_res_connect` (torchvision) or
+    `has_skip` (timm's EfficientNet/MobileNet blocks)."""
     parents = {name: m for name, m in model.named_modules() if isinstance(m, nn.Sequential)}
     found: list[str] = []
     for pname, seq in parents.items():
@@ -37,7 +38,8 @@ def removable_blocks(model: nn.Module, example: torch.Tensor) -> list[str]:
             residual = isinstance(getattr(block, "shortcut", None), nn.Identity) \
                 or (type(block).__name__ in ("BasicBlock", "Bottleneck") and hasattr(block, "downsample")
                     and block.downsample is None) \
-                or getattr(block, "use_res_connect", False) is True
+                or getattr(block, "use_res_connect", False) is True \
+                or getattr(block, "has_skip", False) is True
             if residual:
                 found.append(f"{pname}.{cname}" if pname else cname)
     if not found:

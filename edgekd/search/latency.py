@@ -55,7 +55,10 @@ def _openvino_int8(model: torch.nn.Module, calib: torch.Tensor, example: torch.T
         ov_model = ov.convert_model(model, example_input=example)
     presets = {"mixed": nncf.QuantizationPreset.MIXED, "trt": nncf.QuantizationPreset.PERFORMANCE}
     items = [c[None].numpy() for c in calib]
-    qmodel = nncf.quantize(ov_model, nncf.Dataset(items), preset=presets[preset], subset_size=len(items))
+    from edgekd.quant.quiet import nncf_quiet
+
+    with nncf_quiet():
+        qmodel = nncf.quantize(ov_model, nncf.Dataset(items), preset=presets[preset], subset_size=len(items))
     qmodel.reshape(ov.PartialShape([-1, *example.shape[1:]]))
     save_ir(qmodel, path)
 

@@ -69,7 +69,9 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     write_eval_set(ctx.work_dir / "eval_set.npz", test.images if whole else test.images[sample_idx],
                    test.labels[sample_idx], pre, sample, sample_idx)
     archs = {"teacher_fp32": parents["finetune"].artifact("model").facts.get("arch"),
-             "student_fp32": parents["distill"].artifact("model").facts.get("arch")}
+             # a searched student by its candidate name (cifar_resnet56-depth25 says more than its registry arch)
+             "student_fp32": parents["distill"].metrics.get("searched")
+             or parents["distill"].artifact("model").facts.get("arch")}
     archs["student_int8"] = archs["student_fp32"]
     rows, notes, predictions = [], [], {}
     val_top1 = {"teacher_fp32": parents["finetune"].metrics.get("top1_after"),

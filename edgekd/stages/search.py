@@ -11,9 +11,9 @@
    latency.
 3. Successive halving (Jamieson & Talwalkar 2016; Li et al., Hyperband, 2018): each survivor is distilled
    from the teacher on a fraction `proxy_fraction` of the training split (at least PROXY_MIN_IMAGES) for
-   `proxy_epochs`, ranked on the val split only; the best 1/`eta` go on with `eta` times the data, until one
-   is left. Weights carry over
-   between rungs; the winner's are this stage's `model`, which distill trains on with the full schedule.
+   `proxy_epochs`, ranked on the val split only (on equal top-1 the faster first); the best 1/`eta` go on
+   with `eta` times the data, until one is left. Weights carry over between rungs; the winner's are this
+   stage's `model`, which distill trains on with the full schedule.
 4. `time_budget_s` bounds the stage: once it is spent no new proxy run starts (the first one always runs),
    and the best candidate so far (highest rung, best val top-1) wins; the notes say so. `state/best.json`
    in the work folder always names the best so far (its weights in state/weights/); the stage resumes from
@@ -189,6 +189,10 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     # 2. successive halving on the val split (pruning and timing ran on the CPU; training where the run trains)
     teacher.to(dist.context().device)
     rung, ran_out, last_top1 = 0, False, {}
+
+    def rank(c) -> tuple:  # highest rung, then val top-1; on a tie the faster candidate
+        return (*last_top1[c.name], -lat[c.name])
+
     wdir = ctx.work_dir / "state" / "weights"
     while True:
         for c in alive:
@@ -211,10 +215,10 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
             last_top1[c.name] = (rung, done)
             rows[c.name]["proxy_top1"][str(rung)] = done
             rows[c.name].setdefault("proxy_s", {})[str(rung)] = st.d.get("proxy_s", {}).get(key)
-            best = max(last_top1.items(), key=lambda kv: kv[1])
+            best = max(last_top1.items(), key=lambda kv: (*kv[1], -lat[kv[0]]))
             write_atomic(ctx.work_dir / "state" / "best.json", json.dumps({"name": best[0], "rung": best[1][0],
                                                                  "val_top1": best[1][1], "spent_s": spent()}))
-        ranked = sorted((c for c in alive if c.name in last_top1), key=lambda c: last_top1[c.name], reverse=True)
+        ranked = sorted((c for c in alive if c.name in last_top1), key=rank, reverse=True)
         if ran_out or len(ranked) <= 1:
             break
         keep = max(1, math.ceil(len(ranked) / cfg.eta))
@@ -227,7 +231,7 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     if not trained:
         raise StageFailed(f"the search's time budget ({cfg.time_budget_s:g} s) ran out before one proxy run "
                           f"finished (latency measurements took {latency_s:.0f} s): raise --time-budget")
-    winner = max(trained, key=lambda c: last_top1[c.name])
+    winner = max(trained, key=rank)
     for c in alive:
         if c is not winner and not rows[c.name]["fate"]:
             rows[c.name]["fate"] = "not trained further: time budget" if ran_out else "runner-up"

@@ -152,3 +152,21 @@ def test_a_model_without_residual_blocks_gives_no_depth_candidates_and_a_reason(
     x = torch.randn(8, 1, 8, 8)
     cands, why = pruned_candidates(model, "small_cnn", [], "magnitude", x, [], depths=[0.5])
     assert cands == [] and "no residual block with an identity shortcut" in why[0]
+
+
+@pytest.mark.parametrize("arch,blocks", [("resnet18", 5), ("mobilenet_v3_small", 6)])
+def test_depth_pruning_finds_the_residual_blocks_of_torchvision_models(tmp_path, arch, blocks):
+    from edgekd.search.depth import drop_blocks, drop_order, removable_blocks
+
+    torch.manual_seed(0)
+    model = build_model(arch, 10, 3, input_size=64).eval()
+    x = torch.randn(4, 3, 64, 64)
+    assert len(removable_blocks(model, x[:2])) == blocks
+    dropped = drop_order(model, x, 2)
+    shallow = drop_blocks(model, dropped, [x])
+    path = tmp_path / "d.pt"
+    save_edgekd_checkpoint(path, shallow, arch, {"num_classes": 10, "in_channels": 3, "input_size": 64},
+                           extra={"dropped_blocks": dropped})
+    rebuilt, _ = load_edgekd_checkpoint(path)
+    with torch.no_grad():
+        assert torch.equal(rebuilt.eval()(x), shallow(x))

@@ -295,7 +295,9 @@ def _resolve_run(run: Path) -> Resolved:
         if bench.has("eval_set"):
             art = bench.artifact("eval_set")
             eval_set, eval_sha = dirs["bench"] / art.path, art.sha256
-        teacher_top1 = bench.metrics.get("teacher_top1", bench.metrics.get("teacher_top1_pytorch"))  # on eval_set
+        # on eval_set.npz (a sample of test since --eval-set-size): the images `edgekd bench RUN` measures on
+        teacher_top1 = bench.metrics.get("teacher_top1_eval_set", bench.metrics.get(
+            "teacher_top1", bench.metrics.get("teacher_top1_pytorch")))
     shape = (pre.channels, *pre.input_size) if pre else None
     return Resolved(kind="run", path=run, preprocessing=pre, eval_set=eval_set, eval_sha256=eval_sha,
                     candidates=cands, input_shape=shape, classes=pre.class_names if pre else None,

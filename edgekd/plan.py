@@ -49,6 +49,10 @@ class CompressOptions(BaseModel):
                                             "(a subset, for short runs).")
     max_val_per_class: int | None = Field(None, ge=1, description="Use at most N val images per class.")
     max_test_per_class: int | None = Field(None, ge=1, description="Use at most N test images per class.")
+    eval_set_size: int = Field(2000, ge=0, description="Most test images in the eval set shipped for devices "
+                               "(eval_set.npz in the run and the bundle): a stratified sample with a fixed seed, each "
+                               "class keeping its share; 0: the whole test split. The verdict is always on the whole "
+                               "test split.")
     teacher: str | None = Field(None, description="Teacher architecture (e.g. cifar_resnet56, resnet50, "
                                 "timm:convnext_tiny). Default: cifar_resnet20.")
     teacher_weights: str | None = Field(None, description="Local teacher checkpoint (state_dict, or a dict holding "
@@ -304,7 +308,8 @@ def build_specs(opt: CompressOptions, target: TargetProfile, channels: int,
                   {"teacher": "finetune", "student": "distill", "quantized": "qad"}),
         StageSpec("compile", config_of("compile", target=target.model_dump(mode="json")),
                   compile_parents(target, pt2e)),
-        StageSpec("bench", config_of("bench", target=target.model_dump(mode="json"), accuracy=accuracy),
+        StageSpec("bench", config_of("bench", target=target.model_dump(mode="json"), accuracy=accuracy,
+                                     eval_set_size=opt.eval_set_size),
                   {"compile": "compile", "export": "export", "qad": "qad", "distill": "distill",
                    "finetune": "finetune"}),
     ]

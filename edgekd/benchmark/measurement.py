@@ -34,11 +34,14 @@ def settings_for(target: TargetProfile, precision: str, runtime: str | None = No
 
 
 def measure(path: Path, runtime: str, settings: RuntimeSettings, eval_x: np.ndarray, labels: np.ndarray | None,
-            batch: int, timing: TimingConfig = TimingConfig(), expected_sha256: str | None = None) -> dict[str, Any]:
+            batch: int, timing: TimingConfig = TimingConfig(), expected_sha256: str | None = None,
+            keep_predictions: bool = False) -> dict[str, Any]:
     """Load once, measure top-1 on the held-out split, then latency at `batch` on a real preallocated input;
     memory in a fresh child process (edgekd.runtimes.memory.measure_memory, the definition gate uses too).
 
     `labels=None`: no accuracy (top1 None); `eval_x` is then only the input for the latency measurement.
+    `keep_predictions`: also return "predictions", the top-1 class of every row of `eval_x` (an int64 array, not
+    JSON: the caller derives per-class or per-subset figures from it instead of running the model again).
     """
     from edgekd.runtimes import get_runtime
     from edgekd.runtimes.memory import measure_memory, model_size_bytes
@@ -60,8 +63,10 @@ def measure(path: Path, runtime: str, settings: RuntimeSettings, eval_x: np.ndar
     native = native_figures(session, stats)
     memory = measure_memory(path, runtime, settings, x, expected_sha256=expected_sha256)
     files = [path] + [p for p in (path.with_suffix(".bin"),) if path.suffix == ".xml" and p.is_file()]
+    pred = logits.argmax(1)
     return {
-        "top1": None if labels is None else float((logits.argmax(1) == labels).mean()),
+        **({"predictions": pred.astype(np.int64)} if keep_predictions else {}),
+        "top1": None if labels is None else float((pred == labels).mean()),
         "logits_sample": logits[:4].round(5).tolist(),
         "latency": stats.to_dict(include_samples=False),
         "latency_samples_ms": [round(s, 5) for s in stats.samples_ms],

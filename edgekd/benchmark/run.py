@@ -57,11 +57,16 @@ def run_bench(artifact: Path | Resolved, target_name: str | None = None, role: s
         "measured_on": "target" if plan.on_target else "host substitute", **m,
         "layers_not_in_precision": layers_not_in_precision(m["runtime_facts"]),
     }
+    sample = eval_set_facts(res.eval_set, labels)
+    if sample is not None:
+        row["top1_on"] = sample["text"]
     notes = [n for n in [plan.reason] + compiled_notes + [r["cv_warning"] for r in runs] if n]
     if plan.runtime != target.runtime.name:  # e.g. ExecuTorch without the mobile extra: say so, name the extra
         from edgekd.export.mobile import not_measured_note
 
         notes += [n for n in [not_measured_note(target.runtime.name, target.runtime.device)] if n]
+    if sample is not None and sample["of"] is not None and sample["images"] < sample["of"]:
+        notes.append(f"top-1 is on {sample['text']}; the run's own verdict is on the whole test split")
     if cand.origin == "export":
         notes.append(f"{res.path.name} has no {role} compiled for {plan.runtime}: measured the exported {cand.label}")
     if labels is None:
@@ -80,6 +85,10 @@ def run_bench(artifact: Path | Resolved, target_name: str | None = None, role: s
         learned = chance_checks(res.teacher_top1, row["top1"], len(classes), len(labels))
         budgets += learned
         notes += [c["message"] for c in learned]
+    if sample is not None and sample["of"] is not None and sample["images"] < sample["of"]:
+        for b in budgets:  # the accuracy budget is judged on the eval set's sample, and says so
+            if b["name"].startswith("accuracy"):
+                b["basis"] += f" on {sample['images']:,} of {sample['of']:,} test images (eval-set sample)"
     code = exit_code_for(budgets, strict)
     return {
         "artifact": str(res.path), "kind": res.kind, "role": role,
@@ -88,9 +97,24 @@ def run_bench(artifact: Path | Resolved, target_name: str | None = None, role: s
                    "budgets": target.budgets.model_dump(mode="json")},
         "measured_on_target": plan.on_target, "measured_with": f"{plan.runtime} {settings.device}",
         "row": row, "classes": classes, "eval_set": str(res.eval_set) if res.eval_set else None,
+        "eval_set_sample": sample,
         "repeats": {"n": repeat, "p50_ms": p50s, "spread": spread(p50s)},
         "budgets": budgets, "verdict": overall_verdict(budgets) if budgets else "no budgets judged",
         "exit_code": code, "strict": strict, "notes": notes,
         "methodology": METHODOLOGY + f" Batch {target.batch_size}; --repeat {repeat}: each repeat loads the "
                        "artifact afresh and measures again; the row is the repeat with the median p50.",
     }
+
+
+def eval_set_facts(eval_set: Path | None, labels) -> dict[str, Any] | None:
+    """Which images an accuracy is on: eval_set.npz's recorded sample (edgekd.preprocess.eval_sample) with a
+    `text` for people, or, for an eval set that records none, its image count; None without labels."""
+    from edgekd.preprocess import read_eval_sample, sample_text
+
+    if eval_set is None or labels is None:
+        return None
+    sample = read_eval_sample(eval_set)
+    if sample is None:
+        return {"images": len(labels), "of": None, "text": f"the {len(labels):,} images of {eval_set.name} (its "
+                "sample is not recorded)"}
+    return {**sample, "text": sample_text(sample)}

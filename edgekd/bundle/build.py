@@ -28,7 +28,7 @@ from edgekd.bundle.verify import (NotRunnable, bundle_file, compare, content_sha
 from edgekd.errors import MissingExtra, UsageError
 from edgekd.fsio import fsync_path, publish, remove_dead_leftovers, tmp_name
 from edgekd.manifest import library_versions, now_iso, verify_artifacts, write_json_atomic
-from edgekd.preprocess import REFERENCE_SOURCE, NormalizedImages, read_eval_set
+from edgekd.preprocess import REFERENCE_SOURCE, NormalizedImages, read_eval_sample, read_eval_set, sample_text
 
 REFERENCE_SAMPLES = 16
 MOBILE_FORMATS = ("pte", "tflite", "mlpackage")
@@ -95,6 +95,7 @@ def _assemble(run: RunView, root: Path, planned: list[Planned], names: list[str]
     bench_dir = run.dirs["bench"]
     shutil.copy2(bench_dir / run.manifest("bench").artifact("eval_set").path, root / "eval_set.npz")
     images, labels, pre = read_eval_set(root / "eval_set.npz")
+    sample = read_eval_sample(root / "eval_set.npz")  # None: a run whose bench stage predates the sample
     eval_x = NormalizedImages(images, pre)  # normalised a batch at a time
     idx = pick_samples(labels, REFERENCE_SAMPLES)
     ref_x = eval_x[idx]
@@ -132,7 +133,10 @@ def _assemble(run: RunView, root: Path, planned: list[Planned], names: list[str]
                                                            "information only")
             bench_top1 = _bench_top1(run, p)
             if bench_top1 is not None:
-                verified["top1_in_run_bench"] = bench_top1
+                verified["top1_in_run_bench"] = bench_top1  # on the whole test split
+            bench_same = _bench_top1(run, p, "top1_eval_set")
+            if bench_same is not None:
+                verified["top1_in_run_bench_on_eval_set"] = bench_same  # the run's bench, on these same images
         except NotRunnable as exc:
             verified["loaded_and_run"] = False
             verified["not_run"] = str(exc)
@@ -172,7 +176,9 @@ def _assemble(run: RunView, root: Path, planned: list[Planned], names: list[str]
                       "reference_samples": len(idx), "eval_images": len(labels), "compared_images": len(cmp_x),
                       "method": "each artifact loaded back from the bundle folder; its outputs on the first "
                                 f"{len(cmp_x)} held-out images compared with PyTorch (FP32: the checkpoint; INT8: "
-                                "the fake-quant model) and, for INT8, with the QDQ ONNX; top-1 on the whole eval set"},
+                                "the fake-quant model) and, for INT8, with the QDQ ONNX; top-1 on the whole eval set"
+                                + (f" ({sample_text(sample)})" if sample else "")},
+        eval_set_sample=sample,
     )
 
 
@@ -206,9 +212,9 @@ def _row(run: RunView, role: str) -> dict[str, Any] | None:
     return next((r for r in run.report.get("models", []) if r.get("role") == role), None)
 
 
-def _bench_top1(run: RunView, p: Planned) -> float | None:
+def _bench_top1(run: RunView, p: Planned, key: str = "top1") -> float | None:
     row = _row(run, p.role)
-    return None if row is None or row.get("precision") != p.precision else row.get("top1")
+    return None if row is None or row.get("precision") != p.precision else row.get(key)
 
 
 def _latency(run: RunView, p: Planned) -> list[LatencyClaim]:

@@ -6,7 +6,8 @@ Layout of a bundle folder (also packed as `<name>.tar.gz` beside it):
     model_card.md        the same facts for people
     models/              one file (or IR pair) per artifact, e.g. student_int8_qdq.onnx, student_int8.ort,
                          openvino/student_int8.xml + .bin, tensorrt/student_int8.plan + .fingerprint.json
-    eval_set.npz         the test split (uint8 raw, labels) for `edgekd bench BUNDLE` on the device
+    eval_set.npz         a stratified sample of the test split (uint8 raw, labels, at most --eval-set-size images;
+                         `eval_set_sample` says how many of how many) for `edgekd bench BUNDLE` on the device
     reference.npz        a few raw sample inputs and, per artifact, the expected outputs
     preprocess.py        the preprocessing of `preprocessing` as standalone numpy + Pillow code (image files)
 """
@@ -67,7 +68,7 @@ class BundleArtifact(_Strict):
     precision: Literal["fp32", "fp16", "int8"]
     runtimes: list[str]  # runtimes that can load it (onnxruntime, openvino, tensorrt, ...)
     files: list[BundleFile]  # the main file first (an IR: xml then bin)
-    top1: float | None = None  # on the test split (eval_set.npz), measured on `top1_runtime`
+    top1: float | None = None  # on eval_set.npz (a sample of the test split), measured on `top1_runtime`
     top1_runtime: str | None = None
     latency: list[LatencyClaim] = Field(default_factory=list)
     verified: dict[str, Any] = Field(default_factory=dict)  # reference check: max_abs, top1 agreement, integer ops
@@ -106,4 +107,6 @@ class Bundle(_Strict):
             raise ValueError(f"archive {v!r} must be a file name beside the bundle folder")
         return v
     verification: dict[str, Any] = Field(default_factory=dict)  # summary: passed, failures, not run, where
+    # which test images eval_set.npz holds: images, of, split, cap, seed, method, per_class (edgekd.preprocess.eval_sample)
+    eval_set_sample: dict[str, Any] | None = None
     content_sha256: str | None = None  # sha256 of this document's canonical JSON with this field null

@@ -7,7 +7,8 @@ CIFAR ResNet-20/32/56 at 32x32, ResNet-20 at 16x16 and ResNet-32 at 8x8 (1 chann
 layers); each in
 FP32 and INT8 (ONNX Runtime's static QDQ quantization, per-channel, 8 seeded random calibration inputs). Building
 needs torch (the `train` extra); measuring needs the target's runtime; the device must be the profile's
-(identity), or the fit would describe another machine.
+(identity), or the fit would describe another machine: `allow_host_mismatch` (--allow-host-mismatch) fits on a
+host that is not it anyway, and the overlay's sources, its summary and the printed report then say so.
 """
 
 from __future__ import annotations
@@ -140,7 +141,7 @@ def start_values(target: Any) -> dict[str, float]:
 
 def calibrate(target_name: str, out: Path | None = None, seconds: float = 1.0, only: tuple[str, ...] = (),
               progress: Any = None, rounds: int = 3, extra: list[tuple[str, str, Path, tuple[int, ...]]] = (),
-              ) -> dict[str, Any]:
+              allow_host_mismatch: bool = False) -> dict[str, Any]:
     """Measure the set on this machine (which must be the target's device), fit, write the overlay; the report.
     `extra` items (name, precision, file, input shape) are measured in the same rounds but not fitted: their p50s
     come back in report['extra_measured'] (bench/bench_calibration.py judges estimates with them)."""
@@ -152,10 +153,23 @@ def calibrate(target_name: str, out: Path | None = None, seconds: float = 1.0, o
 
     target = load_target(target_name)
     ident = check_target(target)
+    mismatch = None
     if not ident.matches:
-        raise UsageError(f"edgekd calibrate measures on the device: this machine is not {target.name}'s device "
-                         f"({ident.why}); run it there (`edgekd targets --check` says which profiles match here)")
-    if not target.host_measurable:
+        if not allow_host_mismatch:
+            raise UsageError(f"edgekd calibrate measures on the device: this machine is not {target.name}'s device "
+                             f"({ident.why}); run it there (`edgekd targets --check` says which profiles match "
+                             "here), or pass --allow-host-mismatch to fit on this host anyway (every output then "
+                             "says so)")
+        mismatch = (f"HOST MISMATCH (--allow-host-mismatch): fitted on this host, not on {target.device.name} "
+                    f"({ident.why})")
+    if mismatch is None:
+        runnable = target.host_measurable
+    else:  # the device's runtime and device type on this host (as the gate's --allow-host-mismatch)
+        from edgekd.runtimes.host import host_can_run
+
+        runnable = host_can_run(target.runtime.name, target.runtime.device,
+                                host_facts().arch if target.device.arch == "any" else target.device.arch)
+    if not runnable:
         raise UsageError(f"{target.runtime.name} cannot run on {target.runtime.device} here: install it "
                          f"(pip install 'edgekd[{'gpu' if target.runtime.name == 'tensorrt' else 'cpu'}]')")
     profile_file = available_targets().get(target.name, Path(target_name))
@@ -181,12 +195,14 @@ def calibrate(target_name: str, out: Path | None = None, seconds: float = 1.0, o
     stats["prior_mean_abs_error_pct"] = round(float(prior.mean()), 1)
     facts = host_facts()
     fitted_at = now_iso()
-    summary_block = {**stats, "rounds": rounds, "seconds_per_measurement": seconds, "fitted_at": fitted_at, "host": facts.summary(),
+    summary_block = {**stats, "host_mismatch": mismatch, "rounds": rounds, "seconds_per_measurement": seconds, "fitted_at": fitted_at, "host": facts.summary(),
                      "runtime": f"{target.runtime.name} {runtime_version(target.runtime.name)} {target.runtime.device}",
                      "points": [{k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()} for r in loo]}
     source = (f"fitted by edgekd calibrate on {facts.summary()} ({fitted_at}, {summary_block['runtime']}) from "
               f"{stats['models']} models x 2 precisions ({rounds} interleaved rounds); leave-one-model-out error mean {stats['mean_abs_error_pct']}%, "
               f"max {stats['max_abs_error_pct']}%")
+    if mismatch:
+        source = f"{mismatch}; {source}"
     overlay = {"target": target.name, "device": {k: round(theta[k], 6) for k in PARAMS},
                "sources": {k: source for k in PARAMS}, "calibration": summary_block}
     path = out or overlay_path(profile_file, target.name)

@@ -41,7 +41,8 @@ def print_bench(report: dict[str, Any]) -> None:
         ("artifact", f"{row['file']} ({row['role']}, sha256 {(row['sha256'] or 'not recorded')[:12]})"),
         ("runtime", f"{row['runtime']} {row['device']}, {precision_text(row)}, batch {row['batch']} "
                     f"({row['measured_on']})"),
-        ("top-1", "-" if row.get("top1") is None else f"{row['top1']:.2%}"),
+        ("top-1", "-" if row.get("top1") is None else f"{row['top1']:.2%}"
+                  + (f" on {row['top1_on']}" if row.get("top1_on") else "")),
         ("latency", f"p50 {lat['median_ms']:.3f} ms, p90 {lat['p90_ms']:.3f} ms, p99 {lat['p99_ms']:.3f} ms "
                     f"over {lat['n']} runs (cv {lat['cv']:.2f})"),
         ("runtime's own timing", "-" if not row.get("runtime_latency") else

@@ -82,7 +82,7 @@ def check_compatible(a: Resolved, b: Resolved, role_a: str, role_b: str, runtime
 
 def _eval_images(a: Resolved, b: Resolved) -> tuple[np.ndarray | None, np.ndarray | None, str | None]:
     """Raw held-out images and labels: the baseline's eval set (else the candidate's), sha256-checked."""
-    from edgekd.preprocess import read_eval_set
+    from edgekd.preprocess import read_eval_sample, read_eval_set, sample_text
 
     for label, res in (("baseline", a), ("candidate", b)):
         if res.eval_set is not None:
@@ -90,7 +90,8 @@ def _eval_images(a: Resolved, b: Resolved) -> tuple[np.ndarray | None, np.ndarra
                 raise UsageError(f"{label} eval set is missing: {res.eval_set}")
             verify_file(res.eval_set, res.eval_sha256, f"{label} {res.eval_set.name}")
             images, labels, _ = read_eval_set(res.eval_set)
-            return images, labels, f"{label}: {res.eval_set}"
+            sample = sample_text(read_eval_sample(res.eval_set))  # a run's or bundle's eval set: a sample of test
+            return images, labels, f"{label}: {res.eval_set}" + (f" ({sample})" if sample else "")
     return None, None, None
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from edgekd.bundle.schema import Bundle
 from edgekd.data.roles import roles_line
+from edgekd.preprocess import sample_text
 
 
 def _pct(v: float | None) -> str:
@@ -89,11 +90,11 @@ def model_card(b: Bundle) -> str:
         f"- splits: {roles_line(p.get('splits') or {}) or 'not recorded'}. The quantization figures above are on "
         "val (they chose PTQ or QAD); the top-1 below is on test, measured once per artifact",
         "", "## Artifacts", "",
-        *_table(("artifact", "format", "precision", "runtimes", "test top-1", "size", "main file"),
+        *_table(("artifact", "format", "precision", "runtimes", "top-1 (eval set)", "size", "main file"),
                 [[a.name, a.format, a.precision, ", ".join(a.runtimes), _pct(a.top1),
                   _size(sum(f.size_bytes for f in a.files)), a.files[0].path] for a in b.artifacts]),
-        "", f"Top-1 is measured on eval_set.npz ({b.verification.get('eval_images', '?')} images of the test "
-            "split, never used for a decision) with the artifact itself, on this machine's CPU runtime.",
+        "", f"Top-1 is measured on eval_set.npz, which holds {_eval_set_text(b)} (never used for a decision), "
+            "with the artifact itself, on this machine's CPU runtime. The run's verdict is on the whole test split.",
         "", "## Latency", "",
     ]
     lat_rows = [[a.name, c.target, c.percentile, f"{c.value_ms:.3f} ms", c.basis.upper() if c.basis == "estimated"
@@ -111,3 +112,8 @@ def model_card(b: Bundle) -> str:
               "`edgekd inspect BUNDLE` checks every file's sha256 against bundle.json.",
               "", "## Library versions", "", ", ".join(f"{k} {v}" for k, v in b.versions.items()), ""]
     return "\n".join(lines)
+
+
+def _eval_set_text(b: Bundle) -> str:
+    """What eval_set.npz holds: 'a sample of 2,000 of the 10,000 test images (...)', or its image count."""
+    return sample_text(b.eval_set_sample) or f"{b.verification.get('eval_images', '?')} images of the test split"

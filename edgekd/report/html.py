@@ -1,9 +1,8 @@
 """report.html (one self-contained file: PNGs inlined as base64, inline CSS, no script, no network) and the
 extra sections of report.md (the same plots as PNG files in report_assets/).
 
-Per-class accuracy is computed by running the run's final compiled artifact on the bench stage's
-eval_set.npz (`per_class_from_run`); when that runtime is not on this machine (a TensorRT plan), the QDQ ONNX
-runs on ONNX Runtime instead, and the report says so.
+Per-class accuracy is the bench stage's: the predictions of the run's final compiled artifact on the whole test
+split, from the same run that measured its top-1 (`per_class_from_run`).
 """
 
 from __future__ import annotations
@@ -14,10 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edgekd.fsio import write_atomic
-from edgekd.model_roles import export_name
 from edgekd.report import plots
 from edgekd.search import report as search_report
 from edgekd.report.summary import BUDGET_COLUMNS, MODEL_COLUMNS, budget_rows, data_line, model_rows, reported_split
@@ -37,41 +33,16 @@ th{background:#f9fafb;font-weight:600} td.num{text-align:right;font-variant-nume
 
 
 def per_class_from_run(run_dir: Path) -> dict[str, Any]:
-    """Top-1 per class of the final compiled artifact on the bench stage's eval_set.npz, run here."""
+    """Top-1 per class of the final compiled artifact on the whole test split, as the bench stage measured it
+    (its manifest's `per_class`, from the predictions of its own accuracy run: the model is not run again)."""
     from edgekd.bundle.run_info import open_run
-    from edgekd.preprocess import NormalizedImages, read_eval_set
-    from edgekd.runtimes import get_runtime
-    from edgekd.runtimes.base import RuntimeSettings
+    from edgekd.errors import UsageError
 
-    run = open_run(Path(run_dir))
-    images, labels, pre = read_eval_set(run.dirs["bench"] / run.manifest("bench").artifact("eval_set").path)
-    role = run.final_role()
-    art = run.manifest("compile").artifact(role)
-    runtime, path, note = art.facts.get("runtime", "onnxruntime"), run.dirs["compile"] / art.path, ""
-    if runtime == "tensorrt" or not get_runtime(runtime).available():
-        runtime, path = "onnxruntime", run.path("export", export_name(role))
-        note = f"the compiled {art.facts.get('runtime')} artifact cannot run here: {path.name} on ONNX Runtime CPU"
-    precision = str(art.facts.get("precision", "fp32"))
-    session = get_runtime(runtime).load(path, RuntimeSettings(device="CPU", precision=precision))
-    x = NormalizedImages(images, pre)  # normalised a batch at a time
-    pred = np.concatenate([session.infer(x[i:i + 64]) for i in range(0, len(x), 64)]).argmax(1)
-    classes = []
-    for k, name in enumerate(pre.class_names):
-        mask = labels == k
-        classes.append({"class": name, "n": int(mask.sum()),
-                        "top1": float((pred[mask] == k).mean()) if mask.any() else None,
-                        "most_confused_with": _confused(pred[mask], k, pre.class_names)})
-    label = f"compile/{art.path}" if not note else f"export/{path.name}"
-    return {"role": role, "artifact": f"{role} {label} ({runtime} CPU)", "runtime": runtime, "note": note,
-            "top1": float((pred == labels).mean()), "images": int(len(labels)), "classes": classes}
-
-
-def _confused(pred: np.ndarray, k: int, names: list[str]) -> str | None:
-    wrong = pred[pred != k]
-    if not len(wrong):
-        return None
-    vals, counts = np.unique(wrong, return_counts=True)
-    return f"{names[int(vals[counts.argmax()])]} ({int(counts.max())})"
+    bench = open_run(Path(run_dir)).manifest("bench")
+    if "per_class" not in bench.metrics:
+        raise UsageError(f"{run_dir}: its bench stage was written by an older edgekd and holds no per-class "
+                         "figures: run `edgekd compress` on it again (only the bench stage reruns)")
+    return bench.metrics["per_class"]
 
 
 def _b64(png: bytes) -> str:

@@ -26,9 +26,16 @@ def rows(metrics: dict[str, Any]) -> list[list[str]]:
         how = "estimated" if lat.get("estimated") else f"measured, {lat.get('judged_on', lat.get('percentile'))}"
         tops = ", ".join(f"r{r} {v:.2%}" for r, v in sorted((c.get("proxy_top1") or {}).items())) or "-"
         secs = sum(v for v in (c.get("proxy_s") or {}).values() if v) or 0
-        out.append([c["name"], c["source"], f"{c['macs'] / 1e6:.2f}", f"{lat.get('latency_ms', float('nan')):.3f} ({how})",
+        out.append([c["name"], _source(c), f"{c['macs'] / 1e6:.2f}", f"{lat.get('latency_ms', float('nan')):.3f} ({how})",
                     tops, f"{secs:.0f}", c.get("fate", "")])
     return out
+
+
+def _source(c: dict[str, Any]) -> str:
+    """'pruned teacher: 19 blocks removed, channels' for a pruned teacher; the source itself otherwise."""
+    how = ([f"{c['dropped_blocks']} blocks removed"] if c.get("dropped_blocks") else []) + \
+        (["channels"] if c.get("pruned_from") else [])
+    return f"{c['source']}: {', '.join(how)}" if how else c["source"]
 
 
 def summary_line(metrics: dict[str, Any]) -> str:

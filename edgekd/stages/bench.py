@@ -4,7 +4,9 @@ The teacher, the FP32 student and the INT8 student are measured one after anothe
 **test** split for accuracy (the only figure reported and judged; every decision before was made on val) and at
 the profile's batch size for latency. The accuracy requirement is the compiled FP32 teacher's test top-1 minus
 the allowed drop, so both sides of the verdict are on test; the val figures of the stages that decided (PyTorch)
-are recorded beside each row as `val_top1`. "Did INT8 pay off?" is then
+are recorded beside each row as `val_top1`. The eval set written for devices (eval_set.npz: bundles, `edgekd
+bench`, the gate) is a stratified sample of test, at most `eval_set_size` images (edgekd.preprocess.eval_sample);
+each row's `top1_eval_set` is its top-1 on that sample, from the same predictions. "Did INT8 pay off?" is then
 measured again with the two students interleaved round by round (edgekd.benchmark.paired_speedup, the
 gate's sampler and statistics): measured separately, a shared machine's speed changes between the two
 measurements can move the ratio by tens of percent. The method is stated in the report
@@ -13,7 +15,7 @@ measurements can move the ratio by tens of percent. The method is stated in the 
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from edgekd.accuracy import AccuracyRequirement
 from edgekd.benchmark import (
@@ -21,7 +23,7 @@ from edgekd.benchmark import (
 )  # fmt: skip
 from edgekd.manifest import ArtifactKind, Manifest, make_artifact
 from edgekd.model_roles import ROLES, export_name, student_role
-from edgekd.preprocess import NormalizedImages, write_eval_set
+from edgekd.preprocess import NormalizedImages, eval_sample, sample_text, write_eval_set
 from edgekd.runtimes.timing import METHODOLOGY
 from edgekd.targets import TargetProfile
 
@@ -45,6 +47,7 @@ class Config(BaseModel):
     target: dict
     accuracy: AccuracyRequirement = AccuracyRequirement()
     timing: TimingConfig = TimingConfig()
+    eval_set_size: int = Field(2000, ge=0)  # images of test in eval_set.npz (stratified sample); 0: all of them
 
 
 def final_role(target: TargetProfile) -> str:
@@ -58,15 +61,19 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     comp, comp_dir = parents["compile"], ctx.parent_dirs["compile"]
     export, export_dir = parents["export"], ctx.parent_dirs["export"]
     here = bool(comp.metrics["measured_on_target"])
-    test = data.test  # reported and judged; eval_set.npz (bundles, `edgekd bench`, the gate) is this split
+    test = data.test  # reported and judged on all of it; eval_set.npz (bundles, `edgekd bench`, the gate) is a
+    # stratified sample of it, at most cfg.eval_set_size images, so a bundle stays small enough for a device
     eval_x = NormalizedImages(test.images, pre)  # normalised a batch at a time, never the whole split
-    write_eval_set(ctx.work_dir / "eval_set.npz", test.images, test.labels, pre)
+    sample_idx, sample = eval_sample(test.labels, cfg.eval_set_size, list(pre.class_names))
+    whole = sample["images"] == len(test)  # then no copy: the split may be a memory map of gigabytes
+    write_eval_set(ctx.work_dir / "eval_set.npz", test.images if whole else test.images[sample_idx],
+                   test.labels[sample_idx], pre, sample, sample_idx)
     archs = {"teacher_fp32": parents["finetune"].artifact("model").facts.get("arch"),
              # a searched student by its candidate name (cifar_resnet56-depth25 says more than its registry arch)
              "student_fp32": parents["distill"].metrics.get("searched")
              or parents["distill"].artifact("model").facts.get("arch")}
     archs["student_int8"] = archs["student_fp32"]
-    rows, notes = [], []
+    rows, notes, predictions = [], [], {}
     val_top1 = {"teacher_fp32": parents["finetune"].metrics.get("top1_after"),
                 "student_fp32": parents["distill"].metrics.get("student_top1"),
                 "student_int8": parents["qad"].metrics.get("int8_top1")}
@@ -80,7 +87,8 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
         precision = art.facts["precision"] if role != final or target.precision == "int8" else target.precision
         settings = settings_for(target, precision, device=None if here else "CPU")
         m = measure(comp_dir / art.path, art.facts["runtime"], settings, eval_x, test.labels,
-                    target.batch_size, cfg.timing, expected_sha256=art.sha256)
+                    target.batch_size, cfg.timing, expected_sha256=art.sha256, keep_predictions=True)
+        predictions[role] = m.pop("predictions")  # the report's per-class figures come from these: no second run
         if m["cv_warning"]:
             notes.append(f"{LABELS[role]}: {m['cv_warning']}")
         onnx_art = export.artifact(export_name(role))
@@ -88,7 +96,8 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
         row = {"role": role, "stage": LABELS[role], "model": archs[role], "precision": precision,
                "runtime": f"{art.facts['runtime']} {settings.device}", "file": art.path,
                "measured_on": art.facts["measured_on"], **m, "top1_split": "test",
-               "val_top1": art.facts.get("val_top1", val_top1[role])}
+               "val_top1": art.facts.get("val_top1", val_top1[role]),
+               "top1_eval_set": _top1(predictions[role][sample_idx], test.labels[sample_idx])}
         if device_file:
             row["format"] = art.facts.get("format")
         if not here:
@@ -133,12 +142,43 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     metrics = {"rows": rows, "budgets": budgets, "int8_payoff": payoff, "measured_on_target": here,
                "runtime_not_measured": unmeasured, "compiled_format": comp.metrics.get("format", "onnx"),
                "required_top1": required, "teacher_top1": teacher_top1, "reported_on": data.facts("test"),
+               "teacher_top1_eval_set": by_role["teacher_fp32"]["top1_eval_set"], "eval_set": sample,
+               "per_class": per_class(predictions[final], test.labels, list(pre.class_names), final,
+                                      comp.artifact(final).path, by_role[final]["runtime"]),
                "decided_on": data.facts("val"),
                "methodology": METHODOLOGY + f" Batch {target.batch_size}; accuracy of each compiled artifact on the "
                               f"test split ({len(test):,} images, {data.origins['test']}), measured once; the "
                               f"accuracy requirement is the compiled FP32 teacher's test top-1 minus the allowed "
                               f"drop. Every decision (best epochs, PTQ vs QAD, fallback layers) was made on the val "
-                              f"split ({len(data.val):,} images, {data.origins['val']})."}
+                              f"split ({len(data.val):,} images, {data.origins['val']}). The eval set shipped for "
+                              f"devices (eval_set.npz) holds {sample_text(sample)}; top-1 measured on it (`edgekd "
+                              f"bench` of a bundle) is on that sample."}
     art = make_artifact(ctx.work_dir, "eval_set", ArtifactKind.other, ctx.work_dir / "eval_set.npz",
-                        images=len(test), split="test")
+                        images=sample["images"], of=sample["of"], split="test", cap=sample["cap"], seed=sample["seed"],
+                        method=sample["method"])
     return Manifest(stage=NAME, id="", config={}, artifacts=[art], preprocessing=pre, metrics=metrics, notes=notes)
+
+
+def _top1(pred, labels) -> float | None:
+    return float((pred == labels).mean()) if len(labels) else None
+
+
+def per_class(pred, labels, class_names: list[str], role: str, path: str, runtime: str) -> dict:
+    """Top-1 per class of the final artifact on the whole test split, from the bench measurement's predictions
+    (report.html and report_assets/per_class.json show it; nothing runs the model again for it)."""
+    import numpy as np
+
+    classes = []
+    for k, name in enumerate(class_names):
+        mask = labels == k
+        wrong = pred[mask][pred[mask] != k]
+        confused = None
+        if len(wrong):
+            vals, counts = np.unique(wrong, return_counts=True)
+            confused = f"{class_names[int(vals[counts.argmax()])]} ({int(counts.max())})"
+        classes.append({"class": name, "n": int(mask.sum()),
+                        "top1": float((pred[mask] == k).mean()) if mask.any() else None,
+                        "most_confused_with": confused})
+    return {"role": role, "artifact": f"{role} compile/{path} ({runtime})", "runtime": runtime.split()[0],
+            "note": "", "top1": float((pred == labels).mean()),
+            "images": int(len(labels)), "classes": classes}

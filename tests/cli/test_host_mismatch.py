@@ -59,3 +59,38 @@ def test_bench_on_a_mismatched_host_is_labelled_with_the_estimate(run, other_dev
     assert data["measured_on_target"] is False and data["row"]["measured_on"] == "host substitute"
     assert data["row"]["estimated_latency_ms"] > 0
     assert any("is not that device" in n and "NoSuchVendor" in n for n in data["notes"])
+
+
+def test_calibrate_refuses_a_mismatched_host(other_device, tmp_path: Path) -> None:
+    res = runner.invoke(app, ["calibrate", "--target", other_device, "--out", str(tmp_path / "fit.yaml")])
+    one_line_exit2(res, "this machine is not elsewhere's device", "NoSuchVendor", "--allow-host-mismatch")
+    assert not (tmp_path / "fit.yaml").exists()
+
+
+def test_calibrate_with_allow_host_mismatch_says_so_everywhere(other_device, tmp_path: Path, monkeypatch) -> None:
+    """Three of the calibration set's smallest models (the fit needs three), one short round: the fit is not
+    judged here, only that every output names the mismatch."""
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime.quantization")
+    import yaml
+
+    from edgekd.calibrate import measure
+
+    small = tuple(m for m in measure.CALIBRATION_SET if m[0] in ("small_cnn_8", "small_cnn_16", "resnet32_8"))
+    monkeypatch.setattr(measure, "CALIBRATION_SET", small)
+    monkeypatch.setenv("COLUMNS", "200")
+    out = tmp_path / "fit.yaml"
+    res = runner.invoke(app, ["calibrate", "--target", other_device, "--out", str(out), "--seconds", "0.05",
+                              "--rounds", "1", "--allow-host-mismatch"])
+    assert res.exit_code == 0, res.output
+    title = next(line for line in res.output.splitlines() if "edgekd calibrate ->" in line)
+    assert title.rstrip().endswith(": HOST MISMATCH"), res.output
+    assert "fitted on this host, not on test cpu" in " ".join(res.output.split())
+    overlay = yaml.safe_load(out.read_text())
+    assert overlay["calibration"]["host_mismatch"].startswith("HOST MISMATCH (--allow-host-mismatch)")
+    assert "NoSuchVendor" in overlay["calibration"]["host_mismatch"]
+    assert overlay["sources"] and all(s.startswith("HOST MISMATCH") for s in overlay["sources"].values())
+    res = runner.invoke(app, ["calibrate", "--target", other_device, "--out", str(out), "--seconds", "0.05",
+                              "--rounds", "1", "--allow-host-mismatch", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["host_mismatch"].startswith("HOST MISMATCH")

@@ -20,12 +20,32 @@ def test_compress_writes_a_self_contained_html_report(tiny_run: Path):
     assert "report_assets/accuracy_latency.png" in md and (tiny_run / "report_assets" / "per_class.png").is_file()
 
 
-def test_per_class_matches_the_bench_measurement(tiny_run: Path):
+def test_per_class_matches_the_bench_measurement(tiny_run: Path, monkeypatch):
+    import edgekd.runtimes
+
+    def no_second_run(*_a, **_k):
+        raise AssertionError("the report ran a model again: per-class figures come from the bench stage")
+
+    monkeypatch.setattr(edgekd.runtimes, "get_runtime", no_second_run)
     pc = per_class_from_run(tiny_run)
     report = json.loads((tiny_run / "report.json").read_text())
     row = next(r for r in report["models"] if r["role"] == pc["role"])
-    assert sum(c["n"] for c in pc["classes"]) == pc["images"]
-    assert abs(pc["top1"] - row["top1"]) < 1e-9  # same artifact, same runtime, same images
+    assert sum(c["n"] for c in pc["classes"]) == pc["images"] == report["data"]["splits"]["test"]["images"]
+    assert abs(pc["top1"] - row["top1"]) < 1e-9  # the bench stage's own predictions: same artifact, same images
+    assert json.loads((tiny_run / "report_assets" / "per_class.json").read_text()) == pc
+
+
+def test_per_class_counts_hits_and_the_most_common_confusion():
+    import numpy as np
+
+    from edgekd.stages.bench import per_class
+
+    labels = np.array([0, 0, 0, 1, 1, 2])
+    pred = np.array([0, 1, 1, 1, 0, 2])
+    pc = per_class(pred, labels, ["a", "b", "c", "d"], "student_int8", "student_int8.xml", "openvino CPU")
+    assert pc["top1"] == 0.5 and pc["images"] == 6 and pc["runtime"] == "openvino"
+    assert [(c["n"], c["top1"], c["most_confused_with"]) for c in pc["classes"]] == [
+        (3, 1 / 3, "b (2)"), (2, 0.5, "a (1)"), (1, 1.0, None), (0, None, None)]
 
 
 def test_write_html_report_returns_its_path(tiny_run: Path, tmp_path: Path):

@@ -202,9 +202,9 @@ def test_an_interrupted_search_resumes_without_measuring_again(auto_run, tmp_pat
     monkeypatch.setattr(search, "_proxy", interrupted)
     with pytest.raises(KeyboardInterrupt):
         _search_only(run_dir)
-    assert len(calls) == 3 and list(run_dir.glob(".work-search-*/state/state.json"))
+    assert len(calls) == 5 and list(run_dir.glob(".work-search-*/state/state.json"))
     monkeypatch.undo()
     monkeypatch.setattr(latency, "measure_candidate", counted)
     out = _search_only(run_dir)
-    assert len(calls) == 3  # every latency came from state.json
+    assert len(calls) == 5  # every latency came from state.json
     assert out[-1].manifest.metrics["chosen"]

@@ -13,6 +13,7 @@ from edgekd.errors import UsageError
 from edgekd.fsio import sha256_file
 from edgekd.paths import require_file
 from edgekd.pipeline import StageSpec
+from edgekd.search import Share
 from edgekd.targets import TargetProfile
 
 Transfer = Literal["feature", "full", "hybrid", "staged", "none"]
@@ -137,10 +138,10 @@ class CompressOptions(BaseModel):
                                     "chosen. Default: no limit.")
     search_max_family: int = Field(5, ge=0, description="With --student auto: family candidates, spread evenly in "
                                    "MACs.")
-    search_prune_ratios: list[float] = Field(default_factory=lambda: [0.5, 0.75], description="With --student auto: "
+    search_prune_ratios: list[Share] = Field(default_factory=lambda: [0.5, 0.75], description="With --student auto: "
                                              "channel shares pruned from the teacher, one candidate each "
                                              "(repeatable).")
-    search_prune_depths: list[float] = Field(default_factory=lambda: [0.5, 0.25], description="With --student "
+    search_prune_depths: list[Share] = Field(default_factory=lambda: [0.5, 0.25], description="With --student "
                                              "auto: shares of the teacher's removable residual blocks kept, one "
                                              "depth-pruned candidate each (repeatable).")
     search_importance: Literal["magnitude", "taylor"] = Field("magnitude", description="With --student auto: "

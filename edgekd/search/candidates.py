@@ -60,7 +60,7 @@ def family_candidates(names: list[str], kwargs: dict[str, Any], example: torch.T
     return out
 
 
-def _pruned(teacher: nn.Module, arch: str, name: str, model: nn.Module, example: torch.Tensor,
+def _pruned(arch: str, name: str, model: nn.Module, example: torch.Tensor,
             dropped: list[str] | None = None, width: bool = False) -> Candidate:
     from edgekd.models.family import expected_float_layers
     from edgekd.search.prune import count_macs
@@ -86,7 +86,7 @@ def pruned_candidates(teacher: nn.Module, arch: str, ratios: list[float], import
     width_ok = True
     for ratio in ratios:
         try:
-            out.append(_pruned(teacher, arch, f"{arch}-pruned{int(round(ratio * 100))}",
+            out.append(_pruned(arch, f"{arch}-pruned{int(round(ratio * 100))}",
                                prune(teacher, example, ratio, importance, grad_batches), example, width=True))
         except PruneUnsupported as exc:
             why.append(str(exc))
@@ -107,7 +107,7 @@ def pruned_candidates(teacher: nn.Module, arch: str, ratios: list[float], import
             continue
         dropped = order[:counts[d]]
         model = drop_blocks(teacher, dropped, bn)
-        out.append(_pruned(teacher, arch, f"{arch}-depth{int(round(d * 100))}", model, example, dropped))
+        out.append(_pruned(arch, f"{arch}-depth{int(round(d * 100))}", model, example, dropped))
         shallowest = (d, dropped, model)
     if shallowest is not None and ratios and width_ok:
         d, dropped, model = shallowest
@@ -117,6 +117,6 @@ def pruned_candidates(teacher: nn.Module, arch: str, ratios: list[float], import
         except PruneUnsupported as exc:
             why.append(f"depth-then-channel pruning: {exc}")
         else:
-            out.append(_pruned(teacher, arch, f"{arch}-depth{int(round(d * 100))}-pruned{int(round(ratio * 100))}",
+            out.append(_pruned(arch, f"{arch}-depth{int(round(d * 100))}-pruned{int(round(ratio * 100))}",
                                both, example, dropped, width=True))
     return out, why

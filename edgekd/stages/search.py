@@ -37,6 +37,7 @@ from edgekd.fsio import write_atomic
 from edgekd.losses.composite import DistillLossConfig
 from edgekd.manifest import ArtifactKind, Manifest, make_artifact
 from edgekd.models.checkpoint import load_edgekd_checkpoint, save_edgekd_checkpoint
+from edgekd.search import Share
 from edgekd.stages.common import load_model, save_model
 from edgekd.targets import TargetProfile
 from edgekd.train import dist
@@ -54,8 +55,8 @@ class Config(BaseModel):
     target: dict
     family: list[str] | None = None  # None: edgekd.search.family.family_for(input size)
     max_family: int = Field(default=5, ge=0)
-    prune_ratios: list[float] = Field(default_factory=lambda: [0.5, 0.75])
-    prune_depths: list[float] = Field(default_factory=lambda: [0.5, 0.25])
+    prune_ratios: list[Share] = Field(default_factory=lambda: [0.5, 0.75])
+    prune_depths: list[Share] = Field(default_factory=lambda: [0.5, 0.25])
     importance: Literal["magnitude", "taylor"] = "magnitude"
     preset: Literal["trt", "mixed"] = "mixed"
     proxy_epochs: int = Field(default=1, ge=1)

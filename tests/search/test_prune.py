@@ -170,3 +170,13 @@ def test_depth_pruning_finds_the_residual_blocks_of_torchvision_models(tmp_path,
     rebuilt, _ = load_edgekd_checkpoint(path)
     with torch.no_grad():
         assert torch.equal(rebuilt.eval()(x), shallow(x))
+
+
+@pytest.mark.parametrize("flag,value", [("search_prune_ratios", [1.5]), ("search_prune_depths", [0.0]),
+                                        ("search_prune_depths", [1.0])])
+def test_pruning_shares_outside_zero_to_one_are_usage_errors(flag, value):
+    from edgekd.errors import UsageError
+    from edgekd.plan import validate_options
+
+    with pytest.raises(UsageError, match=flag):
+        validate_options({flag: value})

@@ -71,6 +71,18 @@ def plan_measurement(target: TargetProfile, allow_substitute: bool = True) -> Me
     raise MissingExtra("onnxruntime", "cpu", f"no runtime here to measure on instead of {r.name} {r.device}")
 
 
+def measured_on(on_target: bool, runtime: str, device: str, target: TargetProfile) -> str:
+    """How a measurement relates to the target's device (issue 16): "target" (this machine is the device);
+    "host" (it is not, but the profile's own runtime ran the same file on the same kind of device: OpenVINO on
+    a CPU that does not match the profile's, a .pte through ExecuTorch's XNNPACK on x86); "host substitute"
+    (another runtime or device type stood in, e.g. ONNX Runtime for TensorRT)."""
+    if on_target:
+        return "target"
+    r = target.runtime
+    same_device = device == r.device or r.name in MOBILE_RUNTIMES
+    return "host" if runtime == r.name and same_device else "host substitute"
+
+
 def choose_precision(target: TargetProfile, artifact_precision: str, runtime: str, on_target: bool,
                      label: str) -> str:
     """The precision to run an artifact at for `target`: its own, or fp16 for an fp32 model on a runtime that

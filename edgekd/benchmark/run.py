@@ -9,7 +9,7 @@ from typing import Any
 from edgekd.artifacts import Resolved, candidate_for, pick_role, resolve, verify
 from edgekd.benchmark.budgets import chance_checks, judge, layers_not_in_precision, required_top1
 from edgekd.benchmark.measurement import TimingConfig, estimate, eval_inputs, measure, settings_for, spread
-from edgekd.benchmark.placement import choose_precision, plan_measurement
+from edgekd.benchmark.placement import choose_precision, measured_on, plan_measurement
 from edgekd.errors import UsageError
 from edgekd.report.summary import exit_code_for, overall_verdict
 from edgekd.runtimes.timing import METHODOLOGY
@@ -54,7 +54,7 @@ def run_bench(artifact: Path | Resolved, target_name: str | None = None, role: s
     row: dict[str, Any] = {
         "role": role, "file": cand.label, "path": str(cand.file), "sha256": cand.sha256 or None,
         "origin": cand.origin, "precision": precision, "runtime": plan.runtime, "device": settings.device,
-        "measured_on": "target" if plan.on_target else "host substitute", **m,
+        "measured_on": measured_on(plan.on_target, plan.runtime, settings.device, target), **m,
         "layers_not_in_precision": layers_not_in_precision(m["runtime_facts"]),
     }
     sample = eval_set_facts(res.eval_set, labels)

@@ -32,7 +32,7 @@ def print_bench(report: dict[str, Any]) -> None:
     lat = row["latency"]
     title = f"edgekd bench -> {t['name']} ({t['runtime']} {t['device']})"
     if not report["measured_on_target"]:
-        title += f": measured with {report['measured_with']} (host substitute)"
+        title += f": measured with {report['measured_with']} ({row['measured_on']})"
     table = Table(title=title, show_header=False)
     table.add_column("what", style="bold")
     table.add_column("value")

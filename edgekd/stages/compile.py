@@ -19,6 +19,7 @@ import shutil
 from pydantic import BaseModel, ConfigDict
 
 from edgekd.benchmark import settings_for
+from edgekd.benchmark.placement import measured_on
 from edgekd.manifest import ArtifactKind, Manifest, make_artifact
 from edgekd.model_roles import ROLE_PRECISION, export_name
 from edgekd.runtimes import get_runtime
@@ -76,7 +77,7 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
         src = export.artifact(export_name(role))
         onnx_path = export_dir / src.path
         facts = dict(role=role, precision=precision, runtime=host, source=src.name,
-                     measured_on="target" if here else "host substitute",
+                     measured_on=measured_on(here, host, target.runtime.device if here else "CPU", target),
                      device=target.runtime.device if here else "CPU")
         out_dir = ctx.work_dir / role
         out_dir.mkdir()
@@ -122,7 +123,7 @@ def _mobile(target: TargetProfile, parents: dict[str, Manifest], ctx, notes: lis
 
     on_target = target.device.arch in (host_arch(), "any") and check_target(target).matches
     for art in artifacts:
-        art.facts["measured_on"] = "target" if on_target else "host"
+        art.facts["measured_on"] = measured_on(on_target, fmt.runtime, target.runtime.device, target)
     notes.append(f"{fmt.what} files written for {target.device.name}: measured with {fmt.runtime} on this "
                  f"{host_arch()} CPU" + ("" if on_target else " (same file and delegate as the device; a host "
                                          "measurement, device latency estimated)"))

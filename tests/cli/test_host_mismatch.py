@@ -56,7 +56,7 @@ def test_bench_on_a_mismatched_host_is_labelled_with_the_estimate(run, other_dev
     res = runner.invoke(app, ["bench", str(run), "--target", other_device, "--json", "--min-s", "0.1"])
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)
-    assert data["measured_on_target"] is False and data["row"]["measured_on"] == "host substitute"
+    assert data["measured_on_target"] is False and data["row"]["measured_on"] == "host"  # OpenVINO CPU here too
     assert data["row"]["estimated_latency_ms"] > 0
     assert any("is not that device" in n and "NoSuchVendor" in n for n in data["notes"])
 

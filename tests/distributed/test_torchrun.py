@@ -1,7 +1,7 @@
 """Training stages under torchrun (2 processes, gloo on the CPU) against a single process.
 
 Every test here is marked `distributed`: left out of the default `pytest` run (minutes on 2 cores) and run by
-CI in a second call, `pytest -m 'distributed or search'` (.ci/run, the README's test command).
+CI in a second call, `pytest -m 'distributed or search or extension'` (.ci/run, the README's test command).
 
 Quick checks: DDP's averaged gradient equals the single-process gradient of the same global batch; a global
 batch the world size does not divide, and ranks started with different configs, stop every rank with one line

@@ -55,6 +55,7 @@ def _extension():
     return module
 
 
+@pytest.mark.extension  # builds or loads NNCF's C++ extension: ~40 s, in CI's second pytest call
 @pytest.mark.parametrize("shape", [(1,), (1, 1, 1, 1), (1, 8, 1, 1), (16, 1, 1, 1)],
                          ids=["per-tensor", "per-tensor-4d", "per-channel-act", "per-channel-weight"])
 @pytest.mark.parametrize("levels,low,high,asym", [(256, -128, 127, False), (255, -127, 127, False),

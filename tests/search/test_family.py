@@ -63,10 +63,10 @@ def _train(name: str, size: int):
     return model, top1, xtr
 
 
-# The members that take over 10 s here each run with -m slow; the rest stay in the default suite (about 55 s
-# on one thread).
+# The members that take over 10 s here each run only with -m slow; the rest (about 55 s on one thread) run with
+# the search pipeline tests (-m search, CI's second pytest call).
 HEAVY = {"cifar_resnet32", "mobilenet_v3_small", "mobilenet_v3_small_075", "mobilenet_v3_large_075", "mobilenet_v3_large_100", "resnet18"}
-MEMBERS = [pytest.param(n, s, marks=[pytest.mark.slow] if n in HEAVY else [], id=f"{n}@{s}px")
+MEMBERS = [pytest.param(n, s, marks=[pytest.mark.slow] if n in HEAVY else [pytest.mark.search], id=f"{n}@{s}px")
            for n, s in [(n, 8) for n in SMALL] + [(n, 16) for n in LARGE if n not in SMALL]]
 
 

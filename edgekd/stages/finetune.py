@@ -94,5 +94,9 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
         result = trainer_for(model, ce, ctx, sync_bn=cfg.sync_bn).fit(_phases(cfg, model))
         metrics.update(top1_after=result.best_top1, best_epoch=result.best_epoch, history=result.history,
                        train_wall_s=result.wall_s)
+        if cfg.transfer in ("hybrid", "staged"):
+            metrics["backbone_lr_mult"] = cfg.backbone_lr_mult
+            notes.append(f"{cfg.transfer} transfer: the backbone trained at {cfg.backbone_lr_mult:g}x the head's "
+                         f"learning rate (--backbone-lr-mult).")
     art = save_model(ctx.work_dir, "model", model, meta["arch"], kwargs)
     return Manifest(stage=NAME, id="", config={}, artifacts=[art], preprocessing=pre, metrics=metrics, notes=notes)

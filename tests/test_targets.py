@@ -75,3 +75,18 @@ def test_yaml_is_read_safely(tmp_path):
 def test_unknown_name_suggests():
     with pytest.raises(UsageError, match="did you mean intel-cpu"):
         load_target("intel-cpv")
+
+
+def test_a_copied_targets_folder_gives_the_same_profile(tmp_path):
+    """The profile (with its calibration overlay) is part of stage configs: a checkout in another folder must
+    give the same one, or every search/compile/bench stage of a copied run would rerun."""
+    import shutil
+
+    from edgekd.targets import available_targets, load_target_file
+
+    here = available_targets()["intel-cpu"]
+    copy = tmp_path / "targets"
+    shutil.copytree(here.parent, copy)
+    ours, theirs = load_target_file(here), load_target_file(copy / here.name)
+    assert ours.calibration is not None and ours.calibration["file"] == "calibration/intel-cpu.yaml"
+    assert ours.model_dump() == theirs.model_dump()

@@ -48,7 +48,10 @@ def apply_overlay(profile: Any, profile_path: Path) -> Any:
                          f"{exc}): delete it or run edgekd calibrate --target {profile.name} again") from None
     if data.get("target") != profile.name:
         raise UsageError(f"calibration overlay {path} is for target {data.get('target')!r}, not {profile.name}")
-    summary["file"] = str(path)
+    # beside the profile: named relative to it, so a moved or copied checkout keeps every stage id (the
+    # profile, with this summary, is part of the search, compile and bench stages' configs)
+    summary["file"] = (str(path.relative_to(Path(profile_path).parent))
+                       if path.is_relative_to(Path(profile_path).parent) else str(path))
     sources = {**profile.sources, **{k: str(v) for k, v in (data.get("sources") or {}).items() if k in device}}
     return profile.model_copy(update={"device": profile.device.model_copy(update=device), "sources": sources,
                                       "calibration": summary})

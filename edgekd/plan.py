@@ -134,8 +134,9 @@ class CompressOptions(BaseModel):
                                    "disables it.")
     opset: int = Field(17, ge=17, description="ONNX opset of the export.")
     seed: int = Field(0, description="Seed of every random choice.")
-    threads: int | None = Field(None, ge=1, description="CPU threads for training (torch.set_num_threads); results "
-                                "do not depend on it (not part of stage ids).")
+    threads: int | None = Field(None, ge=1, description="CPU threads for training (torch.set_num_threads). Not part "
+                                "of stage ids: a run is reproducible bit for bit at one thread count, while another "
+                                "count sums floats in another order, so weights differ in their last bits.")
     sync_bn: bool = Field(False, description="Under torchrun on GPUs: BatchNorm statistics over the global batch "
                           "(SyncBatchNorm) in the teacher, finetune and distill stages.")
     time_budget: str | None = Field(None, description="With --student auto: wall time the search may spend (45m, 90s, "

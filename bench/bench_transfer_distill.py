@@ -117,9 +117,7 @@ class Bench:
                          max_test_per_class=args.test_per_class)  # val (decisions) is carved from train/
         self.data = load_data(cfg, args.work / ".cache")
         self.data_load_s = time.perf_counter() - t0
-        # edgekd's data fingerprint ignores max_*_per_class (see RESULTS.md, bugs): name the subset here so
-        # stages trained on different subsets never share an id.
-        self.fingerprint = f"{self.data.fingerprint}-train{args.train_per_class}-test{args.test_per_class}"
+        self.fingerprint = self.data.fingerprint  # names the per-class caps (edgekd.data.dataset.load_data)
 
     def options(self, **over):
         from edgekd.plan import CompressOptions
@@ -490,10 +488,7 @@ def render(parts: dict, args: argparse.Namespace) -> str:
               "other, so every process here used 1 thread and at most two of this bench's processes ran at once.",
               "- Why subsets: at ~25 img/s one full-CIFAR (50k) ResNet-56 epoch is ~35 min on this shared machine; "
               "all training numbers above are on the stated subset and epochs and are not full-data results. The "
-              "test-subset top-1 has a binomial standard error of ~0.7 points at 87% on 2,000 images.",
-              "- Run folder: edgekd's data fingerprint does not include max_train/val_per_class, so the script adds the "
-              "subset to the fingerprint it gives the pipeline (otherwise a stage trained on one subset would be "
-              "reused for another).", ""]
+              "test-subset top-1 has a binomial standard error of ~0.7 points at 87% on 2,000 images.", ""]
     done = ", ".join(f"{k} finished {v.get('finished')}" for k, v in parts.items())
     lines += [f"Parts: {done}.", "",
               f"<!-- {SECTION}:end -->"]

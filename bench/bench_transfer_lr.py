@@ -47,9 +47,7 @@ def finetuned_top1(work: Path, split: int, seed: int, mult: float, threads: int,
     specs = build_specs(opts, load_target("intel-cpu"), data.preprocessing.channels, data.preprocessing.input_size)
     specs = [s for s in specs if s.name in ("teacher", "finetune")]
     t0 = time.perf_counter()
-    # the data fingerprint does not name a per-class cap (bench_transfer_distill.py says the same): add it
-    fingerprint = f"{data.fingerprint}-train{opts.max_train_per_class}-test{opts.max_test_per_class}"
-    outcomes = run_pipeline(specs, work / f"split{split}-seed{seed}", fingerprint=lambda: fingerprint,
+    outcomes = run_pipeline(specs, work / f"split{split}-seed{seed}", fingerprint=lambda: data.fingerprint,
                             data_loader=lambda: data, console=Console(stderr=True), progress=None)
     wall = time.perf_counter() - t0
     finetune = outcomes[-1]

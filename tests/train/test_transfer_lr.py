@@ -26,6 +26,14 @@ def test_default_follows_where_the_teacher_learned(tmp_path):
     assert _finetune(given).backbone_lr_mult == 0.3
 
 
+def test_other_transfers_neither_read_nor_take_it():
+    pytest.importorskip("torch")
+    assert "backbone_lr_mult" not in _finetune(CompressOptions(student="small_cnn", transfer="full")).model_fields_set
+    with pytest.raises(UsageError, match="--backbone-lr-mult applies to --transfer hybrid or staged, not full"):
+        validate_options({"transfer": "full", "backbone_lr_mult": 0.5})
+    validate_options({"transfer": "staged", "backbone_lr_mult": 0.5})
+
+
 @pytest.mark.parametrize("value", [0, -0.1, 1.5])
 def test_out_of_range_is_a_usage_error(value):
     with pytest.raises(UsageError, match="backbone-lr-mult"):

@@ -327,8 +327,12 @@ def _stop_cleanly_on_sigterm(ctx_dist):
     previous = signal.signal(signal.SIGTERM, handler)
     try:
         yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    except BaseException:
+        # This rank is already failing (it saw the dead peer first) and is on its way to print why: the launcher's
+        # SIGTERM, which may arrive any moment now, must not kill it silently before it does.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise
+    signal.signal(signal.SIGTERM, previous)
 
 
 def _clean_work_state(work: Path) -> None:

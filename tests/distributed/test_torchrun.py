@@ -180,7 +180,9 @@ def test_rank_dies_then_the_rerun_resumes_from_the_last_checkpoint(runs, tmp_pat
     for stage in ("teacher", "finetune"):  # reuse the finished stages: only distill trains here
         shutil.copytree(next(run2.glob(f"{stage}-*")), run_dir / next(run2.glob(f"{stage}-*")).name)
 
-    died = _driver(run_dir, tmp_path / "log-died", world=2, env=_env(), die_after="distill:1")
+    scratch = tmp_path / "scratch"  # the killed rank cannot remove its scratch folder: keep it out of /tmp
+    scratch.mkdir()
+    died = _driver(run_dir, tmp_path / "log-died", world=2, env=_env(TMPDIR=str(scratch)), die_after="distill:1")
     text = died.stdout + died.stderr
     assert died.returncode != 0
     assert "rank 1: exiting after distill epoch 1" in text

@@ -113,6 +113,8 @@ def run_pipeline(specs: list[StageSpec], run_dir: Path, *, fingerprint: Callable
                  on_stage: Callable[[StageOutcome], None] | None = None) -> list[StageOutcome]:
     """Run (or reuse) each stage in order. Under torchrun, stages with DISTRIBUTED = True run on every rank,
     the others on rank 0 alone; only rank 0 writes into the run directory (manifests, checkpoints, renames).
+    After the last stage that runs on every rank, the other ranks return (with the outcomes so far) and rank 0
+    runs the rest alone, so no collective timeout limits how long export, compile or bench may take.
     Before anything trains, the ranks check that they agree on every stage's config and data, that they
     share the run directory, and that each training stage's global batch divides by the world size."""
     from edgekd.train import dist  # torch only when a pipeline really runs
@@ -128,15 +130,22 @@ def run_pipeline(specs: list[StageSpec], run_dir: Path, *, fingerprint: Callable
         _check_shared_run_dir(run_dir, ctx_dist)
     done: dict[str, StageOutcome] = {}
     outcomes: list[StageOutcome] = []
+    # After the last stage that runs on every rank, rank 0 goes on alone and the others leave: waiting for it
+    # in a collective would time out (EDGEKD_DIST_TIMEOUT_S) whenever export, compile, bench or the PT2E pass
+    # take longer than that, and kill a run whose training had finished.
+    shared_until = max((i for i, p in enumerate(planned) if getattr(p.mod, "DISTRIBUTED", False)), default=-1)
     with _stop_cleanly_on_sigterm(ctx_dist):
-        for item in planned:
+        for index, item in enumerate(planned):
             spec, mod, final = item.spec, item.mod, item.final
+            together = ctx_dist.distributed and index <= shared_until
+            if ctx_dist.distributed and not together and not ctx_dist.is_main:
+                break
             reusable = _reusable(item, done) if ctx_dist.is_main else None
             if reusable and not hasattr(mod, "environment"):
                 from edgekd.stage_env import warn_if_stack_changed
 
                 warn_if_stack_changed(final)
-            if ctx_dist.distributed:
+            if together:
                 reusable = dist.broadcast_object(reusable)  # rank 0 alone checks (and moves aside) what it finds
             if reusable:
                 outcome = StageOutcome(spec, load_manifest(final), final, skipped=True)
@@ -145,7 +154,8 @@ def run_pipeline(specs: list[StageSpec], run_dir: Path, *, fingerprint: Callable
                 every_rank = getattr(mod, "DISTRIBUTED", False)
                 if ctx_dist.is_main or every_rank:
                     _run_stage(item, work, done, run_dir, console, progress, data_loader, ctx_dist, every_rank)
-                dist.barrier()
+                if together:
+                    dist.barrier()
                 outcome = StageOutcome(spec, load_manifest(final), final, skipped=False)
             done[spec.name] = outcome
             outcomes.append(outcome)

@@ -222,3 +222,43 @@ def test_compress_under_torchrun_writes_reports_once(tmp_path):
         assert len(list(run.glob(f"{stage}-*/manifest.json"))) == 1, stage  # one finished folder per stage
     assert (run / "report.json").is_file()
     assert not list(run.glob(".work-*"))
+
+
+SOLO_DRIVER = '''
+import os, sys, time, types
+from pathlib import Path
+from pydantic import BaseModel
+import edgekd.pipeline as pipeline
+from edgekd.manifest import Manifest
+from edgekd.train import dist
+from rich.console import Console
+
+class Config(BaseModel):
+    pass
+
+def stage(name, distributed, seconds):
+    def run(cfg, parents, ctx):
+        time.sleep(seconds)
+        return Manifest(stage=name, id="", config={})
+    return types.SimpleNamespace(NAME=name, DISTRIBUTED=distributed, READS_DATA=False, Config=Config, run=run)
+
+limit = float(os.environ["EDGEKD_DIST_TIMEOUT_S"])
+mods = {"train": stage("train", True, 0), "compile": stage("compile", False, 3 * limit)}
+pipeline.stage_module = mods.__getitem__
+specs = [pipeline.StageSpec("train", Config()), pipeline.StageSpec("compile", Config(), {"student": "train"})]
+rank = dist.context().rank
+out = pipeline.run_pipeline(specs, Path(sys.argv[1]), fingerprint=lambda: "", data_loader=lambda: None,
+                            console=Console(quiet=True), progress=None)
+print(f"rank {rank} ran {[o.spec.name for o in out]}", flush=True)
+'''
+
+
+def test_rank_zero_alone_outlasts_the_collective_timeout_after_training(tmp_path):
+    """Export, compile, bench and the PT2E pass run on rank 0 alone after training. The other ranks leave
+    instead of waiting in a barrier, which would fail after EDGEKD_DIST_TIMEOUT_S and stop a finished run."""
+    script = tmp_path / "solo.py"
+    script.write_text(SOLO_DRIVER)
+    proc = _torchrun([str(script), str(tmp_path / "run")], _env(EDGEKD_DIST_TIMEOUT_S="4"), tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "rank 0 ran ['train', 'compile']" in proc.stdout and "rank 1 ran ['train']" in proc.stdout
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "run").iterdir()) == ["compile", "train"]

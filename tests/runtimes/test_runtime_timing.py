@@ -34,7 +34,7 @@ def test_max_bounds_win() -> None:
     assert stats.n == 25
     stats = measure_latency(lambda: time.sleep(0.01), warmup_runs=0, warmup_s=0.0, min_runs=1000, min_s=0.0,
                             max_runs=2000, max_s=0.1)
-    assert 5 <= stats.n < 1000
+    assert 2 <= stats.n < 1000  # max_s stopped it long before min_runs (not 5 <=: a loaded host oversleeps)
 
 
 def test_statistics_match_numpy() -> None:

@@ -191,8 +191,12 @@ def _run_stage(item: _Planned, work: Path, done: dict[str, StageOutcome], run_di
         # Random initialisations (new heads, students, adapters) follow from the stage id: the same inputs give
         # the same weights, and every rank starts from the same ones.
         seed_everything(int(item.sid, 16) % 2**31)
+        # A rank-0-only stage runs as a single process: a Trainer in it (the PT2E pass) must not wait in
+        # collectives for ranks that have left.
+        alone = dist.alone() if ctx_dist.distributed and not every_rank else contextlib.nullcontext()
         try:
-            manifest = item.mod.run(spec.config, {r: done[s].manifest for r, s in spec.parents.items()}, ctx)
+            with alone:
+                manifest = item.mod.run(spec.config, {r: done[s].manifest for r, s in spec.parents.items()}, ctx)
         except Exception as exc:
             if ctx_dist.distributed and dist.is_comm_failure(exc):
                 first = (str(exc).strip().splitlines() or ["no detail"])[0][:200]

@@ -34,7 +34,7 @@ from edgekd.train.loop import Phase, TrainConfig
 
 NAME = "qad_pt2e"
 READS_DATA = True
-DISTRIBUTED = False
+DISTRIBUTED = False  # under torchrun: rank 0 alone, as a single process (edgekd.train.dist.alone)
 
 
 class Config(BaseModel):

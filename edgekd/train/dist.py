@@ -10,6 +10,7 @@ the others with an error instead of a silent wait.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -93,8 +94,28 @@ def _shutdown() -> None:
             pass
 
 
+@contextlib.contextmanager
+def alone():
+    """Run the body as if this were a single process (rank 0, world 1): for the stages that rank 0 runs by
+    itself under torchrun (the PT2E pass, export, compile, bench) after the other ranks have left. Collectives
+    become no-ops and context() says world 1, so a Trainer in such a stage trains on whole batches without DDP
+    instead of waiting for partners that are gone."""
+    global _CTX, _ALONE
+    outer = context()
+    saved = _CTX, _ALONE
+    _CTX = DistContext(0, 1, outer.local_rank, outer.device, None, outer.timeout_s)
+    _ALONE = True
+    try:
+        yield _CTX
+    finally:
+        _CTX, _ALONE = saved
+
+
+_ALONE = False
+
+
 def _active() -> bool:
-    return dist.is_available() and dist.is_initialized()
+    return not _ALONE and dist.is_available() and dist.is_initialized()
 
 
 def barrier() -> None:

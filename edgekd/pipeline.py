@@ -9,8 +9,10 @@ reused, anything else runs in `.work-<stage>-<id>/` and is renamed into place wh
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib
+import os
 import secrets
 import shutil
 import signal
@@ -121,13 +123,17 @@ def run_pipeline(specs: list[StageSpec], run_dir: Path, *, fingerprint: Callable
 
     ctx_dist = dist.context()
     planned = _plan(specs, run_dir, fingerprint)
+    # the pipeline's own collectives: a peer lost there is one line, not an internal error
+    between = functools.partial(_peer_failures, ctx_dist, "stopped between stages", "finished stages are kept")
     if ctx_dist.distributed:
-        _check_ranks_agree(planned, ctx_dist)
+        with between():
+            _check_ranks_agree(planned, ctx_dist)
     _check_global_batches(planned, ctx_dist.world)
     if ctx_dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     if ctx_dist.distributed:
-        _check_shared_run_dir(run_dir, ctx_dist)
+        with between():
+            _check_shared_run_dir(run_dir, ctx_dist)
     done: dict[str, StageOutcome] = {}
     outcomes: list[StageOutcome] = []
     # After the last stage that runs on every rank, rank 0 goes on alone and the others leave: waiting for it
@@ -146,7 +152,8 @@ def run_pipeline(specs: list[StageSpec], run_dir: Path, *, fingerprint: Callable
 
                 warn_if_stack_changed(final)
             if together:
-                reusable = dist.broadcast_object(reusable)  # rank 0 alone checks (and moves aside) what it finds
+                with between():
+                    reusable = dist.broadcast_object(reusable)  # rank 0 alone checks (and moves aside) what it finds
             if reusable:
                 outcome = StageOutcome(spec, load_manifest(final), final, skipped=True)
             else:
@@ -155,7 +162,8 @@ def run_pipeline(specs: list[StageSpec], run_dir: Path, *, fingerprint: Callable
                 if ctx_dist.is_main or every_rank:
                     _run_stage(item, work, done, run_dir, console, progress, data_loader, ctx_dist, every_rank)
                 if together:
-                    dist.barrier()
+                    with between():
+                        dist.barrier()
                 outcome = StageOutcome(spec, load_manifest(final), final, skipped=False)
             done[spec.name] = outcome
             outcomes.append(outcome)
@@ -168,7 +176,6 @@ def _run_stage(item: _Planned, work: Path, done: dict[str, StageOutcome], run_di
                progress: Any, data_loader: Callable[[], Any], ctx_dist, every_rank: bool) -> None:
     """One stage on this rank. Rank 0 works in `.work-<stage>-<id>/`; other ranks in a private scratch folder,
     so nothing but rank 0 ever writes into the run directory."""
-    from edgekd.errors import StageFailed
     from edgekd.train import dist
 
     spec = item.spec
@@ -180,9 +187,14 @@ def _run_stage(item: _Planned, work: Path, done: dict[str, StageOutcome], run_di
         stage_work = work
     else:
         stage_work = Path(tempfile.mkdtemp(prefix=f"edgekd-rank{ctx_dist.rank}-{spec.name}-"))
+    # a stage on every rank: a lost peer is one line; a rank-0-only stage has no peer, its errors pass as they are
+    lost_peer = functools.partial(_peer_failures, ctx_dist, f"stage {spec.name} stopped",
+                                  f"the last good checkpoint is kept in {work / 'state'}") if every_rank \
+        else contextlib.nullcontext
     try:
         if every_rank:
-            dist.barrier()  # rank 0 has created the work folder; a rank-0-only stage has no partner here
+            with lost_peer():
+                dist.barrier()  # rank 0 has created the work folder; a rank-0-only stage has no partner here
         ctx = StageContext(run_dir, stage_work, console, progress if ctx_dist.is_main else None, data_loader,
                            {role: done[src].stage_dir for role, src in spec.parents.items()})
         started, t0 = now_iso(), time.perf_counter()
@@ -194,18 +206,8 @@ def _run_stage(item: _Planned, work: Path, done: dict[str, StageOutcome], run_di
         # A rank-0-only stage runs as a single process: a Trainer in it (the PT2E pass) must not wait in
         # collectives for ranks that have left.
         alone = dist.alone() if ctx_dist.distributed and not every_rank else contextlib.nullcontext()
-        try:
-            with alone:
-                manifest = item.mod.run(spec.config, {r: done[s].manifest for r, s in spec.parents.items()}, ctx)
-        except Exception as exc:
-            if ctx_dist.distributed and dist.is_comm_failure(exc):
-                first = (str(exc).strip().splitlines() or ["no detail"])[0][:200]
-                raise StageFailed(
-                    f"stage {spec.name} stopped on rank {ctx_dist.rank}: another process died, was killed or hung "
-                    f"for over {ctx_dist.timeout_s:g}s (EDGEKD_DIST_TIMEOUT_S) [{first}]; the last good "
-                    f"checkpoint is kept in {work / 'state'}: rerun the same command with the same number of "
-                    "processes to resume") from None
-            raise
+        with lost_peer(), alone:
+            manifest = item.mod.run(spec.config, {r: done[s].manifest for r, s in spec.parents.items()}, ctx)
         if ctx_dist.is_main:
             manifest = manifest.model_copy(update=dict(
                 stage=spec.name, id=item.sid, config=item.cfg_dump, parents=item.parent_ids,
@@ -325,6 +327,24 @@ def _check_global_batches(planned: list[_Planned], world: int) -> None:
 
 
 @contextlib.contextmanager
+def _peer_failures(ctx_dist, what: str, kept: str):
+    """Under torchrun, a collective that fails because another process died, closed its socket or hung past
+    EDGEKD_DIST_TIMEOUT_S becomes one line saying so and how to resume (not an internal error)."""
+    from edgekd.errors import StageFailed
+    from edgekd.train import dist
+
+    try:
+        yield
+    except Exception as exc:
+        if not (ctx_dist.distributed and dist.is_comm_failure(exc)):
+            raise
+        first = (str(exc).strip().splitlines() or ["no detail"])[0][:200]
+        raise StageFailed(f"{what} on rank {ctx_dist.rank}: another process died, was killed or hung for over "
+                          f"{ctx_dist.timeout_s:g}s (EDGEKD_DIST_TIMEOUT_S) [{first}]; {kept}: rerun the same "
+                          "command with the same number of processes to resume") from None
+
+
+@contextlib.contextmanager
 def _stop_cleanly_on_sigterm(ctx_dist):
     """Under torchrun, a failed rank makes the launcher SIGTERM the others: say so in one line instead of dying
     silently (or with a traceback from inside a collective)."""
@@ -338,7 +358,9 @@ def _stop_cleanly_on_sigterm(ctx_dist):
                           "summary); finished stages and the last per-epoch checkpoint are kept: rerun the same "
                           "command with the same number of processes to resume")
 
+    global _SIGTERM_IS_OURS
     previous = signal.signal(signal.SIGTERM, handler)
+    _SIGTERM_IS_OURS = True
     try:
         yield
     except BaseException:
@@ -347,6 +369,25 @@ def _stop_cleanly_on_sigterm(ctx_dist):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise
     signal.signal(signal.SIGTERM, previous)
+    _SIGTERM_IS_OURS = False
+
+
+_SIGTERM_IS_OURS = False
+
+
+def _default_sigterm_in_child() -> None:
+    """A process forked while a rank's SIGTERM handling is in place (OpenVINO's telemetry sender, a fork-started
+    DataLoader worker) gets the default action back. Inheriting the Python handler, a child blocked in C never
+    runs it: seen under torchrun, the telemetry child deadlocked in getaddrinfo after the fork ignored the
+    SIGTERM its parent sent, and rank 0 waited for it forever at exit after finishing the run."""
+    if _SIGTERM_IS_OURS:
+        try:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        except ValueError:  # not the main thread of the main interpreter: nothing was inherited there to undo
+            pass
+
+
+os.register_at_fork(after_in_child=_default_sigterm_in_child)
 
 
 def _clean_work_state(work: Path) -> None:

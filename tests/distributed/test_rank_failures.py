@@ -1,11 +1,11 @@
-"""How a rank fails under torchrun, in one line (fast, no torchrun: in the default run).
+"""How a rank fails under torchrun: one line, never silence, never a hang (fast, no torchrun: in the default run).
 
-The launcher's SIGTERM cannot silence a failing rank.
-
-Under torchrun, a rank that dies makes the launcher SIGTERM the others. A rank that already saw the dead peer
-is unwinding towards its one-line "rerun ... to resume" message; before this was fixed, leaving the handler's
-scope restored the default SIGTERM action, and a SIGTERM landing in that window killed the rank silently
-(CI saw exit -15 and no message). This drives the race deterministically in a child process."""
+- A rank that dies makes the launcher SIGTERM the others. A rank that already saw the dead peer is unwinding
+  towards its one-line "rerun ... to resume" message; before the fix, leaving the handler's scope restored the
+  default SIGTERM action, and a SIGTERM landing in that window killed the rank silently (CI saw exit -15 and no
+  message). The first test drives that race deterministically in a child process.
+- A peer lost in the pipeline's own collectives is one line, not an internal error.
+- A child forked by a library during a stage dies on SIGTERM."""
 from __future__ import annotations
 
 import subprocess

@@ -10,7 +10,8 @@ and exit 2 before anything trains.
 Training for real (a few minutes): the teacher -> finetune -> distill stages on the embedded digits give the
 same stage ids and, within a tolerance, the same accuracies as one process; only rank 0 writes manifests; a rank
 that dies after an epoch (killed by _driver.py's EPOCH_END callback) leaves that epoch's checkpoint, and the
-rerun resumes from it to the same result as an uninterrupted run."""
+rerun resumes from it to the same result as an uninterrupted run. After the last training stage the other
+ranks leave and rank 0 runs the rest alone, as a single process, for longer than the collective timeout."""
 
 from __future__ import annotations
 

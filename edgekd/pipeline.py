@@ -161,9 +161,9 @@ def run_pipeline(specs: list[StageSpec], run_dir: Path, *, fingerprint: Callable
                 every_rank = getattr(mod, "DISTRIBUTED", False)
                 if ctx_dist.is_main or every_rank:
                     _run_stage(item, work, done, run_dir, console, progress, data_loader, ctx_dist, every_rank)
-                if together:
+                if together:  # a stage rank 0 ran alone (the search) may take longer than any collective timeout
                     with between():
-                        dist.barrier()
+                        dist.barrier() if every_rank else dist.wait_for_main()
                 outcome = StageOutcome(spec, load_manifest(final), final, skipped=False)
             done[spec.name] = outcome
             outcomes.append(outcome)

@@ -32,7 +32,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgekd.data.batches import eval_batches
-from edgekd.errors import StageFailed, UsageError
+from edgekd.errors import StageFailed
 from edgekd.fsio import write_atomic
 from edgekd.losses.composite import DistillLossConfig
 from edgekd.manifest import ArtifactKind, Manifest, make_artifact
@@ -46,7 +46,7 @@ from edgekd.train.loop import Phase, TrainConfig
 PROXY_MIN_IMAGES = 1000  # a first-rung proxy run sees at least this many images (or the whole split)
 NAME = "search"
 READS_DATA = True
-DISTRIBUTED = True  # every rank enters run() so that all of them refuse a distributed search together
+DISTRIBUTED = False  # under torchrun: rank 0 alone, as a single process; the other ranks wait (dist.wait_for_main)
 
 
 class Config(BaseModel):
@@ -127,9 +127,6 @@ def _proxy(cand, rung: int, cfg: Config, teacher, data, work: Path) -> float:
 def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     from edgekd.search.latency import measure_candidate
 
-    if dist.context().distributed:
-        raise UsageError("the student search runs in one process: run the same `edgekd compress` once without "
-                         "torchrun (the finished search stage is then reused under torchrun), or pass --student ARCH")
     t0 = time.perf_counter()
     target = TargetProfile.model_validate(cfg.target)
     data, pre = ctx.data, ctx.data.preprocessing

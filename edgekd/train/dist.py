@@ -82,8 +82,21 @@ def context() -> DistContext:
         if not dist.is_initialized():
             dist.init_process_group(backend=backend, timeout=timedelta(seconds=limit))
             atexit.register(_shutdown)
+            global _PATIENT
+            _PATIENT = dist.new_group(backend="gloo", timeout=timedelta(days=7))  # every rank, at the same point
     _CTX = DistContext(rank, world, local, device, backend, limit)
     return _CTX
+
+
+_PATIENT = None  # see wait_for_main
+
+
+def wait_for_main() -> None:
+    """Meet rank 0 after a stage it ran alone in the middle of the pipeline (the student search), however long
+    that took: a barrier in a gloo group whose timeout is a week instead of EDGEKD_DIST_TIMEOUT_S. A rank 0 that
+    dies closes its sockets, so the others learn it at once (and torchrun stops them anyway)."""
+    if _active():
+        dist.barrier(group=_PATIENT)
 
 
 def _shutdown() -> None:

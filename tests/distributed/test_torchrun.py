@@ -211,16 +211,19 @@ def test_rank_dies_then_the_rerun_resumes_from_the_last_checkpoint(runs, tmp_pat
     assert not list(run_dir.glob(".work-*"))
 
 
-def test_compress_under_torchrun_writes_reports_once(tmp_path):
-    args = ["-m", "edgekd", "compress", "--run-dir", str(tmp_path / "run"), "--teacher", "small_cnn",
-            "--student", "small_cnn",
+def test_compress_under_torchrun_searches_and_writes_reports_once(tmp_path):
+    """The default command (no --student: the student search) under torchrun. The search runs on rank 0 alone
+    while the other rank waits for it (it used to refuse to run under torchrun)."""
+    args = ["-m", "edgekd", "compress", "--run-dir", str(tmp_path / "run"),
             "--teacher-epochs", "1", "--finetune-epochs", "1", "--distill-epochs", "1", "--qad-epochs", "1",
             "--calib-size", "64", "--batch-size", "32", "-q"]
     proc = _torchrun(args, _env(), tmp_path, timeout=1200)
     assert proc.returncode in (0, 1), proc.stderr[-3000:]  # 1 only when rank 0's verdict is a budget failure
     assert proc.stdout.count("verdict:") == 1, proc.stdout[-3000:]  # one report printed, by rank 0
     run = tmp_path / "run"
-    for stage in ("teacher", "finetune", "distill", "qad", "export", "compile", "bench"):
+    search = json.loads(next(run.glob("search-*/manifest.json")).read_text())
+    assert search["metrics"]["chosen"], search["metrics"].keys()
+    for stage in ("teacher", "finetune", "search", "distill", "qad", "export", "compile", "bench"):
         assert len(list(run.glob(f"{stage}-*/manifest.json"))) == 1, stage  # one finished folder per stage
     assert (run / "report.json").is_file()
     assert not list(run.glob(".work-*"))
@@ -270,9 +273,12 @@ def stage(name, distributed, seconds):
     return types.SimpleNamespace(NAME=name, DISTRIBUTED=distributed, READS_DATA=False, Config=Config, run=run)
 
 limit = float(os.environ["EDGEKD_DIST_TIMEOUT_S"])
-mods = {"train": stage("train", True, 0), "compile": stage("compile", False, 3 * limit)}
+mods = {"teach": stage("teach", True, 0), "search": stage("search", False, 3 * limit),
+        "train": stage("train", True, 0), "compile": stage("compile", False, 3 * limit)}
 pipeline.stage_module = mods.__getitem__
-specs = [pipeline.StageSpec("train", Config()), pipeline.StageSpec("compile", Config(), {"student": "train"})]
+specs = [pipeline.StageSpec("teach", Config()), pipeline.StageSpec("search", Config(), {"teacher": "teach"}),
+         pipeline.StageSpec("train", Config(), {"student": "search"}),
+         pipeline.StageSpec("compile", Config(), {"student": "train"})]
 rank = dist.context().rank
 out = pipeline.run_pipeline(specs, Path(sys.argv[1]), fingerprint=lambda: "", data_loader=lambda: None,
                             console=Console(quiet=True), progress=None)
@@ -280,17 +286,21 @@ print(f"rank {rank} ran {[o.spec.name for o in out]}", flush=True)
 '''
 
 
-def test_rank_zero_alone_outlasts_the_collective_timeout_after_training(tmp_path):
-    """Export, compile, bench and the PT2E pass run on rank 0 alone after training. The other ranks leave
-    instead of waiting in a barrier, which would fail after EDGEKD_DIST_TIMEOUT_S and stop a finished run; and
-    rank 0 runs those stages as a single process, so the PT2E pass's Trainer does not wait in collectives for
-    ranks that have left (it did: a torchrun compress for android-arm64 stopped in qad_pt2e)."""
+def test_rank_zero_alone_outlasts_the_collective_timeout(tmp_path):
+    """Stages rank 0 runs alone take 3x EDGEKD_DIST_TIMEOUT_S here. In the middle of the pipeline (the student
+    search) the other ranks wait for it in a barrier without that timeout, then train with it again. After the
+    last training stage (the PT2E pass, export, compile, bench) they leave instead of waiting in a barrier that
+    would fail and stop a finished run. Rank 0 runs such stages as a single process, so a Trainer in them does
+    not wait in collectives for the other ranks (it did: a torchrun compress for android-arm64 stopped in
+    qad_pt2e)."""
     script = tmp_path / "solo.py"
     script.write_text(SOLO_DRIVER)
     proc = _torchrun([str(script), str(tmp_path / "run")], _env(EDGEKD_DIST_TIMEOUT_S="4"), tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "rank 0 ran ['train', 'compile']" in proc.stdout and "rank 1 ran ['train']" in proc.stdout
+    assert "rank 0 ran ['teach', 'search', 'train', 'compile']" in proc.stdout, proc.stdout
+    assert "rank 1 ran ['teach', 'search', 'train']" in proc.stdout  # it waited for the search, then left
     assert "rank 0 in train: world 2, sum 2, train" in proc.stdout and "rank 1 in train: world 2" in proc.stdout
-    assert "rank 0 in compile: world 1, sum 1, compile" in proc.stdout  # alone: a single process
-    assert "rank 1 in compile" not in proc.stdout
-    assert sorted(p.name.split("-")[0] for p in (tmp_path / "run").iterdir()) == ["compile", "train"]
+    for solo in ("search", "compile"):  # alone: a single process
+        assert f"rank 0 in {solo}: world 1, sum 1, {solo}" in proc.stdout and f"rank 1 in {solo}" not in proc.stdout
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "run").iterdir()) == ["compile", "search", "teach",
+                                                                                  "train"]

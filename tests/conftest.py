@@ -96,3 +96,22 @@ def _torch_threads_do_not_leak(_torch_default_threads):
 
         if torch.get_num_threads() != _torch_default_threads:
             torch.set_num_threads(_torch_default_threads)
+
+
+HOSTS = Path(__file__).resolve().parent / "fixtures" / "hosts"
+
+
+@pytest.fixture
+def as_host(monkeypatch):
+    """Make edgekd read the host facts recorded under tests/fixtures/hosts/NAME (intel-xeon, amd-epyc,
+    raspberry-pi5) instead of this machine's: for tests whose outcome depends on which device the host is.
+    `as_host("intel-xeon")` returns the folder; the whole suite can also run as one host with
+    EDGEKD_HOST_ROOT=tests/fixtures/hosts/NAME."""
+
+    def force(name: str) -> Path:
+        root = HOSTS / name
+        assert (root / "proc" / "cpuinfo").is_file(), f"no recorded host {name} in {HOSTS}"
+        monkeypatch.setenv("EDGEKD_HOST_ROOT", str(root))
+        return root
+
+    return force

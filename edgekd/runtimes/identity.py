@@ -36,6 +36,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from edgekd.runtimes.host import host_arch
+
 # Linux x86 /proc/cpuinfo flag names (arch/x86/include/asm/cpufeatures.h, the ones a profile may ask for)
 X86_FLAGS = frozenset("""
 fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 pn clflush dts acpi mmx fxsr sse sse2 ss
@@ -139,11 +141,6 @@ class IdentityCheck:
         return "; ".join(self.reasons) if self.reasons else (self.note or "matches " + ", ".join(self.checked))
 
 
-def host_arch() -> str:
-    machine = platform.machine().lower()
-    return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
-
-
 def _cpuinfo(path: Path) -> dict[str, str]:
     """The first processor block's fields, plus arm64 `Features` (printed per core)."""
     out: dict[str, str] = {}
@@ -180,22 +177,52 @@ def _nvidia() -> tuple[str | None, str | None]:
     return parts[0] or None, parts[1] or None
 
 
+HOST_ROOT_ENV = "EDGEKD_HOST_ROOT"
+
+
+def _recorded_arch(info: dict[str, str]) -> str:
+    """The architecture a recorded /proc/cpuinfo belongs to: x86 prints `flags`, arm64 `Features` and
+    `CPU implementer`."""
+    if "cpu implementer" in info or ("features" in info and "flags" not in info):
+        return "aarch64"
+    return "x86_64" if "flags" in info or "vendor_id" in info else host_arch()
+
+
 def read_host_facts(root: Path = Path("/")) -> HostFacts:
-    """Read this machine's facts (`root` lets tests point at a fake /proc and /sys tree)."""
+    """Read a machine's facts: this one's, or (`root` other than /) those recorded in a copy of another
+    machine's /proc tree, whose architecture is then read from its cpuinfo and which has no GPU."""
     info = _cpuinfo(root / "proc" / "cpuinfo")
     flags = info.get("flags") or info.get("features") or ""
     board = _read(root / "proc" / "device-tree" / "model")
-    model = info.get("model name") or info.get("hardware") or board or (platform.processor() or None)
-    android = "ANDROID_ROOT" in os.environ or (root / "system" / "build.prop").is_file()
-    gpu, cc = _nvidia() if root == Path("/") else (None, None)
-    return HostFacts(arch=host_arch(), cpu_vendor=info.get("vendor_id"), cpu_model=model,
+    here = root == Path("/")
+    model = info.get("model name") or info.get("hardware") or board or ((platform.processor() or None) if here
+                                                                          else None)
+    android = (here and "ANDROID_ROOT" in os.environ) or (root / "system" / "build.prop").is_file()
+    gpu, cc = _nvidia() if here else (None, None)
+    return HostFacts(arch=host_arch() if here else _recorded_arch(info), cpu_vendor=info.get("vendor_id"), cpu_model=model,
                      cpu_flags=frozenset(flags.split()), board=board, os="android" if android else "linux",
                      gpu_name=gpu, compute_capability=cc)
 
 
-@functools.lru_cache(maxsize=1)
+def host_root() -> Path:
+    """Where host facts are read: / , or the recorded /proc tree that EDGEKD_HOST_ROOT names (tests set it to
+    run as an Intel Xeon, an AMD EPYC or a Raspberry Pi; a user can replay another machine's identity)."""
+    root = Path(os.environ.get(HOST_ROOT_ENV) or "/")
+    if root != Path("/") and not (root / "proc" / "cpuinfo").is_file():
+        from edgekd.errors import UsageError
+
+        raise UsageError(f"{HOST_ROOT_ENV}={root} holds no proc/cpuinfo: point it at a recorded /proc tree "
+                         "(tests/fixtures/hosts/ has examples) or unset it")
+    return root
+
+
 def host_facts() -> HostFacts:
-    return read_host_facts()
+    return _host_facts(host_root())
+
+
+@functools.lru_cache(maxsize=4)
+def _host_facts(root: Path) -> HostFacts:
+    return read_host_facts(root)
 
 
 def _openvino_name(device: str) -> str | None:

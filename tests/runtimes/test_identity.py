@@ -104,3 +104,36 @@ def test_targets_check_is_right_on_this_machine() -> None:
     if x86:
         for name in ("raspberry-pi5", "jetson", "jetson-agx-orin", "android-arm64"):
             assert not rows[name]["identity_matches"] and "architecture is x86_64" in rows[name]["why"]
+
+
+@pytest.mark.parametrize("host, expect", [
+    ("intel-xeon", {"intel-cpu": True, "amd-cpu": False, "raspberry-pi5": False}),
+    ("amd-epyc", {"intel-cpu": False, "raspberry-pi5": False}),
+    ("raspberry-pi5", {"intel-cpu": False, "raspberry-pi5": True}),
+])
+def test_recorded_hosts_match_their_own_profiles_only(as_host, host: str, expect: dict[str, bool]) -> None:
+    """The host-matching logic on recorded /proc trees of both x86 vendors and an arm64 board, read through
+    EDGEKD_HOST_ROOT as every caller reads them (host_facts)."""
+    from edgekd.runtimes.identity import host_facts
+    from edgekd.targets import available_targets
+
+    as_host(host)
+    facts = host_facts()
+    assert facts.gpu_name is None and facts.cpu_flags
+    assert facts.arch == ("aarch64" if host == "raspberry-pi5" else "x86_64")
+    for name, matches in expect.items():
+        if name not in available_targets():
+            continue
+        check = check_target(load_target(name))
+        assert check.matches is matches, (name, check.why)
+        if not matches:
+            assert check.reasons
+
+
+def test_host_root_without_cpuinfo_is_a_usage_error(tmp_path: Path, monkeypatch) -> None:
+    from edgekd.errors import UsageError
+    from edgekd.runtimes.identity import host_facts
+
+    monkeypatch.setenv("EDGEKD_HOST_ROOT", str(tmp_path))
+    with pytest.raises(UsageError, match="EDGEKD_HOST_ROOT"):
+        host_facts()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -56,6 +56,14 @@ class CompressOptions(BaseModel):
                                "test split.")
     teacher: str | None = Field(None, description="Teacher architecture (e.g. cifar_resnet56, resnet50, "
                                 "timm:convnext_tiny). Default: cifar_resnet20.")
+    teacher_kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of a teacher given "
+                                           "as an import path (JSON or YAML mapping, e.g. '{\"width\": 64}').",
+                                           json_schema_extra=_cli(text=True))
+    teacher_output: str | None = Field(None, description="Which output of the teacher's forward is the logits when it "
+                                       "returns a tuple/list (an index) or a dict / HF-style object (a key).")
+    teacher_classes: str | None = Field(None, description="ONNX teacher: a text file with its class names, one per "
+                                        "line, in its output order; checked against the data's class names.",
+                                        json_schema_extra=_cli(path=True))
     teacher_weights: str | None = Field(None, description="Local teacher checkpoint (state_dict, or a dict holding "
                                         "one; 'module.' prefixes are stripped).", json_schema_extra=_cli(path=True))
     pretrained: bool = Field(False, description="Use the architecture's published pretrained weights (needs the "
@@ -65,6 +73,11 @@ class CompressOptions(BaseModel):
     student: str = Field("auto", description="Student architecture (small_cnn, cifar_resnet20, resnet18_cifar, "
                          "mobilenet_v3_small, ...), or auto: search the family and the pruned teacher for the most "
                          "accurate student that meets the target's latency budget (edgekd/stages/search.py).")
+    student_kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of a student given "
+                                           "as an import path (JSON or YAML mapping).",
+                                           json_schema_extra=_cli(text=True))
+    student_output: str | None = Field(None, description="Which output of the student's forward is the logits (an "
+                                       "index or a key), as --teacher-output.")
     student_weights: str | None = Field(None, description="Initial student weights (the head is re-initialised when "
                                         "classes differ).", json_schema_extra=_cli(path=True))
     transfer: Transfer = Field("hybrid", description="feature: frozen backbone, new head; full: everything; hybrid: "
@@ -111,6 +124,10 @@ class CompressOptions(BaseModel):
     augment: Literal["none", "crop", "crop_flip", "rrc_flip"] | None = Field(
         None, description="Training augmentation. Default: by channels and input size "
         "(edgekd.data.sizing.default_augment).")
+    mean: list[float] | None = Field(None, description="Per-channel mean the models expect (of pixel values scaled "
+                                     "to 0..1; repeatable, one per channel). Default: ImageNet's for RGB, 0.5 for "
+                                     "grey; a model you bring (import path, .pt2, .onnx) should state its own.")
+    std: list[float] | None = Field(None, description="Per-channel standard deviation, as --mean.")
     input_size: tuple[int, int] | None = Field(
         None, description="Model input N or HxW pixels (eval: resize the shorter side, centre crop). Default: the "
         "target's, else the pretrained teacher's published size, else the data's median (at most 224).",
@@ -155,6 +172,20 @@ class CompressOptions(BaseModel):
     proxy_epochs: int = Field(1, ge=1, description="With --student auto: epochs of each proxy distillation run.")
     proxy_fraction: float = Field(0.25, gt=0, le=1, description="With --student auto: share of the training split "
                                   "in the first rung of proxy runs (at least 1,000 images; doubled each rung).")
+
+    @field_validator("teacher_kwargs", "student_kwargs", mode="before")
+    @classmethod
+    def _kwargs(cls, value):
+        if isinstance(value, str):
+            import yaml
+
+            try:
+                value = yaml.safe_load(value) if value.strip() else {}
+            except yaml.YAMLError as exc:
+                raise ValueError(f"not a JSON/YAML mapping ({str(exc).splitlines()[0]})") from None
+            if not isinstance(value, dict):
+                raise ValueError(f"a JSON/YAML mapping of keyword arguments, got {type(value).__name__}")
+        return value
 
     @field_validator("input_size", mode="before")
     @classmethod
@@ -244,6 +275,46 @@ def loss_options(opt: CompressOptions) -> dict:
     }
 
 
+def model_source(spec: str, role: str, kwargs: dict, output: str | None):
+    """The resolved model source of --teacher / --student (edgekd.models.sources): one line when it is unknown,
+    missing, or cannot take the given kwargs/output."""
+    from edgekd.models.sources import resolve
+
+    return resolve(spec, role=role, kwargs=kwargs, output=output)
+
+
+def source_config(source) -> dict:
+    """A stage config's source fields: nothing for a registry model (its stage ids stay as they were); the
+    kwargs, output and content hash of a model the user brought, so editing their file reruns the stages."""
+    if source is None or source.kind == "registry":
+        return {}
+    return {"kwargs": source.kwargs, "output": source.output, "source_sha256": source.sha256}
+
+
+def check_source_options(opt: CompressOptions, teacher, student) -> None:
+    """What a teacher or student of another kind cannot do, said before anything runs."""
+    if opt.teacher_kwargs and teacher.kind != "import":
+        raise UsageError(f"--teacher-kwargs applies to a teacher given as an import path (pkg.module:factory), not "
+                         f"to {teacher.spec}")
+    if opt.student_kwargs and (student is None or student.kind != "import"):
+        raise UsageError("--student-kwargs applies to a student given as an import path (pkg.module:factory)")
+    if teacher.kind in ("onnx", "export"):
+        taps = [p.split(":", 1)[1] for p in (*opt.attention, *opt.hint) if ":" in p]
+        if taps:
+            kind = "an ONNX teacher gives logits only" if teacher.kind == "onnx" else \
+                "a torch.export program runs as one graph, so no layer of it can be hooked"
+            raise UsageError(f"--attention/--hint name teacher layer '{taps[0]}', but {kind}: use logit KD alone, "
+                             "or a PyTorch teacher (registry name or import path)")
+        if opt.pretrained:
+            raise UsageError(f"--pretrained applies to registry models; {teacher.spec} brings its own weights")
+    if teacher.kind == "onnx" and opt.teacher_weights:
+        raise UsageError(f"--teacher-weights cannot load into an ONNX teacher ({teacher.spec}): its weights are in "
+                         "the file")
+    if opt.teacher_classes and teacher.kind != "onnx":
+        raise UsageError("--teacher-classes checks an ONNX teacher's class names; a PyTorch teacher is transferred "
+                         "to the data's classes by the finetune stage")
+
+
 def quant_preset(target: TargetProfile) -> str:
     """TensorRT's explicit quantization wants symmetric signed activations ('trt'); ONNX Runtime and
     OpenVINO run real INT8 kernels on NNCF's mixed preset (unsigned activations after ReLU)."""
@@ -287,6 +358,10 @@ def build_specs(opt: CompressOptions, target: TargetProfile, channels: int,
     augment = opt.augment or default_augment(channels, tuple(input_size))
     common = dict(batch_size=opt.batch_size, seed=opt.seed, augment=augment)
     teacher_arch = opt.teacher or "cifar_resnet20"
+    teacher_src = model_source(teacher_arch, "teacher", opt.teacher_kwargs, opt.teacher_output)
+    student_src = None if opt.student == "auto" else model_source(opt.student, "student", opt.student_kwargs,
+                                                                     opt.student_output)
+    check_source_options(opt, teacher_src, student_src)
     loss = loss_options(opt)
     accuracy = {"max_drop_points": opt.max_drop if opt.max_drop is not None else target.accuracy.max_drop_points,
                 "floor": opt.accuracy_floor if opt.accuracy_floor is not None else target.accuracy.floor}
@@ -296,7 +371,7 @@ def build_specs(opt: CompressOptions, target: TargetProfile, channels: int,
     pt2e = pt2e_specs(target, loss, qad_train)
     specs = [
         StageSpec("teacher", config_of(
-            "teacher", arch=teacher_arch, weights=opt.teacher_weights,
+            "teacher", arch=teacher_arch, **source_config(teacher_src), weights=opt.teacher_weights,
             weights_sha256=file_sha256(opt.teacher_weights, "--teacher-weights"), pretrained=opt.pretrained,
             source_classes=opt.source_classes, sync_bn=opt.sync_bn,
             # training options only when the teacher is trained here, so they never rerun a loaded teacher
@@ -314,7 +389,7 @@ def build_specs(opt: CompressOptions, target: TargetProfile, channels: int,
                                {"teacher": "finetune"}))
     specs += [
         StageSpec("distill", config_of(
-            "distill", student=opt.student, student_weights=opt.student_weights,
+            "distill", student=opt.student, **source_config(student_src), student_weights=opt.student_weights,
             student_weights_sha256=file_sha256(opt.student_weights, "--student-weights"), loss=loss,
             cache_teacher=opt.cache_teacher, sync_bn=opt.sync_bn,
             train=dict(common, epochs=opt.distill_epochs, lr=opt.lr, trainable=opt.train_only,

@@ -142,7 +142,8 @@ def _run(opts: CompressOptions, run_dir: Path | None, *, strict: bool, as_json: 
     specs = build_specs(opts, target, dataset.preprocessing.channels, dataset.preprocessing.input_size)
     from edgekd.preflight import preflight
 
-    preflight(opts, dataset.num_classes, dataset.preprocessing.channels, dataset.preprocessing.input_size[0])
+    preflight(opts, dataset.num_classes, dataset.preprocessing.channels, dataset.preprocessing.input_size[0],
+              dataset.preprocessing.class_names)
     from edgekd.search.budget import check_time_budget
 
     check_time_budget(opts, dataset)  # --time-budget shorter than one proxy run: exit 2 before any stage runs

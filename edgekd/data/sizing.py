@@ -112,10 +112,21 @@ def preprocessing_options(opts, target) -> dict[str, Any]:
         out.update(mean=published.get("mean"), std=published.get("std"))
         if published.get("interpolation") in ("nearest", "bilinear", "bicubic", "lanczos"):
             out["interpolation"] = published["interpolation"]
+    for key in ("mean", "std"):  # the user's statistics win over published ones
+        if getattr(opts, key, None):
+            out[key] = list(getattr(opts, key))
     if opts.input_size is not None:
         out.update(input_size=tuple(opts.input_size), size_source="--input-size")
     elif target.input_size is not None:
         out.update(input_size=tuple(target.input_size), size_source=f"pinned by target {target.name}")
+    elif opts.teacher and opts.teacher.lower().endswith(".onnx"):
+        from edgekd.models.onnx_teacher import OnnxTeacher
+
+        fixed = OnnxTeacher(Path(opts.teacher), opts.teacher).fixed_size
+        if fixed is None:
+            raise UsageError(f"{opts.teacher} takes images of any size (dynamic height and width): pass "
+                             "--input-size HxW, the size it was trained at")
+        out.update(input_size=fixed, size_source=f"the ONNX teacher's input ({Path(opts.teacher).name})")
     elif published and published.get("input_size"):
         side = int(published["input_size"])
         out.update(input_size=(side, side), size_source=f"{opts.teacher}'s published weights")

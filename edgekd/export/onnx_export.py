@@ -118,3 +118,33 @@ def export_onnx(
     facts = onnx_facts(onnx.load(str(path), load_external_data=False))
     facts.update({"path": str(path), "exporter": "torchscript", "dynamic_batch": dynamic_batch})
     return facts
+
+
+def adopt_onnx(src: str | Path, path: str | Path, input_name: str = "input", output_name: str = "logits") -> dict[str, Any]:
+    """A user's ONNX teacher as the run's teacher_fp32.onnx: the same graph with edgekd's input and output names
+    (every reference renamed) and its first output alone, checked by onnx.checker. Returns onnx_facts."""
+    onnx = require("onnx", "train")
+    model = onnx.load(str(src))
+    graph = model.graph
+    init = {i.name for i in graph.initializer}
+    old_in = next(i.name for i in graph.input if i.name not in init)
+    old_out = graph.output[0].name
+    while len(graph.output) > 1:
+        graph.output.pop()
+    renames = {old_in: input_name, old_out: output_name}
+    for value in list(graph.input) + list(graph.output) + list(graph.value_info):
+        value.name = renames.get(value.name, value.name)
+    for node in graph.node:
+        node.input[:] = [renames.get(n, n) for n in node.input]
+        node.output[:] = [renames.get(n, n) for n in node.output]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise UsageError(f"{src}: the ONNX teacher fails onnx.checker: {str(exc).strip().splitlines()[0]}") from exc
+    facts = onnx_facts(model)
+    facts.update({"path": str(path), "exporter": "adopted", "source": str(src),
+                  "dynamic_batch": isinstance(facts["inputs"][input_name][0], str)})
+    return facts

@@ -29,6 +29,12 @@ STATE_DICT_KEYS = ("state_dict", "model", "model_state_dict")
 STRIP_PREFIXES = ("module.", "_orig_mod.")
 ARCH_KWARGS = ("num_classes", "in_channels", "input_size")
 _RESERVED = ("format", "arch", "arch_kwargs", "state_dict")
+SOURCE_KEYS = ("source_kwargs", "source_output")  # how a model source (edgekd.models.sources) is rebuilt
+
+
+def source_extra(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The checkpoint fields that rebuild a model source, to carry into a checkpoint derived from it."""
+    return {k: meta[k] for k in SOURCE_KEYS if meta.get(k)}
 _SHOW = 3
 
 
@@ -264,7 +270,10 @@ def load_edgekd_checkpoint(path: str | os.PathLike[str]) -> tuple[nn.Module, dic
     kwargs = raw.get("arch_kwargs")
     if not isinstance(kwargs, Mapping) or set(kwargs) - set(ARCH_KWARGS) or "num_classes" not in kwargs:
         raise UsageError(f"checkpoint {path} has malformed arch_kwargs {kwargs!r}: re-save it with edgekd")
-    model = build_model(str(raw["arch"]), pretrained=False, **dict(kwargs))
+    model = build_model(str(raw["arch"]), pretrained=False, source_kwargs=raw.get("source_kwargs") or None,
+                        source_output=raw.get("source_output"), **dict(kwargs))
+    if not raw.get("state_dict") and not model.state_dict():  # an ONNX teacher: its weights are in its file
+        return model, {k: v for k, v in raw.items() if k != "state_dict"}
     if raw.get("dropped_blocks"):  # a depth-pruned model (edgekd.search.depth): residual blocks removed
         from edgekd.models.reshape import apply_dropped_blocks
 

@@ -302,15 +302,21 @@ def suggest(query: str, candidates: list[str] | tuple[str, ...], n: int = 3) -> 
     return [c for s, c in scored[:n] if s >= max(0.6, best - 0.1)]
 
 
-def _unknown(arch: str) -> UsageError:
+def unknown_model(arch: str, extra: str = "") -> UsageError:
     close = suggest(arch, list_models())
     hint = f": did you mean {', '.join(close)}?" if close else ""
-    return UsageError(f"unknown model '{arch}'{hint} (edgekd models lists them)")
+    return UsageError(f"unknown model '{arch}'{hint} (edgekd models lists them{extra})")
+
+
+def is_registered(arch: str) -> bool:
+    """A name of this registry, torchvision's, or `timm:<name>` (not a file or an import path)."""
+    return arch in _REGISTRY or arch.startswith(TIMM_PREFIX) or arch in _torchvision_names()
 
 
 def model_family(arch: str) -> str:
     """The architecture family: `cifar_resnet`, `small_cnn`, `timm`, or torchvision's module name
-    (`resnet`, `mobilenetv3`, `efficientnet`, `vision_transformer`, ...)."""
+    (`resnet`, `mobilenetv3`, `efficientnet`, `vision_transformer`, ...); for a model source (an import path,
+    a .pt2 or .onnx file, an in-memory module: edgekd.models.sources) `custom`, `exported` or `onnx`."""
     if arch in _REGISTRY:
         return _REGISTRY[arch].family
     if arch.startswith(TIMM_PREFIX):
@@ -319,7 +325,9 @@ def model_family(arch: str) -> str:
         import torchvision.models as tvm
 
         return tvm.get_model_builder(arch).__module__.rsplit(".", 1)[-1]
-    raise _unknown(arch)
+    from edgekd.models import sources
+
+    return sources.family(sources.resolve(arch))
 
 
 def build_model(
@@ -328,8 +336,13 @@ def build_model(
     in_channels: int = 3,
     pretrained: bool = False,
     input_size: int | None = None,
+    source_kwargs: dict[str, Any] | None = None,
+    source_output: str | None = None,
 ) -> nn.Module:
     """Build `arch` with `num_classes` outputs for `in_channels` inputs.
+
+    `arch` may also be a model source (edgekd.models.sources: `pkg.module:factory`, `file.py:factory` called
+    with `source_kwargs`, a `.pt2` or `.onnx` file, an in-memory `module:<sha>`).
 
     `pretrained` loads the published weights (downloaded once into $TORCH_HOME/hub/checkpoints) and then
     replaces the head / adapts the first conv when the request differs from them. `input_size` (pixels,
@@ -346,7 +359,13 @@ def build_model(
         return _build_timm(arch, num_classes, in_channels, pretrained)
     if arch in _torchvision_names():
         return _build_torchvision(arch, num_classes, in_channels, pretrained)
-    raise _unknown(arch)
+    from edgekd.models import sources
+
+    source = sources.resolve(arch, kwargs=source_kwargs, output=source_output)
+    if pretrained:
+        raise UsageError(f"--pretrained applies to registry models; {arch} brings its own weights (or pass "
+                         "--teacher-weights)")
+    return sources.build(source, num_classes, in_channels)
 
 
 def preprocessing_defaults(arch: str) -> dict[str, Any] | None:
@@ -364,4 +383,7 @@ def preprocessing_defaults(arch: str) -> dict[str, Any] | None:
                 "interpolation": getattr(cfg, "interpolation", None)}
     if arch in _torchvision_names():
         return _torchvision_preprocessing(arch)
-    raise _unknown(arch)
+    from edgekd.models import sources
+
+    sources.resolve(arch)  # an unknown name fails here, one line
+    return None  # a model source: its preprocessing is the user's to state (--mean/--std/--input-size)

@@ -21,7 +21,7 @@ from edgekd.models.checkpoint import load_weights, read_state_dict
 from edgekd.models.heads import find_head
 from edgekd.models.registry import build_model
 from edgekd.models.reshape import structure_of
-from edgekd.stages.common import load_frozen_teacher, load_model, save_model, trainer_for
+from edgekd.stages.common import example_input, load_frozen_teacher, load_model, save_model, trainer_for
 from edgekd.train import dist
 from edgekd.train.evaluate import accuracy
 from edgekd.train.loop import Phase, TrainConfig
@@ -34,7 +34,10 @@ DISTRIBUTED = True
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    student: str
+    student: str  # a registry name, auto, or a model source (edgekd.models.sources)
+    kwargs: dict = {}  # an import-path student's factory arguments (--student-kwargs)
+    output: str | None = None  # the logits among a tuple/dict output (--student-output)
+    source_sha256: str | None = None  # content of the student's source file: part of the id
     student_weights: str | None = None
     student_weights_sha256: str | None = None
     loss: DistillLossConfig = DistillLossConfig()
@@ -62,7 +65,16 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
         student.to(device)
         arch, extra = str(meta["arch"]), structure_of(meta)
     else:
-        student = build_model(cfg.student, **kwargs).to(device)
+        student = build_model(cfg.student, **kwargs, source_kwargs=cfg.kwargs or None,
+                              source_output=cfg.output).to(device)
+        from edgekd.models import registry, sources
+
+        if not registry.is_registered(cfg.student):
+            source = sources.resolve(cfg.student, role="student", kwargs=cfg.kwargs, output=cfg.output)
+            sources.check_logits(student.eval(), example_input(pre).to(device), cfg.student, "--student")
+            arch = source.rebuild_spec
+            extra = {k_: v for k_, v in (("source_kwargs", source.kwargs), ("source_output", source.output)) if v} \
+                or None
     if cfg.student_weights:
         state = read_state_dict(Path(cfg.student_weights))
         head, module = find_head(student)

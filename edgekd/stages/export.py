@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgekd.data.batches import normalize_np
 from edgekd.errors import MissingExtra
-from edgekd.export.onnx_export import export_onnx
+from edgekd.export.onnx_export import adopt_onnx, export_onnx
 from edgekd.export.parity import check_parity, check_parity_with
 from edgekd.manifest import ArtifactKind, Manifest, make_artifact
 from edgekd.quant.nncf_quant import export_openvino_ir, export_qdq_onnx, load_quantized
@@ -50,8 +50,14 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     artifacts, parity, notes = [], {}, []
     for name, model in (("teacher_fp32", teacher), ("student_fp32", student)):
         path = work / f"{name}.onnx"
-        facts = export_onnx(model, path, example, opset=cfg.opset, input_name=INPUT, output_name=OUTPUT)
-        report = check_parity(path, model, inputs, "fp32", batch_sizes=sizes)
+        if getattr(model, "edgekd_onnx", False):  # the user's ONNX teacher is the file itself
+            facts = adopt_onnx(model.path, path, input_name=INPUT, output_name=OUTPUT)
+            notes.append(f"teacher_fp32.onnx is the given ONNX teacher ({model.path.name}), renamed to "
+                         f"{INPUT}/{OUTPUT}; not re-exported")
+        else:
+            facts = export_onnx(model, path, example, opset=cfg.opset, input_name=INPUT, output_name=OUTPUT)
+        fixed = not facts.get("dynamic_batch", True)
+        report = check_parity(path, model, inputs, "fp32", batch_sizes=(1,) if fixed else sizes)
         parity[name] = report.model_dump(mode="json")
         artifacts.append(make_artifact(work, name, ArtifactKind.onnx, path, precision="fp32", opset=cfg.opset,
                                        nodes=facts.get("nodes"), parity=report.summary(), **io))

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from edgekd.errors import UsageError
 from edgekd.manifest import Manifest
 from edgekd.models.heads import find_head, replace_head, unfreeze_stages
+from edgekd.models.checkpoint import source_extra
 from edgekd.stages.common import load_model, save_model, trainer_for
 from edgekd.train.evaluate import accuracy
 from edgekd.train.loop import Phase, TrainConfig
@@ -74,6 +75,7 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     kwargs = dict(meta["arch_kwargs"])
     metrics: dict = {"transfer": cfg.transfer, "decided_on": data.facts("val")}  # best epoch; top1_* on val
     notes: list[str] = []
+    onnx_teacher = getattr(model, "edgekd_onnx", False)
     if kwargs["num_classes"] != k:
         if cfg.transfer == "none":
             raise UsageError(f"--transfer none needs a teacher that predicts the dataset's {k} classes; this one "
@@ -83,9 +85,11 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
         notes.append(f"New {k}-class head replaced the teacher's {meta['arch_kwargs']['num_classes']}-class head.")
     else:
         metrics["top1_before"] = accuracy(model, data.val, pre)
-    if cfg.transfer == "none":
-        notes.append("finetune skipped (--transfer none): the teacher already predicts these classes.")
-        metrics["top1_after"] = metrics["top1_before"]
+    if cfg.transfer == "none" or onnx_teacher:
+        why = ("an ONNX teacher runs on ONNX Runtime and cannot be fine-tuned; it predicts these classes"
+               if onnx_teacher else "--transfer none: the teacher already predicts these classes")
+        notes.append(f"finetune skipped ({why}).")
+        metrics.update(top1_after=metrics["top1_before"], skipped=why)
     else:
         def ce(net, x, y, _idx):
             loss = torch.nn.functional.cross_entropy(net(x), y, label_smoothing=cfg.label_smoothing)
@@ -98,5 +102,5 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
             metrics["backbone_lr_mult"] = cfg.backbone_lr_mult
             notes.append(f"{cfg.transfer} transfer: the backbone trained at {cfg.backbone_lr_mult:g}x the head's "
                          f"learning rate (--backbone-lr-mult).")
-    art = save_model(ctx.work_dir, "model", model, meta["arch"], kwargs)
+    art = save_model(ctx.work_dir, "model", model, meta["arch"], kwargs, extra=source_extra(meta) or None)
     return Manifest(stage=NAME, id="", config={}, artifacts=[art], preprocessing=pre, metrics=metrics, notes=notes)

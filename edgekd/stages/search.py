@@ -80,8 +80,12 @@ def _candidates(cfg: Config, teacher, teacher_arch: str, kwargs: dict, calib, gr
 
     names = cfg.family if cfg.family is not None else family_for(kwargs["input_size"])
     fam = spread_by_macs(family_candidates(names, kwargs, calib), cfg.max_family) if cfg.max_family else []
-    pruned, why = pruned_candidates(teacher, teacher_arch, cfg.prune_ratios, cfg.importance, calib, grads,
-                                    cfg.prune_depths)
+    if getattr(teacher, "edgekd_onnx", False) or getattr(teacher, "edgekd_exported", False):
+        kind = "an ONNX model" if getattr(teacher, "edgekd_onnx", False) else "a torch.export program"
+        pruned, why = [], [f"the teacher is {kind}, whose layers cannot be pruned here; the family alone is searched"]
+    else:
+        pruned, why = pruned_candidates(teacher, teacher_arch, cfg.prune_ratios, cfg.importance, calib, grads,
+                                        cfg.prune_depths)
     for reason in why:
         notes.append(f"pruned-teacher candidates skipped: {reason}")
     return fam + pruned
@@ -237,8 +241,11 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     if ran_out:
         notes.append(f"time budget of {cfg.time_budget_s:g} s ran out after {spent():.0f} s: the best candidate "
                      f"so far ({winner.name}) was chosen")
+    from edgekd.models.checkpoint import source_extra
+
+    derived = source_extra(tmeta) if winner.arch == str(tmeta["arch"]) else {}  # a pruned user model
     art = save_model(ctx.work_dir, "model", winner.model.cpu(), winner.arch, kwargs,
-                     extra=winner.checkpoint_extra(),
+                     extra={**(winner.checkpoint_extra() or {}), **derived} or None,
                      candidate=winner.name)
     plot = ctx.work_dir / "pareto.png"
     from edgekd.report.plots import pareto_png

@@ -30,7 +30,10 @@ DISTRIBUTED = True
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    arch: str
+    arch: str  # a registry name or a model source (edgekd.models.sources)
+    kwargs: dict = {}  # keyword arguments of an import-path factory (--teacher-kwargs)
+    output: str | None = None  # the logits among a tuple/dict output (--teacher-output)
+    source_sha256: str | None = None  # content of a model source (file, factory's module): part of the id
     weights: str | None = None  # a local checkpoint file
     weights_sha256: str | None = None  # identity of the weights file (set by the CLI)
     pretrained: bool = False  # the registry's pretrained weights (torchvision weights enum, timm)
@@ -49,14 +52,48 @@ def _source_split(split: Split, n: int) -> Split:
     return split.subset(np.flatnonzero(split.labels < n))
 
 
+def _from_source(cfg: Config, source, data, kwargs: dict) -> tuple[torch.nn.Module, int, str]:
+    """A model the user brought (import path, .pt2, .onnx, in-memory module): taken as trained, with
+    --teacher-weights loaded on top when given; its own head is kept (the finetune stage transfers it)."""
+    from edgekd.models import sources
+    from edgekd.stages.common import example_input
+
+    chans = kwargs["in_channels"]
+    model = sources.build(source, None, chans)
+    if cfg.weights:
+        state = read_state_dict(Path(cfg.weights))
+        classes = _classes_in_checkpoint(state, model)
+        if classes is not None and classes != find_head(model)[1].out_features:
+            sources.fit_io(model, classes, chans, source.spec)
+        load_weights(model, state, strict=True, arch=source.spec)
+    model.eval()
+    if getattr(model, "edgekd_onnx", False):
+        model.check_fits(data.num_classes, chans, data.preprocessing.input_size)
+        classes = model.num_classes or sources.check_logits(model, example_input(data.preprocessing), source.spec,
+                                                            "--teacher")
+    else:
+        classes = sources.check_logits(model, example_input(data.preprocessing), source.spec, "--teacher")
+    origin = source.describe() + (f", weights {Path(cfg.weights).name}" if cfg.weights else "")
+    return model, classes, origin
+
+
 def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
+    from edgekd.models import sources
+
     data = ctx.data
     pre = data.preprocessing
     k, chans = data.num_classes, pre.channels
     kwargs = {"in_channels": chans, "input_size": pre.input_size[0]}
     metrics: dict = {}
     notes: list[str] = []
-    if cfg.weights:
+    source = sources.resolve(cfg.arch, kwargs=cfg.kwargs, output=cfg.output)
+    arch, extra = cfg.arch, {}
+    if source.kind != "registry":
+        model, classes, origin = _from_source(cfg, source, data, kwargs)
+        arch = source.rebuild_spec
+        extra = {k_: v for k_, v in (("source_kwargs", source.kwargs), ("source_output", source.output)) if v}
+        metrics["source"] = source.facts()
+    elif cfg.weights:
         state = read_state_dict(Path(cfg.weights))
         probe = build_model(cfg.arch, num_classes=k, **kwargs)
         classes = _classes_in_checkpoint(state, probe) or k
@@ -96,5 +133,5 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
         metrics["top1_before_transfer"] = accuracy(model, data.val, pre)
     metrics.update(origin=origin, head_classes=classes,
                    params=sum(p.numel() for p in model.parameters()))
-    art = save_model(ctx.work_dir, "model", model, cfg.arch, {"num_classes": classes, **kwargs})
+    art = save_model(ctx.work_dir, "model", model, arch, {"num_classes": classes, **kwargs}, extra=extra or None)
     return Manifest(stage=NAME, id="", config={}, artifacts=[art], preprocessing=pre, metrics=metrics, notes=notes)

@@ -90,7 +90,8 @@ def test_unknown_name_suggests_close_ones() -> None:
     with pytest.raises(UsageError) as err:
         build_model("resnt18", num_classes=10)
     msg = str(err.value)
-    assert msg == "unknown model 'resnt18': did you mean resnet18, resnet18_cifar? (edgekd models lists them)"
+    assert msg == ("unknown model 'resnt18': did you mean resnet18, resnet18_cifar? (edgekd models lists them; or a "
+                   "model source: pkg.module:factory, file.py:factory, model.pt2, model.onnx)")
     assert err.value.exit_code == 2
     with pytest.raises(UsageError, match="unknown model 'qqqq' \\(edgekd"):
         model_family("qqqq")

@@ -99,8 +99,7 @@ def run_compress(opts: CompressOptions, run_dir: Path | None, *, strict: bool = 
                  quiet: bool = False, bundle: bool = False, wait: bool = False) -> int:
     """Run the chain and print the report (tables, or with ``as_json`` one JSON document alone on stdout:
     library output during the run goes to stderr); returns the exit code."""
-    with stdout_to_stderr(as_json):
-        report = _run(opts, run_dir, strict=strict, as_json=as_json, quiet=quiet, bundle=bundle, wait=wait)
+    report = run_report(opts, run_dir, strict=strict, as_json=as_json, quiet=quiet, bundle=bundle, wait=wait)
     if report is None:  # not the main process of a distributed run
         return 0
     if as_json:
@@ -110,6 +109,14 @@ def run_compress(opts: CompressOptions, run_dir: Path | None, *, strict: bool = 
 
         print_report(report, console)
     return int(report["exit_code"])
+
+
+def run_report(opts: CompressOptions, run_dir: Path | None, *, strict: bool = False, as_json: bool = False,
+               quiet: bool = False, bundle: bool = False, wait: bool = False) -> dict[str, Any] | None:
+    """Run the chain and return report.json's content (None on the other ranks of a torchrun run); what
+    edgekd.compress and `edgekd compress` share. Raises edgekd.errors exceptions; prints progress only."""
+    with stdout_to_stderr(as_json):
+        return _run(opts, run_dir, strict=strict, as_json=as_json, quiet=quiet, bundle=bundle, wait=wait)
 
 
 def _run(opts: CompressOptions, run_dir: Path | None, *, strict: bool, as_json: bool, quiet: bool, bundle: bool,

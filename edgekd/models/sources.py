@@ -64,6 +64,9 @@ class ModelSource:
         what = {"registry": "registry model", "import": "Python factory (user code)",
                 "export": "torch.export program", "onnx": "ONNX model run by ONNX Runtime (teacher only)",
                 "module": "in-memory nn.Module"}[self.kind]
+        if self.kind == "module" and self.location in _IN_MEMORY:
+            cls = type(_IN_MEMORY[self.location])
+            what += f" {cls.__module__}.{cls.__qualname__} (identity: class name + state_dict hash),"
         args = f" with {self.kwargs}" if self.kwargs else ""
         args += f", output {self.output!r}" if self.output is not None else ""
         digest = f", sha256 {self.sha256[:12]}" if self.sha256 else ""
@@ -96,7 +99,7 @@ def register_module(model: nn.Module) -> str:
     for name, tensor in model.state_dict().items():
         t = tensor.detach().cpu().contiguous()
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     key = f"{MODULE_PREFIX}{h.hexdigest()[:16]}"
     _IN_MEMORY.setdefault(key, copy.deepcopy(model).cpu())
     return key

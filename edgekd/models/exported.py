@@ -82,12 +82,22 @@ def _static_batch(ep) -> int | None:
 
 def load_exported(path: Path, name: str) -> ExportedModule:
     """The archive at `path` as an ExportedModule in eval mode, or one UsageError naming the file."""
+    import logging
+    import zipfile
+
+    hint = "save one with torch.export.save(torch.export.export(model, (example,)), 'model.pt2')"
+    if not zipfile.is_zipfile(path):
+        raise UsageError(f"{name} is not a loadable torch.export archive (not a zip archive): {hint}")
+    quiet = logging.getLogger("torch.export")  # it logs a traceback before its fallback loader fails too
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
     try:
         ep = torch.export.load(str(path))
     except Exception as exc:  # noqa: BLE001 - torch raises many types on a damaged or foreign file
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UsageError(f"{name} is not a loadable torch.export archive ({first[:160]}): save one with "
-                         "torch.export.save(torch.export.export(model, (example,)), 'model.pt2')") from None
+        raise UsageError(f"{name} is not a loadable torch.export archive ({first[:160]}): {hint}") from None
+    finally:
+        quiet.setLevel(level)
     inputs = [s for s in ep.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
     if len(inputs) != 1:
         raise UsageError(f"{name} takes {len(inputs)} inputs; edgekd feeds one image batch (N, C, H, W)")

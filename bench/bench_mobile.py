@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def load_data(config: Path, train_per_class: int | None):
-    from edgekd.cli.compress import data_config
+    from edgekd.runner import data_config
     from edgekd.data.dataset import load_data as load
     from edgekd.plan import load_pipeline_file, validate_options
     from edgekd.targets import load_target

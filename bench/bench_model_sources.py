@@ -127,7 +127,7 @@ def main(argv=None) -> int:
     import torch
 
     import edgekd
-    from edgekd.cli.compress import data_config
+    from edgekd.runner import data_config
     from edgekd.data.batches import normalize_np
     from edgekd.plan import validate_options
     from edgekd.targets import load_target

@@ -43,7 +43,7 @@ def compress(teacher: Any = None, data: str | Path = "digits", target: str | Pat
     An in-memory `teacher`/`student` module is identified by its class's qualified name and a hash of its
     state_dict (stated in the teacher manifest), so calling again with the same weights reuses the stages.
     """
-    from edgekd.cli.compress import run_report
+    from edgekd.runner import run_report
     from edgekd.plan import validate_options
 
     values = dict(options, target=str(target), data=str(data), student=_model_spec(student, "student") or "auto")

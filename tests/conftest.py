@@ -22,11 +22,10 @@ def tiny_run(tmp_path_factory) -> Path:
     """A finished run directory (intel-cpu target) with every stage, from tiny epochs; do not modify it."""
     pytest.importorskip("torch")
     pytest.importorskip("openvino")
-    from edgekd.cli.compress import run_compress
-    from edgekd.plan import CompressOptions
+    import edgekd
 
     run_dir = tmp_path_factory.mktemp("tiny") / "run"
-    run_compress(CompressOptions(**TINY), run_dir, quiet=True)
+    edgekd.compress(**TINY, run_dir=run_dir, bundle=False)
     assert (run_dir / "report.json").is_file()
     return run_dir
 

@@ -92,13 +92,12 @@ def test_the_option_reaches_the_bench_stage():
 @pytest.fixture(scope="module")
 def sampled_run(tiny_run, tmp_path_factory) -> Path:
     """A copy of the tiny run rerun with --eval-set-size 100 (only the bench stage reruns), and its bundle."""
-    from edgekd.cli.compress import run_compress
-    from edgekd.plan import CompressOptions
+    import edgekd
     from tests.conftest import TINY
 
     run_dir = tmp_path_factory.mktemp("sampled") / "run"
     shutil.copytree(tiny_run, run_dir)
-    run_compress(CompressOptions(**TINY, eval_set_size=100), run_dir, quiet=True, bundle=True)
+    edgekd.compress(**TINY, eval_set_size=100, run_dir=run_dir, bundle=True)
     return run_dir
 
 

@@ -87,12 +87,11 @@ def test_val_decides_and_test_is_reported(tiny_run):
 
 
 def test_rerun_skips_and_changed_temperature_reruns_only_the_tail(tiny_run, tiny_variant, tmp_path):
-    from edgekd.cli.compress import run_compress
-    from edgekd.plan import CompressOptions
+    import edgekd
 
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)
-    run_compress(CompressOptions(**TINY), run_dir, quiet=True)
+    edgekd.compress(**TINY, run_dir=run_dir, bundle=False)
     assert all(s["reused"] for s in _report(run_dir)["stages"])
 
     # tiny_variant is a copy of tiny_run rerun with temperature 2 (tests/conftest.py), shared with test_run_repair
@@ -103,8 +102,7 @@ def test_rerun_skips_and_changed_temperature_reruns_only_the_tail(tiny_run, tiny
 
 def test_a_failed_attempt_leaves_no_manifest_and_the_rerun_starts_clean(tiny_run, tmp_path):
     """A leftover work folder (a compile that died half way) neither counts as finished nor blocks the rerun."""
-    from edgekd.cli.compress import run_compress
-    from edgekd.plan import CompressOptions
+    import edgekd
 
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)
@@ -113,7 +111,7 @@ def test_a_failed_attempt_leaves_no_manifest_and_the_rerun_starts_clean(tiny_run
     stale = run_dir / f".work-{compile_dir.name}"
     (stale / "student_int8").mkdir(parents=True)
     (stale / "student_int8" / "half-written.xml").write_text("<broken")
-    run_compress(CompressOptions(**TINY), run_dir, quiet=True)
+    edgekd.compress(**TINY, run_dir=run_dir, bundle=False)
     stages = {s["stage"]: s["reused"] for s in _report(run_dir)["stages"]}
     assert stages["compile"] is False and stages["export"] is True
     assert not (compile_dir / "student_int8" / "half-written.xml").exists()
@@ -124,12 +122,11 @@ def test_a_failed_attempt_leaves_no_manifest_and_the_rerun_starts_clean(tiny_run
 def test_a_target_not_on_this_machine_is_measured_on_the_host_and_estimated(tiny_run, tmp_path):
     """jetson (TensorRT on an Orin) here: every stage runs, the QDQ ONNX is measured with ONNX Runtime on
     the host, and device latency is an estimate labelled as such; estimates never fail the exit code."""
-    from edgekd.cli.compress import run_compress
-    from edgekd.plan import CompressOptions
+    import edgekd
 
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)
-    code = run_compress(CompressOptions(**TINY, target="jetson"), run_dir, quiet=True)
+    code = edgekd.compress(**TINY, target="jetson", run_dir=run_dir, bundle=False).exit_code
     report = _report(run_dir)
     assert report["target"]["measured_here"] is False
     final = next(r for r in report["models"] if r["role"] == "student_int8")

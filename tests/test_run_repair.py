@@ -49,8 +49,7 @@ def test_tampered_parent_and_corrupt_manifest_rerun_their_stages(tiny_run, tmp_p
     """One flipped byte in distill's model.pt and an unreadable export manifest: both folders are moved aside
     with one warning each, both stages rerun (deterministically: the same files), and the stages after them,
     whose recorded parent hashes still match, are reused."""
-    from edgekd.cli.compress import run_compress
-    from edgekd.plan import CompressOptions
+    import edgekd
 
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)
@@ -64,7 +63,7 @@ def test_tampered_parent_and_corrupt_manifest_rerun_their_stages(tiny_run, tmp_p
     export = run_dir / before["export"]["dir"]
     (export / "manifest.json").write_text('{"stage": "export", truncated')
     capfd.readouterr()
-    run_compress(CompressOptions(**TINY), run_dir, quiet=True, bundle=False)
+    edgekd.compress(**TINY, run_dir=run_dir, bundle=False)
     err = capfd.readouterr().err
     warnings = [line for line in err.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 2, err
@@ -105,15 +104,14 @@ def test_variant_keeps_earlier_report_and_report_follows_bundle(tiny_run, tiny_v
     temporary bundle folders are removed by the next run. The variant's stage folders are copied in from the
     session's tiny_variant (finished stages are reused), so only reports and bundles are written here."""
     import edgekd.bundle.build as build
-    from edgekd.cli.compress import run_compress
-    from edgekd.plan import CompressOptions
+    import edgekd
 
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)
     for stage in tiny_variant.glob("*-*"):
         if stage.is_dir() and not (run_dir / stage.name).exists():
             shutil.copytree(stage, run_dir / stage.name)
-    run_compress(CompressOptions(**TINY), run_dir, quiet=True, bundle=True)  # the tiny run has no bundle yet
+    edgekd.compress(**TINY, run_dir=run_dir, bundle=True)  # the tiny run has no bundle yet
     first = json.loads((run_dir / "report.json").read_text())
     assert Path(first["bundle"]).is_dir() and (run_dir / "bundle.tar.gz").is_file()
     dead = _dead_pid()
@@ -126,7 +124,7 @@ def test_variant_keeps_earlier_report_and_report_follows_bundle(tiny_run, tiny_v
     monkeypatch.setattr(build, "write_bundle", killed)
     capsys.readouterr()
     with pytest.raises(KeyboardInterrupt):
-        run_compress(CompressOptions(**TINY, temperature=2.0), run_dir, quiet=True, bundle=True)
+        edgekd.compress(**TINY, temperature=2.0, run_dir=run_dir, bundle=True)
     out = capsys.readouterr().out
     history = list((run_dir / "history").iterdir())
     assert len(history) == 1 and history[0].name.endswith("-" + first["stages"][-1]["id"])
@@ -136,7 +134,7 @@ def test_variant_keeps_earlier_report_and_report_follows_bundle(tiny_run, tiny_v
     assert not (run_dir / "report.json").exists(), "a report was written before its bundle"
 
     monkeypatch.undo()
-    run_compress(CompressOptions(**TINY, temperature=2.0), run_dir, quiet=True, bundle=True)
+    edgekd.compress(**TINY, temperature=2.0, run_dir=run_dir, bundle=True)
     second = json.loads((run_dir / "report.json").read_text())
     assert second["stages"][-1]["id"] != first["stages"][-1]["id"]
     assert Path(second["bundle"]).is_dir() and (run_dir / "bundle.tar.gz").is_file()
@@ -160,20 +158,19 @@ def test_second_compress_on_a_locked_run_dir_and_export_bundle_into_it(tmp_path)
 
 def test_compress_wait_and_stale_lock(tiny_run, tmp_path, capfd):
     """--wait queues behind a live writer; the lock of a killed writer is taken over with one warning."""
-    from edgekd.cli.compress import run_compress
-    from edgekd.plan import CompressOptions
+    import edgekd
 
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)
     holder = _holder(run_dir, 2)
     capfd.readouterr()
-    run_compress(CompressOptions(**TINY), run_dir, quiet=True, bundle=False, wait=True)
+    edgekd.compress(**TINY, run_dir=run_dir, bundle=False, wait=True)
     assert holder.wait() == 0
     assert f"waiting for PID {holder.pid}" in capfd.readouterr().err
     stale = _holder(run_dir, 60)
     stale.kill()
     stale.wait()
-    run_compress(CompressOptions(**TINY), run_dir, quiet=True, bundle=False)
+    edgekd.compress(**TINY, run_dir=run_dir, bundle=False)
     warnings = [line for line in capfd.readouterr().err.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and f"stale lock of run directory {run_dir} from PID {stale.pid}" in warnings[0]
     assert not (run_dir / ".lock.owner.json").exists()

@@ -17,14 +17,13 @@ def _reused(run_dir: Path) -> dict[str, bool]:
 
 def test_copied_run_with_another_openvino_reruns_compile_and_bench_only(tiny_run, tmp_path, monkeypatch) -> None:
     import edgekd.devicebuild.environment as env
-    from edgekd.cli.compress import run_compress
-    from edgekd.plan import CompressOptions
+    import edgekd
 
     run_dir = tmp_path / "elsewhere" / "run"  # another folder, as on another machine
     shutil.copytree(tiny_run, run_dir)
     real = env.runtime_version
     monkeypatch.setattr(env, "runtime_version", lambda r: "2099.1.0" if r == "openvino" else real(r))
-    run_compress(CompressOptions(**TINY), run_dir, quiet=True)
+    edgekd.compress(**TINY, run_dir=run_dir, bundle=False)
     stages = with_mobile_stages(["teacher", "finetune", "distill", "qad", "export", "compile", "bench"])
     assert _reused(run_dir) == {s: s not in ("compile", "bench") for s in stages}
     stages = {s["stage"]: s["dir"] for s in json.loads((run_dir / "report.json").read_text())["stages"]}
@@ -36,14 +35,13 @@ def test_copied_run_with_another_openvino_reruns_compile_and_bench_only(tiny_run
 
 def test_training_stack_change_warns_and_reuses(tiny_run, tmp_path, monkeypatch, capfd) -> None:
     import edgekd.manifest as manifest
-    from edgekd.cli.compress import run_compress
-    from edgekd.plan import CompressOptions
+    import edgekd
 
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)
     real = manifest.library_versions
     monkeypatch.setattr(manifest, "library_versions", lambda *a: {**real(*a), "torch": "0.0.1"})
-    run_compress(CompressOptions(**TINY), run_dir, quiet=True)
+    edgekd.compress(**TINY, run_dir=run_dir, bundle=False)
     assert all(_reused(run_dir).values())
     err = capfd.readouterr().err
     assert "teacher-" in err and "was made with torch" in err and "(now 0.0.1)" in err and "reused as it is" in err

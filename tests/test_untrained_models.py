@@ -63,7 +63,7 @@ def test_edgekd_bench_fails_a_chance_level_model_even_when_the_floor_is_low(tmp_
     from test_bench_cmd import build_run, loose_target
 
     from edgekd.benchmark import TimingConfig
-    from edgekd.cli.bench_cmd import run_bench
+    from edgekd.benchmark import run_bench
 
     run = build_run(tmp_path / "run")  # untrained nets, random labels: chance level
     target = loose_target(tmp_path)

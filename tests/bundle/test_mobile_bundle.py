@@ -64,11 +64,10 @@ def test_profiles_choose_the_route():
 @pytest.fixture(scope="module")
 def android_run(tmp_path_factory):
     pytest.importorskip("openvino")
-    from edgekd.cli.compress import run_compress
-    from edgekd.plan import CompressOptions
+    import edgekd
 
     run_dir = tmp_path_factory.mktemp("android") / "run"
-    code = run_compress(CompressOptions(**TINY, target="android-arm64"), run_dir, quiet=True, bundle=True)
+    code = edgekd.compress(**TINY, target="android-arm64", run_dir=run_dir, bundle=True).exit_code
     assert code in (0, 1)  # tiny epochs may miss the accuracy floor; a crash would be 2 or 4
     return run_dir
 
@@ -149,7 +148,7 @@ def test_compress_bench_judges_the_int8_pte_run_by_executorch_on_the_test_split(
 @pytest.mark.mobile
 @needs_mobile
 def test_bench_android_runs_the_pte_here_with_the_arm64_estimate(android_run):
-    from edgekd.cli.bench_cmd import run_bench
+    from edgekd.benchmark import run_bench
 
     report = run_bench(android_run / "bundle", "android-arm64")
     row = report["row"]

@@ -42,14 +42,13 @@ def _photos(root: Path, n_train: int = 36, n_test: int = 8) -> None:
 def folder_run(tmp_path_factory) -> Path:
     pytest.importorskip("torch")
     pytest.importorskip("openvino")
-    from edgekd.cli.compress import run_compress
-    from edgekd.plan import CompressOptions
+    import edgekd
 
     base = tmp_path_factory.mktemp("folder")
     _photos(base / "data")
-    opts = CompressOptions(data=str(base / "data"), student="small_cnn", teacher_epochs=1, finetune_epochs=1, probe_epochs=0,
-                           distill_epochs=1, qad_epochs=1, calib_size=40, max_fallback_layers=0, threads=1)
-    run_compress(opts, base / "run", quiet=True, bundle=True)
+    edgekd.compress(data=str(base / "data"), student="small_cnn", teacher_epochs=1, finetune_epochs=1, probe_epochs=0,
+                    distill_epochs=1, qad_epochs=1, calib_size=40, max_fallback_layers=0, threads=1,
+                    run_dir=base / "run", bundle=True)
     return base
 
 

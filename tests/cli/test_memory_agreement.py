@@ -17,7 +17,7 @@ FAST = dict(warmup_runs=2, warmup_s=0.0, min_runs=5, min_s=0.0, max_s=5.0)
 
 def test_compress_bench_and_gate_report_the_same_memory(tmp_path: Path) -> None:
     from edgekd.benchmark import TimingConfig, measure, settings_for
-    from edgekd.cli.bench_cmd import run_bench
+    from edgekd.benchmark import run_bench
     from edgekd.cli.gate_cmd import run_gate
     from edgekd.gate import GateConfig
     from edgekd.manifest import load_manifest

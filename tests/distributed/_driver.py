@@ -27,7 +27,7 @@ def main() -> int:
 
     import edgekd.pipeline as pipeline
     from edgekd.cli.common import guarded
-    from edgekd.cli.compress import data_config
+    from edgekd.runner import data_config
     from edgekd.data.dataset import load_data
     from edgekd.plan import build_specs, validate_options
     from edgekd.targets import load_target

@@ -26,11 +26,10 @@ SEARCH = dict(TINY, student="auto", search_max_family=2, search_prune_ratios=[0.
 
 @pytest.fixture(scope="module")
 def auto_run(tmp_path_factory) -> Path:
-    from edgekd.cli.compress import run_compress
-    from edgekd.plan import CompressOptions
+    import edgekd
 
     run_dir = tmp_path_factory.mktemp("auto") / "run"
-    code = run_compress(CompressOptions(**SEARCH, threads=1), run_dir, quiet=True)
+    code = edgekd.compress(**SEARCH, threads=1, run_dir=run_dir, bundle=False).exit_code
     assert code in (0, 1)
     return run_dir
 
@@ -88,12 +87,11 @@ def test_a_pruned_winner_round_trips_through_its_checkpoint(auto_run):
 def test_rerun_reuses_the_search(auto_run, tmp_path):
     import shutil
 
-    from edgekd.cli.compress import run_compress
-    from edgekd.plan import CompressOptions
+    import edgekd
 
     run_dir = tmp_path / "run"
     shutil.copytree(auto_run, run_dir)
-    run_compress(CompressOptions(**SEARCH, threads=1), run_dir, quiet=True)
+    edgekd.compress(**SEARCH, threads=1, run_dir=run_dir, bundle=False)
     report = json.loads((run_dir / "report.json").read_text())
     assert all(s["reused"] for s in report["stages"])
 
@@ -148,7 +146,7 @@ def _search_only(run_dir: Path, **over):
 
     from rich.console import Console
 
-    from edgekd.cli.compress import data_config
+    from edgekd.runner import data_config
     from edgekd.data.dataset import load_data
     from edgekd.pipeline import run_pipeline
     from edgekd.plan import build_specs, validate_options

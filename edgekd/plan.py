@@ -54,8 +54,11 @@ class CompressOptions(BaseModel):
                                "(eval_set.npz in the run and the bundle): a stratified sample with a fixed seed, each "
                                "class keeping its share; 0: the whole test split. The verdict is always on the whole "
                                "test split.")
-    teacher: str | None = Field(None, description="Teacher architecture (e.g. cifar_resnet56, resnet50, "
-                                "timm:convnext_tiny). Default: cifar_resnet20.")
+    teacher: str | None = Field(None, description="Teacher: a registry name (cifar_resnet56, resnet50, "
+                                "timm:convnext_tiny), an import path pkg.module:factory or file.py:factory (this "
+                                "RUNS that Python code; it must return an nn.Module), a torch.export .pt2 archive, or "
+                                "an ONNX file (logits through ONNX Runtime; never fine-tuned). Default: "
+                                "cifar_resnet20.")
     teacher_kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of a teacher given "
                                            "as an import path (JSON or YAML mapping, e.g. '{\"width\": 64}').",
                                            json_schema_extra=_cli(text=True))
@@ -71,7 +74,8 @@ class CompressOptions(BaseModel):
     source_classes: int | None = Field(None, description="A teacher trained here learns the first N classes "
                                        "(the source task) before the transfer. Default: half the classes, at least 2.")
     student: str = Field("auto", description="Student architecture (small_cnn, cifar_resnet20, resnet18_cifar, "
-                         "mobilenet_v3_small, ...), or auto: search the family and the pruned teacher for the most "
+                         "mobilenet_v3_small, ...), an import path or .pt2 as for --teacher (an import path RUNS "
+                         "that code), or auto: search the family and the pruned teacher for the most "
                          "accurate student that meets the target's latency budget (edgekd/stages/search.py).")
     student_kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of a student given "
                                            "as an import path (JSON or YAML mapping).",

@@ -29,7 +29,8 @@ STATE_DICT_KEYS = ("state_dict", "model", "model_state_dict")
 STRIP_PREFIXES = ("module.", "_orig_mod.")
 ARCH_KWARGS = ("num_classes", "in_channels", "input_size")
 _RESERVED = ("format", "arch", "arch_kwargs", "state_dict")
-SOURCE_KEYS = ("source_kwargs", "source_output")  # how a model source (edgekd.models.sources) is rebuilt
+# how a model source (edgekd.models.sources) is rebuilt, and its name in reports
+SOURCE_KEYS = ("source_kwargs", "source_output", "source_label")
 
 
 def source_extra(meta: Mapping[str, Any]) -> dict[str, Any]:

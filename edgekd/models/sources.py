@@ -72,6 +72,21 @@ class ModelSource:
         digest = f", sha256 {self.sha256[:12]}" if self.sha256 else ""
         return f"{what} {self.spec}{args}{digest}"
 
+    @property
+    def label(self) -> str:
+        """A short name for tables: the file's name, the import path as given, or the module's class."""
+        if self.kind in ("export", "onnx"):
+            return Path(self.location).name
+        if self.kind == "module" and self.location in _IN_MEMORY:
+            return f"{type(_IN_MEMORY[self.location]).__qualname__} ({self.spec})"
+        mod, _, attr = self.spec.rpartition(":")
+        return f"{Path(mod).name}:{attr}" if mod.endswith(".py") else self.spec
+
+    def checkpoint_extra(self) -> dict[str, Any]:
+        """What a checkpoint of this model records to rebuild it (edgekd.models.checkpoint.SOURCE_KEYS)."""
+        return {k: v for k, v in (("source_kwargs", self.kwargs), ("source_output", self.output),
+                                  ("source_label", self.label)) if v}
+
     def facts(self) -> dict[str, Any]:
         return {"kind": self.kind, "spec": self.spec, "sha256": self.sha256, "kwargs": self.kwargs,
                 "output": self.output, "description": self.describe()}

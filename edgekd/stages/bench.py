@@ -68,10 +68,13 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     whole = sample["images"] == len(test)  # then no copy: the split may be a memory map of gigabytes
     write_eval_set(ctx.work_dir / "eval_set.npz", test.images if whole else test.images[sample_idx],
                    test.labels[sample_idx], pre, sample, sample_idx)
-    archs = {"teacher_fp32": parents["finetune"].artifact("model").facts.get("arch"),
+    def named(facts: dict) -> str | None:  # a model the user brought by its label (file name, class), not its path
+        return facts.get("label") or facts.get("arch")
+
+    archs = {"teacher_fp32": named(parents["finetune"].artifact("model").facts),
              # a searched student by its candidate name (cifar_resnet56-depth25 says more than its registry arch)
              "student_fp32": parents["distill"].metrics.get("searched")
-             or parents["distill"].artifact("model").facts.get("arch")}
+             or named(parents["distill"].artifact("model").facts)}
     archs["student_int8"] = archs["student_fp32"]
     rows, notes, predictions = [], [], {}
     val_top1 = {"teacher_fp32": parents["finetune"].metrics.get("top1_after"),

@@ -19,6 +19,8 @@ def save_model(work_dir: Path, name: str, model: torch.nn.Module, arch: str, arc
     """`extra` goes into the checkpoint (e.g. {"pruned_from": arch} for a channel-pruned model)."""
     path = work_dir / f"{name}.pt"
     save_edgekd_checkpoint(path, model, arch, arch_kwargs, extra=extra)
+    if extra and extra.get("source_label"):  # a model the user brought: reports name it by its label
+        facts.setdefault("label", extra["source_label"])
     return make_artifact(work_dir, name, ArtifactKind.checkpoint, path, arch=arch, **arch_kwargs, **facts)
 
 

@@ -73,8 +73,7 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
             source = sources.resolve(cfg.student, role="student", kwargs=cfg.kwargs, output=cfg.output)
             sources.check_logits(student.eval(), example_input(pre).to(device), cfg.student, "--student")
             arch = source.rebuild_spec
-            extra = {k_: v for k_, v in (("source_kwargs", source.kwargs), ("source_output", source.output)) if v} \
-                or None
+            extra = source.checkpoint_extra() or None
     if cfg.student_weights:
         state = read_state_dict(Path(cfg.student_weights))
         head, module = find_head(student)

@@ -91,6 +91,15 @@ def _candidates(cfg: Config, teacher, teacher_arch: str, kwargs: dict, calib, gr
     return fam + pruned
 
 
+def _extra(cand, tmeta: dict) -> dict | None:
+    """A candidate checkpoint's extra fields: its structure, plus the teacher's source fields when it is the
+    user's own model pruned (so it is rebuilt from the same source)."""
+    from edgekd.models.checkpoint import source_extra
+
+    derived = source_extra(tmeta) if cand.arch == str(tmeta["arch"]) else {}
+    return {**(cand.checkpoint_extra() or {}), **derived} or None
+
+
 class _State:
     """state.json in the work folder: what is done, so an interrupted search resumes."""
 
@@ -210,7 +219,7 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
                 t1 = time.perf_counter()
                 done = _proxy(c, rung, cfg, teacher, data, ctx.work_dir)
                 st.d.setdefault("proxy_s", {})[key] = round(time.perf_counter() - t1, 1)
-                save_edgekd_checkpoint(wfile, c.model.cpu(), c.arch, kwargs, extra=c.checkpoint_extra())
+                save_edgekd_checkpoint(wfile, c.model.cpu(), c.arch, kwargs, extra=_extra(c, tmeta))
                 st.d["rungs"][key] = done
                 st.d["spent_s"] = spent()
                 st.save()
@@ -241,11 +250,7 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     if ran_out:
         notes.append(f"time budget of {cfg.time_budget_s:g} s ran out after {spent():.0f} s: the best candidate "
                      f"so far ({winner.name}) was chosen")
-    from edgekd.models.checkpoint import source_extra
-
-    derived = source_extra(tmeta) if winner.arch == str(tmeta["arch"]) else {}  # a pruned user model
-    art = save_model(ctx.work_dir, "model", winner.model.cpu(), winner.arch, kwargs,
-                     extra={**(winner.checkpoint_extra() or {}), **derived} or None,
+    art = save_model(ctx.work_dir, "model", winner.model.cpu(), winner.arch, kwargs, extra=_extra(winner, tmeta),
                      candidate=winner.name)
     plot = ctx.work_dir / "pareto.png"
     from edgekd.report.plots import pareto_png

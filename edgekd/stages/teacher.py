@@ -91,7 +91,7 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     if source.kind != "registry":
         model, classes, origin = _from_source(cfg, source, data, kwargs)
         arch = source.rebuild_spec
-        extra = {k_: v for k_, v in (("source_kwargs", source.kwargs), ("source_output", source.output)) if v}
+        extra = source.checkpoint_extra()
         metrics["source"] = source.facts()
     elif cfg.weights:
         state = read_state_dict(Path(cfg.weights))

@@ -8,36 +8,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgekd.errors import StageFailed, UsageError, require
+from edgekd.onnxfacts import Graph
 from edgekd.quant.ptq import _nncf, _torch, module_device
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
     from torch import nn
 
-_WEIGHTED_ONNX_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-
 
 def qdq_facts(onnx_model: Any) -> dict[str, Any]:
-    """Counts of QuantizeLinear/DequantizeLinear and the Conv/Gemm/MatMul nodes left in float.
-
-    A weighted node is "float" when its weight input (input 1) is not produced by a DequantizeLinear.
-    """
-    producers = {out: node for node in onnx_model.graph.node for out in node.output}
-    n_q = sum(node.op_type == "QuantizeLinear" for node in onnx_model.graph.node)
-    n_dq = sum(node.op_type == "DequantizeLinear" for node in onnx_model.graph.node)
-    float_ops: list[str] = []
-    float_nodes: list[str] = []
-    for node in onnx_model.graph.node:
-        if node.op_type in _WEIGHTED_ONNX_OPS and len(node.input) > 1:
-            producer = producers.get(node.input[1])
-            if producer is None or producer.op_type != "DequantizeLinear":
-                float_ops.append(node.op_type)
-                float_nodes.append(node.name)
+    """Counts of QuantizeLinear/DequantizeLinear and the weighted nodes left in float (edgekd.onnxfacts' rule:
+    a weight is INT8 when it comes through DequantizeLinear)."""
+    graph = Graph.from_onnx(onnx_model)
+    ops = graph.op_counts()
+    floats = graph.float_weighted()
     return {
-        "quantize_linear": n_q,
-        "dequantize_linear": n_dq,
-        "float_ops": float_ops,
-        "float_nodes": float_nodes,
+        "quantize_linear": ops["QuantizeLinear"],
+        "dequantize_linear": ops["DequantizeLinear"],
+        "float_ops": [n.op_type for n in floats],
+        "float_nodes": [n.name for n in floats],
     }
 
 

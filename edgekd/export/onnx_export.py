@@ -110,11 +110,17 @@ def export_onnx(
         ) from exc
     finally:
         model.train(was_training)
+    check_onnx(path)
+    facts = onnx_facts(onnx.load(str(path), load_external_data=False))
+    facts.update({"path": str(path), "exporter": "torchscript", "dynamic_batch": dynamic_batch})
+    return facts
+
+
+def check_onnx(path: str | Path) -> None:
+    """onnx.checker with full shape inference; a failure is a StageFailed naming the file and the first line."""
+    onnx = require("onnx", "train")
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0]
         raise StageFailed(f"{path}: the exported ONNX fails onnx.checker: {first}") from exc
-    facts = onnx_facts(onnx.load(str(path), load_external_data=False))
-    facts.update({"path": str(path), "exporter": "torchscript", "dynamic_batch": dynamic_batch})
-    return facts

@@ -1,4 +1,5 @@
-"""Stage 5, export: ONNX for every model, INT8 as QDQ ONNX (int8 weights) and OpenVINO IR, each checked on real inputs.
+"""Stage 5, export: ONNX for every model, INT8 as QDQ ONNX (int8 weights) and OpenVINO IR, each checked on
+real inputs.
 
 Parity (tolerances in edgekd/export/parity.py) is measured on held-out images at batch 1 and at a batch
 larger than the one traced, and recorded per artifact; a failure or NaN/Inf stops the stage.

@@ -47,6 +47,27 @@ def test_report_rows_are_measured_on_the_compiled_artifacts(tiny_run):
     assert qad["kept"] in ("qad", "ptq") and 0 <= qad["ptq_top1"] <= 1
 
 
+def test_size_is_judged_on_the_deployed_ir_and_the_qdq_file_holds_int8_weights(tiny_run):
+    """intel-cpu deploys the OpenVINO IR: the size budget and the report's FP32/INT8 sizes are the IR's .xml + .bin;
+    the INT8 QDQ ONNX stores its weights as int8 (smaller than the FP32 ONNX, which it used not to be)."""
+    report = _report(tiny_run)
+    dirs = {s["stage"]: tiny_run / s["dir"] for s in report["stages"]}
+    sizes = {}
+    for role in ("student_fp32", "student_int8"):
+        xml = next((dirs["compile"] / role).glob("*.xml"))
+        sizes[role] = xml.stat().st_size + xml.with_suffix(".bin").stat().st_size
+    budget = next(b for b in report["budgets"] if b["name"] == "model size")
+    assert budget["value"] == sizes["student_int8"] / 1e6 and "student_int8/model.xml + .bin" in budget["basis"]
+    assert budget["basis"].startswith("measured") and budget["verdict"] in ("pass", "fail")
+    s = report["sizes"]
+    assert (s["fp32_bytes"], s["int8_bytes"]) == (sizes["student_fp32"], sizes["student_int8"]) and s["measured"]
+    assert s["int8_over_fp32"] == sizes["student_int8"] / sizes["student_fp32"]
+    assert "size, INT8 vs FP32 student" in (tiny_run / "report.md").read_text()
+    export = load_manifest(dirs["export"])
+    qdq = export.artifact("student_int8_qdq")
+    assert qdq.facts["int8_weights"]["folded"] >= 2 and qdq.size_bytes < export.artifact("student_fp32").size_bytes
+
+
 def test_val_decides_and_test_is_reported(tiny_run):
     """Best epochs, PTQ vs QAD and the fallback are decided on val; the bench stage reports and judges the
     compiled artifacts on test, whose images are exactly the eval set written for bundles and the gate."""
@@ -134,5 +155,8 @@ def test_a_target_not_on_this_machine_is_measured_on_the_host_and_estimated(tiny
     assert final["estimate"]["label"] == "estimated" and final["estimate"]["latency_ms"] > 0
     latency = next(b for b in report["budgets"] if b["name"].startswith("latency"))
     assert latency["basis"].startswith("estimated") and latency["verdict"].startswith("estimated ")
+    size = next(b for b in report["budgets"] if b["name"] == "model size")  # no engine here: judged on the QDQ ONNX
+    assert size["basis"].startswith("estimated: export/student_int8_qdq.onnx")  # that the engine is built from
+    assert size["verdict"].startswith("estimated")
     measured_fail = any(b["verdict"] == "fail" for b in report["budgets"])
     assert code == (1 if measured_fail else 0)

@@ -49,11 +49,14 @@ def judge(target: TargetProfile, final: dict[str, Any], required_top1: float | N
                         "limit_text": f"<= {b.latency_ms} ms", "value_text": f"{value:.3f} ms", "basis": basis,
                         "verdict": verdict})
     if b.model_size_mb is not None and final.get("size_bytes") is not None:
-        mb = final["size_bytes"] / 1e6
-        basis = "measured" if measured_here else f"estimated (size of {final.get('file', 'the artifact')} here)"
+        # the file the target deploys (stages.bench.deployed_size): its size is the same here as on the device
+        mb, size_measured = final["size_bytes"] / 1e6, final.get("size_measured", measured_here)
+        what = final.get("size_file", final.get("file", "the artifact"))
+        basis = f"{'measured' if size_measured else 'estimated'}: {what}" + \
+            (f" ({final['size_of']})" if final.get("size_of") else "")
         out.append({"name": "model size", "limit": b.model_size_mb, "value": mb, "limit_text": f"<= {b.model_size_mb} MB",
                     "value_text": f"{mb:.3f} MB", "basis": basis,
-                    "verdict": _verdict(mb <= b.model_size_mb, not measured_here)})
+                    "verdict": _verdict(mb <= b.model_size_mb, not size_measured)})
     if b.peak_memory_mb is not None and final.get("memory_bytes") is not None:
         mb = final["memory_bytes"] / 1e6
         basis = "measured (peak resident memory added by loading and running the model, fresh process)" \

@@ -2,7 +2,8 @@
 
 - QDQ ONNX and `.ort` (ONNX Runtime's own format, read with its flatbuffer schema from
   `onnxruntime.tools.ort_format_model`): a Conv/Gemm/MatMul (or ORT's fused/QLinear kernels) is INT8 when its
-  weight comes through DequantizeLinear or it is an integer kernel. The same rule on both files, so the
+  weight comes through DequantizeLinear or it is an integer kernel (edgekd.onnxfacts, the one definition). The
+  same rule on both files, so the
   `.ort` made from a QDQ ONNX verifies exactly as that ONNX does.
 - OpenVINO IR: FakeQuantize nodes, and the precision the CPU plugin actually chose for each heavy layer.
 
@@ -14,23 +15,13 @@ asked for, i.e. a defect.
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable, NamedTuple
+from typing import Any, Iterable
 
-from edgekd.runtimes.base import INTEGER_KERNELS
+from edgekd.onnxfacts import INTEGER_KERNELS, ORT_FUSED_WEIGHTED_OPS, WEIGHTED_OPS, Graph, Node
 
-WEIGHTED = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "FusedConv", "FusedGemm", "FusedMatMul",
-                      "NhwcFusedConv"})
 STRUCTURAL = frozenset({"QuantizeLinear", "DequantizeLinear", "Constant", "Shape", "Reshape", "Flatten", "Identity",
                         "Squeeze", "Unsqueeze", "Gather", "Concat"})
-
-
-class Node(NamedTuple):
-    op_type: str
-    name: str
-    inputs: list[str]
-    outputs: list[str]
 
 
 def module_of(node_name: str) -> str:
@@ -84,15 +75,14 @@ def _split(names: list[str], declared: list[str]) -> tuple[list[str], list[str]]
 
 
 # ------------------------------------------------------------------------------------------------ graphs
-def _onnx_nodes(path: Path) -> tuple[list[Node], set[str]]:
+def _onnx_graph(path: Path) -> Graph:
     from edgekd.runtimes.base import read_onnx
 
-    g = read_onnx(path).graph
-    return [Node(n.op_type, n.name, list(n.input), list(n.output)) for n in g.node], {i.name for i in g.initializer}
+    return Graph.from_onnx(read_onnx(path))
 
 
-def _ort_nodes(path: Path) -> tuple[list[Node], set[str]]:
-    """Nodes of an ORT-format model, read with ONNX Runtime's own flatbuffer schema (no session needed)."""
+def _ort_graph(path: Path) -> Graph:
+    """An ORT-format model's graph, read with ONNX Runtime's own flatbuffer schema (no session needed)."""
     from edgekd.errors import require
     from edgekd.runtimes.base import unreadable_model
 
@@ -110,37 +100,38 @@ def _ort_nodes(path: Path) -> tuple[list[Node], set[str]]:
         nodes.append(Node(n.OpType().decode(), n.Name().decode(),
                           [n.Inputs(j).decode() for j in range(n.InputsLength())],
                           [n.Outputs(j).decode() for j in range(n.OutputsLength())]))
-    return nodes, {g.Initializers(i).Name().decode() for i in range(g.InitializersLength())}
+    inits = [g.Initializers(i) for i in range(g.InitializersLength())]
+    # the schema's TensorDataType values are ONNX's TensorProto.DataType values
+    return Graph(nodes, {t.Name().decode(): t.DataType() for t in inits})
 
 
 def qdq_integer_report(path: Path, float_layers: Iterable[str] = ()) -> dict[str, Any]:
     """QDQ ONNX or .ort: every weighted op's weight must come through DequantizeLinear (or the op is an integer
     kernel), except the layers in `float_layers`; lists what stays in float."""
     path, declared = Path(path), list(float_layers)
-    nodes, inits = _ort_nodes(path) if path.suffix == ".ort" else _onnx_nodes(path)
-    producers = {o: n for n in nodes for o in n.outputs}
+    graph = _ort_graph(path) if path.suffix == ".ort" else _onnx_graph(path)
     consumers: dict[str, list[Node]] = {}
-    for n in nodes:
+    for n in graph.nodes:
         for i in n.inputs:
             consumers.setdefault(i, []).append(n)
 
     def from_dq(name: str) -> bool:
-        p = producers.get(name)
-        return p is not None and p.op_type == "DequantizeLinear"
+        return graph.produced_by(name) == "DequantizeLinear"
 
-    weighted = [n for n in nodes if (n.op_type in WEIGHTED and len(n.inputs) > 1) or n.op_type in INTEGER_KERNELS]
-    float_weights = [f"{n.op_type} {n.name}" for n in weighted if n.op_type in WEIGHTED and not from_dq(n.inputs[1])]
+    weighted = graph.weighted()
+    float_weights = [f"{n.op_type} {n.name}" for n in graph.float_weighted()]
     on_purpose, defects = _split(float_weights, declared)
     float_ops: list[str] = []
-    for n in nodes:
-        if n.op_type in STRUCTURAL or n.op_type in WEIGHTED or n.op_type in INTEGER_KERNELS:
+    skip = STRUCTURAL | WEIGHTED_OPS | ORT_FUSED_WEIGHTED_OPS | INTEGER_KERNELS
+    for n in graph.nodes:
+        if n.op_type in skip:
             continue
-        acts = [i for i in n.inputs if i and i not in inits and producers.get(i) is not None]
+        acts = [i for i in n.inputs if i and i not in graph.constants and graph.produced_by(i) is not None]
         into_q = all(c.op_type == "QuantizeLinear" for o in n.outputs for c in consumers.get(o, [])) and \
             any(consumers.get(o) for o in n.outputs)
         if acts and not any(from_dq(i) for i in acts) and not into_q:
             float_ops.append(f"{n.op_type} {n.name}")
-    ops = Counter(n.op_type for n in nodes)
+    ops = graph.op_counts()
     quantized = ops["QuantizeLinear"] + ops["DynamicQuantizeLinear"] + sum(ops[k] for k in INTEGER_KERNELS)
     return {"ok": bool(weighted) and not defects and quantized > 0 and len(float_weights) < len(weighted),
             "summary": _summary(on_purpose, defects), "format": "ort" if path.suffix == ".ort" else "onnx",

@@ -110,17 +110,24 @@ def export_onnx(
         ) from exc
     finally:
         model.train(was_training)
-    try:
-        onnx.checker.check_model(str(path), full_check=True)
-    except onnx.checker.ValidationError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise StageFailed(f"{path}: the exported ONNX fails onnx.checker: {first}") from exc
+    check_onnx(path)
     facts = onnx_facts(onnx.load(str(path), load_external_data=False))
     facts.update({"path": str(path), "exporter": "torchscript", "dynamic_batch": dynamic_batch})
     return facts
 
 
-def adopt_onnx(src: str | Path, path: str | Path, input_name: str = "input", output_name: str = "logits") -> dict[str, Any]:
+def check_onnx(path: str | Path) -> None:
+    """onnx.checker with full shape inference; a failure is a StageFailed naming the file and the first line."""
+    onnx = require("onnx", "train")
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except onnx.checker.ValidationError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise StageFailed(f"{path}: the exported ONNX fails onnx.checker: {first}") from exc
+
+
+def adopt_onnx(src: str | Path, path: str | Path, input_name: str = "input",
+               output_name: str = "logits") -> dict[str, Any]:
     """A user's ONNX teacher as the run's teacher_fp32.onnx: the same graph with edgekd's input and output names
     (every reference renamed) and its first output alone, checked by onnx.checker. Returns onnx_facts."""
     onnx = require("onnx", "train")

@@ -8,36 +8,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgekd.errors import StageFailed, UsageError, require
+from edgekd.onnxfacts import Graph
 from edgekd.quant.ptq import _nncf, _torch, module_device
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
     from torch import nn
 
-_WEIGHTED_ONNX_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-
 
 def qdq_facts(onnx_model: Any) -> dict[str, Any]:
-    """Counts of QuantizeLinear/DequantizeLinear and the Conv/Gemm/MatMul nodes left in float.
-
-    A weighted node is "float" when its weight input (input 1) is not produced by a DequantizeLinear.
-    """
-    producers = {out: node for node in onnx_model.graph.node for out in node.output}
-    n_q = sum(node.op_type == "QuantizeLinear" for node in onnx_model.graph.node)
-    n_dq = sum(node.op_type == "DequantizeLinear" for node in onnx_model.graph.node)
-    float_ops: list[str] = []
-    float_nodes: list[str] = []
-    for node in onnx_model.graph.node:
-        if node.op_type in _WEIGHTED_ONNX_OPS and len(node.input) > 1:
-            producer = producers.get(node.input[1])
-            if producer is None or producer.op_type != "DequantizeLinear":
-                float_ops.append(node.op_type)
-                float_nodes.append(node.name)
+    """Counts of QuantizeLinear/DequantizeLinear and the weighted nodes left in float (edgekd.onnxfacts' rule:
+    a weight is INT8 when it comes through DequantizeLinear)."""
+    graph = Graph.from_onnx(onnx_model)
+    ops = graph.op_counts()
+    floats = graph.float_weighted()
     return {
-        "quantize_linear": n_q,
-        "dequantize_linear": n_dq,
-        "float_ops": float_ops,
-        "float_nodes": float_nodes,
+        "quantize_linear": ops["QuantizeLinear"],
+        "dequantize_linear": ops["DequantizeLinear"],
+        "float_ops": [n.op_type for n in floats],
+        "float_nodes": [n.name for n in floats],
     }
 
 
@@ -52,13 +41,16 @@ def export_qdq_onnx(
     """Export standard QuantizeLinear/DequantizeLinear ONNX (ONNX Runtime, TensorRT explicit quantization).
 
     NNCF's own quantizers export as FakeQuantize-like custom nodes; ``nncf.strip(..., NATIVE)`` (needs
-    torchao) first turns them into torch fake-quant ops, which the TorchScript exporter writes as Q/DQ.
-    ``qmodel`` is not modified. Returns the ONNX facts plus the Q/DQ counts and float ops.
+    torchao) first turns them into torch fake-quant ops, which the TorchScript exporter writes as Q/DQ. Each
+    weight's QuantizeLinear is then folded into the int8 initializer it computes (edgekd.export.qdq_weights):
+    the weights are stored as INT8 behind a DequantizeLinear, activations keep their Q/DQ pairs.
+    ``qmodel`` is not modified. Returns the ONNX facts plus the Q/DQ counts, float ops and ``int8_weights``.
     """
     onnx = require("onnx", "train")
     nncf = _nncf()
     require("torchao", "train", "nncf.strip to native PyTorch needs torchao")
-    from edgekd.export.onnx_export import export_onnx
+    from edgekd.export.onnx_export import check_onnx, export_onnx
+    from edgekd.export.qdq_weights import fold_weight_quantizers
 
     from nncf.torch.function_hook.wrapper import is_wrapped
 
@@ -70,9 +62,13 @@ def export_qdq_onnx(
     example_input = example_input.to(module_device(model))
     stripped = nncf.strip(model, do_copy=False, strip_format=nncf.StripFormat.NATIVE, example_input=example_input)
     facts = export_onnx(stripped, path, example_input, opset=opset, input_name=input_name, output_name=output_name)
-    facts.update(qdq_facts(onnx.load(str(path))))
-    if facts["quantize_linear"] == 0:
-        raise StageFailed(f"{path}: the exported INT8 model has no QuantizeLinear node; was it quantized?")
+    onnx_model = onnx.load(str(path))
+    facts["int8_weights"] = fold_weight_quantizers(onnx_model)  # float weight -> Q -> DQ becomes int8 -> DQ
+    onnx.save(onnx_model, str(path))
+    check_onnx(path)
+    facts.update(qdq_facts(onnx_model))
+    if facts["dequantize_linear"] == 0:
+        raise StageFailed(f"{path}: the exported INT8 model has no DequantizeLinear node; was it quantized?")
     facts["precision"] = "int8"
     return facts
 

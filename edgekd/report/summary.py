@@ -60,6 +60,7 @@ def build_report(outcomes, opts, target, dataset, run_dir: Path, strict: bool = 
         "budgets": budgets,
         "methodology": bench.get("methodology", ""),
         "int8_payoff": bench.get("int8_payoff", {}),
+        "sizes": bench.get("sizes", {}),  # FP32 and INT8 student, each the file the target deploys
         "quantization": quantization_summary(by_stage["qad"].manifest.metrics) if "qad" in by_stage else {},
         "quantization_pt2e": by_stage["qad_pt2e"].manifest.metrics.get("routes", {}) if "qad_pt2e" in by_stage else {},
         "verdict": overall_verdict(budgets),
@@ -179,6 +180,8 @@ def print_report(report: dict[str, Any], console: Console) -> None:
     console.print(budgets)
     if report.get("int8_payoff"):
         console.print(payoff_line(report["int8_payoff"]))
+    if report.get("sizes"):
+        console.print(size_line(report["sizes"]), markup=False)
     if _fallback_ran(report) or report.get("quantization_pt2e"):
         attempts = Table(title="INT8 attempts (float-layer fallback; PT2E routes for mobile runtimes)")
         for col in ATTEMPT_COLUMNS:
@@ -213,6 +216,14 @@ def payoff_line(p: dict[str, Any]) -> str:
     return line
 
 
+def size_line(s: dict[str, Any]) -> str:
+    """FP32 and INT8 student side by side, each the file the target deploys (or its stand-in), and the ratio."""
+    ratio = f"{s['int8_over_fp32']:.2f}x" if s.get("int8_over_fp32") is not None else "-"
+    basis = "the files the target deploys" if s.get("measured") else "sizes estimated from stand-in files"
+    return (f"size, INT8 vs FP32 student ({basis}): {_size(s['int8_bytes'])} ({s.get('int8_file')}) vs "
+            f"{_size(s['fp32_bytes'])} ({s.get('fp32_file')}): {ratio}")
+
+
 def markdown(report: dict[str, Any]) -> str:
     def table(cols, rows):
         lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -230,7 +241,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"- verdict: **{report['verdict']}** (exit code {report['exit_code']})"
         + (f"; on a substitute runtime: **{report['runtime_not_measured']}**" if report.get("runtime_not_measured")
            else ""),
-        f"- {payoff_line(report['int8_payoff'])}" if report.get("int8_payoff") else "", "",
+        f"- {payoff_line(report['int8_payoff'])}" if report.get("int8_payoff") else "",
+        f"- {size_line(report['sizes'])}" if report.get("sizes") else "", "",
         "## Models", "", table(MODEL_COLUMNS, model_rows(report)), "",
         "## Budgets", "", table(BUDGET_COLUMNS, budget_rows(report)), "",
         "## INT8 attempts", "", table(ATTEMPT_COLUMNS, attempt_rows(report)), "",

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.errors import UsageError
+from edgekd.onnxfacts import INTEGER_KERNELS, QDQ_OPS
 
 
 @dataclass(frozen=True)
@@ -106,9 +107,6 @@ def read_onnx(path: Path | str) -> Any:
         raise unreadable_model(Path(path), exc, "ONNX") from None
 
 
-QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
-INTEGER_KERNELS = frozenset({"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QGemm",
-                             "DynamicQuantizeMatMul"})
 
 
 def onnx_is_quantized(model: Any, integer_kernels: bool = True) -> bool:

@@ -8,8 +8,8 @@ Counting (batch made concrete, shapes from onnx.shape_inference):
 - ConvTranspose: MACs = prod(input shape) * prod(weight.shape[1:]) (= N*C_in*H_in*W_in * C_out/g * k).
 - Gemm: MACs = M * N * K.  MatMul (with broadcast batch dims): MACs = prod(output shape) * K.
 - FLOPs = 2 * MACs (bias adds and all other ops ignored).
-Bytes moved per heavy op: weights at the precision they run (1 byte for QDQ-quantized initializers: int8/uint8
-stored initializers behind DequantizeLinear, or float initializers behind QuantizeLinear->DequantizeLinear),
+Bytes moved per heavy op: weights at the precision they run (1 byte for QDQ-quantized weights, edgekd.onnxfacts:
+int8/uint8 initializers behind DequantizeLinear, or float initializers behind QuantizeLinear->DequantizeLinear),
 plus every activation input and the output, each element at the op's run precision. Elementwise ops,
 pooling, reshapes are assumed fused or negligible.
 """
@@ -25,9 +25,8 @@ import onnx
 from onnx import helper, shape_inference
 
 from edgekd.errors import UsageError
+from edgekd.onnxfacts import WEIGHTED_OPS, Graph
 from edgekd.runtimes.base import read_onnx
-
-HEAVY_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 _BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
 DEFAULT_COMPUTE_EFFICIENCY = 0.3
 DEFAULT_MEMORY_EFFICIENCY = 0.6
@@ -72,10 +71,6 @@ class Estimate:
         if not include_ops:
             out.pop("ops")
         return out
-
-
-def _itemsize(data_type: int) -> int:
-    return int(np.dtype(helper.tensor_dtype_to_np_dtype(data_type)).itemsize)
 
 
 def _dims(vi: onnx.ValueInfoProto) -> list[int] | None:
@@ -151,7 +146,7 @@ class _Tensors:
             if dims is not None:
                 self.shapes[vi.name] = dims
         self.inits = {i.name: i for i in g.initializer}
-        heavy_io = {t for n in g.node if n.op_type in HEAVY_OPS for t in (*n.input, *n.output) if t}
+        heavy_io = {t for n in g.node if n.op_type in WEIGHTED_OPS for t in (*n.input, *n.output) if t}
         if any(t not in self.shapes and t not in self.inits for t in heavy_io):
             self.shapes.update(_probe_shapes(onnx_path, model, batch))
         for c in g.node:  # Constant nodes act as initializers
@@ -159,25 +154,14 @@ class _Tensors:
                 self.inits[c.output[0]] = c.attribute[0].t
         for name, t in self.inits.items():
             self.shapes[name] = [int(d) for d in t.dims]
-        self.producer = {o: n for n in g.node for o in n.output}
+        self.facts = Graph.from_onnx(model)  # what is a weight, and whether it is quantized (edgekd.onnxfacts)
 
     def weight_of(self, name: str) -> tuple[bool, bool]:
         """(is a weight/constant, is QDQ-quantized) for a tensor name."""
-        if name in self.inits:
-            return True, _itemsize(self.inits[name].data_type) == 1
-        node = self.producer.get(name)
-        if node is not None and node.op_type == "DequantizeLinear":
-            src = node.input[0]
-            if src in self.inits:
-                return True, True
-            q = self.producer.get(src)
-            if q is not None and q.op_type == "QuantizeLinear" and q.input[0] in self.inits:
-                return True, True
-        return False, False
+        return self.facts.is_constant(name), self.facts.is_quantized(name)
 
     def from_dq(self, name: str) -> bool:
-        node = self.producer.get(name)
-        return node is not None and node.op_type == "DequantizeLinear"
+        return self.facts.produced_by(name) == "DequantizeLinear"
 
     def n_elems(self, name: str) -> int:
         if name not in self.shapes:
@@ -231,7 +215,7 @@ def count_ops(onnx_path: Path | str, batch: int = 1) -> list[OpCost]:
         raise UsageError(f"batch must be >= 1, got {batch}")
     model = _with_batch(read_onnx(onnx_path), batch)
     tensors = _Tensors(onnx_path, model, batch)
-    return [_op_cost(node, tensors) for node in model.graph.node if node.op_type in HEAVY_OPS]
+    return [_op_cost(node, tensors) for node in model.graph.node if node.op_type in WEIGHTED_OPS]
 
 
 def _efficiencies(facts: dict[str, Any]) -> tuple[float, float]:

@@ -107,9 +107,7 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
             row["estimate"] = estimate(export_dir / onnx_art.path, target, "int8" if role == "student_int8" else
                                        ("fp16" if target.device.peak_fp16_tflops else "fp32"), target.batch_size)
             row["estimated_latency_ms"] = row["estimate"]["latency_ms"]
-            if not device_file:  # a host substitute's files are not the device's: size of the exported ONNX
-                row["size_bytes"] = onnx_art.size_bytes
-                row["file"] = onnx_art.path
+        row.update(deployed_size(target, role, art, m["size_bytes"], export, here))
         nncf_float = parents["qad"].metrics.get("float_layers", []) if role == "student_int8" and not device_file \
             else []  # the PT2E program quantizes every layer; NNCF's fallback layers are not in it
         row["layers_not_in_precision"] = layers_not_in_precision(m["runtime_facts"], nncf_float)
@@ -142,7 +140,8 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     unmeasured = comp.metrics.get("runtime_not_measured")
     if unmeasured:
         notes.append(unmeasured)
-    metrics = {"rows": rows, "budgets": budgets, "int8_payoff": payoff, "measured_on_target": here,
+    metrics = {"rows": rows, "budgets": budgets, "int8_payoff": payoff, "sizes": size_comparison(rows),
+               "measured_on_target": here,
                "runtime_not_measured": unmeasured, "compiled_format": comp.metrics.get("format", "onnx"),
                "required_top1": required, "teacher_top1": teacher_top1, "reported_on": data.facts("test"),
                "teacher_top1_eval_set": by_role["teacher_fp32"]["top1_eval_set"], "eval_set": sample,
@@ -160,6 +159,38 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
                         images=sample["images"], of=sample["of"], split="test", cap=sample["cap"], seed=sample["seed"],
                         method=sample["method"])
     return Manifest(stage=NAME, id="", config={}, artifacts=[art], preprocessing=pre, metrics=metrics, notes=notes)
+
+
+def deployed_size(target: TargetProfile, role: str, art, measured_bytes: int, export: Manifest, here: bool) -> dict:
+    """Size of the file the target deploys for `role` (what the size budget is judged on): the compiled artifact
+    when the target's own runtime wrote it (OpenVINO IR .xml + .bin, ONNX Runtime's optimised ONNX, the TensorRT
+    engine, the .pte / .tflite); else the file the device builds its artifact from (the INT8 OpenVINO IR of the
+    export stage, or the exported ONNX, QDQ for INT8), labelled as a stand-in. `size_measured` is False for a
+    stand-in, and for an ONNX Runtime file optimised for this host's CPU (level 'all') when it is not the device."""
+    runtime = target.runtime.name
+    if art.facts.get("runtime") == runtime:
+        companion = " + .bin" if art.path.endswith(".xml") else ""
+        own = here or not art.facts.get("hardware_specific")
+        return {"size_bytes": measured_bytes, "size_file": f"compile/{art.path}{companion}", "size_measured": own,
+                "size_of": f"the {runtime} file the target deploys" + ("" if own else ", optimised for this CPU")}
+    if runtime == "openvino" and role == "student_int8" and export.has("student_int8_openvino"):
+        ir = export.artifact("student_int8_openvino")
+        return {"size_bytes": ir.size_bytes + export.artifact("student_int8_openvino_bin").size_bytes,
+                "size_file": f"export/{ir.path} + .bin", "size_measured": True,
+                "size_of": "the openvino file the target deploys"}
+    src = export.artifact(export_name(role))
+    return {"size_bytes": src.size_bytes, "size_file": f"export/{src.path}", "size_measured": False,
+            "size_of": f"the ONNX file the device builds its {runtime} artifact from (not built here)"}
+
+
+def size_comparison(rows: list[dict]) -> dict:
+    """FP32 against INT8 student, each the file the target deploys (or its stand-in), and their ratio."""
+    by_role = {r["role"]: r for r in rows}
+    fp32, int8 = by_role["student_fp32"], by_role["student_int8"]
+    return {"fp32_bytes": fp32["size_bytes"], "int8_bytes": int8["size_bytes"],
+            "int8_over_fp32": int8["size_bytes"] / fp32["size_bytes"] if fp32["size_bytes"] else None,
+            "fp32_file": fp32.get("size_file"), "int8_file": int8.get("size_file"),
+            "measured": bool(fp32.get("size_measured") and int8.get("size_measured"))}
 
 
 def _top1(pred, labels) -> float | None:

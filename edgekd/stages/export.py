@@ -1,10 +1,13 @@
-"""Stage 5, export: ONNX for every model, INT8 as QDQ ONNX and OpenVINO IR, each checked on real inputs.
+"""Stage 5, export: ONNX for every model, INT8 as QDQ ONNX (int8 weights) and OpenVINO IR, each checked on
+real inputs.
 
 Parity (tolerances in edgekd/export/parity.py) is measured on held-out images at batch 1 and at a batch
 larger than the one traced, and recorded per artifact; a failure or NaN/Inf stops the stage.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,6 +33,9 @@ class Config(BaseModel):
     opset: int = Field(default=17, ge=17)
     parity_samples: int = Field(default=256, ge=8)
     openvino_ir: bool = True  # also write the INT8 OpenVINO IR when openvino is installed
+    # how the QDQ ONNX stores weights: int8 behind DequantizeLinear (edgekd.export.qdq_weights). Part of the
+    # stage id, so a run exported before the fold (float32 weights -> QuantizeLinear) exports again on reuse
+    int8_weights: Literal["int8"] = "int8"
 
 
 def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
@@ -68,6 +74,7 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     artifacts.append(make_artifact(work, "student_int8_qdq", ArtifactKind.onnx, path, precision="int8",
                                    opset=cfg.opset, quantize_linear=facts.get("quantize_linear"),
                                    dequantize_linear=facts.get("dequantize_linear"),
+                                   int8_weights=facts.get("int8_weights"),
                                    float_ops=facts.get("float_ops"), parity=report.summary(), **io))
     if facts.get("float_nodes"):
         notes.append(f"INT8 QDQ ONNX keeps {len(facts['float_nodes'])} weighted node(s) in float: "

@@ -47,8 +47,8 @@ def test_trt_preset_is_signed_int8_with_zero_point_zero(qmodel, example, tmp_pat
     for node in model.graph.node:  # constants the exporter shares through Identity nodes
         if node.op_type == "Identity" and node.input[0] in inits:
             inits[node.output[0]] = inits[node.input[0]]
-    zps = [inits.get(n.input[2]) for n in model.graph.node if n.op_type == "QuantizeLinear"]
-    assert len(zps) == 7
+    zps = [inits.get(n.input[2]) for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    assert len(zps) == 7  # 4 activations (Q->DQ) and 3 weights (int8 initializer -> DQ)
     assert zps and all(z is not None and z.dtype == np.int8 and not z.any() for z in zps)
 
 
@@ -101,7 +101,7 @@ def test_qdq_onnx_matches_fake_quant_torch_on_ort(qmodel, example, data, tmp_pat
 
     facts = export_qdq_onnx(qmodel, tmp_path / "q.onnx", example)
     assert facts["opset"] == 17 and facts["float_ops"] == []
-    assert facts["quantize_linear"] == facts["dequantize_linear"] == 7
+    assert facts["quantize_linear"] == 4 and facts["dequantize_linear"] == 7  # weight Q folded into int8
     assert facts["inputs"] == {"input": ["batch", 3, 16, 16]}
     report = check_parity(tmp_path / "q.onnx", qmodel, data["x_eval"].numpy(), "int8", batch_sizes=(1, 7))
     assert report.passed

@@ -208,6 +208,9 @@ def _run_stage(item: _Planned, work: Path, done: dict[str, StageOutcome], run_di
         alone = dist.alone() if ctx_dist.distributed and not every_rank else contextlib.nullcontext()
         with lost_peer(), alone:
             manifest = item.mod.run(spec.config, {r: done[s].manifest for r, s in spec.parents.items()}, ctx)
+        from edgekd.stages.metrics import check_metrics
+
+        check_metrics(spec.name, manifest.metrics)  # the fields other stages read are there (typed)
         if ctx_dist.is_main:
             manifest = manifest.model_copy(update=dict(
                 stage=spec.name, id=item.sid, config=item.cfg_dump, parents=item.parent_ids,

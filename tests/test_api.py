@@ -72,6 +72,6 @@ def test_in_memory_module_teacher_end_to_end(tmp_path: Path) -> None:
     report = edgekd.compress(teacher=teacher, run_dir=tmp_path / "run", bundle=False, **opts)
     origin = report.stage("teacher").metrics["origin"]
     assert "in-memory nn.Module" in origin and "SENet" in origin
-    assert report.model("teacher_fp32").model.startswith("module:")
+    assert report.model("teacher_fp32").model.startswith("SENet (module:")  # its label, not a hash alone
     again = edgekd.compress(teacher=teacher, run_dir=tmp_path / "run", bundle=False, **opts)
     assert all(s.reused for s in again.stages) and again.verdict == report.verdict

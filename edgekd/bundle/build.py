@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekd.stages.metrics import QadMetrics, metrics_of
 from edgekd.bundle.formats import WRITERS, Planned, parse_formats
 from edgekd.bundle.integer import float_layer_names
 from edgekd.bundle.mobile import coreml_spec_report, pt2e_references, pte_integer_report, tflite_integer_report
@@ -194,11 +195,11 @@ def declared_float_layers(run: RunView) -> list[str]:
     if not run.has("qad"):
         return []
     q = run.manifest("qad")
-    names = float_layer_names(q.metrics.get("float_layers"))
+    names = float_layer_names(metrics_of(q).float_layers)
     if not names and q.has("quantized"):
         names = float_layer_names(q.artifact("quantized").facts.get("ignored_layers"))
     if run.has("distill"):  # squeeze-excitation convs NNCF never quantizes (edgekd.models.family)
-        names += [n for n in run.manifest("distill").metrics.get("float_layers_declared", []) if n not in names]
+        names += [n for n in metrics_of(run.manifest("distill")).float_layers_declared if n not in names]
     return names
 
 
@@ -244,7 +245,7 @@ def _latency(run: RunView, p: Planned) -> list[LatencyClaim]:
 
 def _pipeline(run: RunView) -> dict[str, Any]:
     opts = run.report.get("options", {})
-    q = run.manifest("qad").metrics if run.has("qad") else {}
+    q = metrics_of(run.manifest("qad")) if run.has("qad") else QadMetrics.model_construct()
     teacher_cfg = run.manifest("teacher").config if run.has("teacher") else {}
     return {
         "teacher": {"arch": teacher_cfg.get("arch", opts.get("teacher")), "pretrained": opts.get("pretrained"),
@@ -253,9 +254,10 @@ def _pipeline(run: RunView) -> dict[str, Any]:
         "losses": {"kd": {"temperature": opts.get("temperature"), "alpha": opts.get("alpha")},
                    "attention": opts.get("attention"), "hint": opts.get("hint"), "weighting": opts.get("weighting")},
         "quantization": {"method": "NNCF INT8 (symmetric per-channel weights, per-tensor activations)",
-                         "kept": q.get("kept"), "fp32_top1": q.get("fp32_top1"), "ptq_top1": q.get("ptq_top1"),
-                         "qad_top1": q.get("qad_top1"), "calibration_images": q.get("calibration_images")},
-        "quantization_pt2e": run.manifest("qad_pt2e").metrics.get("routes") if run.has("qad_pt2e") else None,
+                         "kept": getattr(q, "kept", None), "fp32_top1": getattr(q, "fp32_top1", None),
+                         "ptq_top1": getattr(q, "ptq_top1", None), "qad_top1": getattr(q, "qad_top1", None),
+                         "calibration_images": getattr(q, "calibration_images", None)},
+        "quantization_pt2e": metrics_of(run.manifest("qad_pt2e")).routes if run.has("qad_pt2e") else None,
         "float_layers": declared_float_layers(run),
         "target": run.target.get("name"), "data": run.report.get("data", {}).get("description"),
         "splits": run.report.get("data", {}).get("splits"),  # role -> images, origin (val decided, test reported)

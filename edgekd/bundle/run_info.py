@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgekd.stages.metrics import metrics_of
 from edgekd.errors import UsageError
 from edgekd.manifest import Manifest, load_manifest
 from edgekd.model_roles import student_role
@@ -53,7 +54,7 @@ class RunView:
         out: dict[str, list[dict[str, Any]]] = {}
         for stage in ("teacher", "finetune", "distill", "qad"):
             if self.has(stage):
-                hist = self.manifest(stage).metrics.get("history") or []
+                hist = metrics_of(self.manifest(stage)).history
                 if hist:
                     out[stage] = list(hist)
         return out

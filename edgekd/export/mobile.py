@@ -117,13 +117,16 @@ def compile_mobile(fmt: MobileFormat, parents: dict[str, Manifest], parent_dirs:
     example = torch.zeros(1, pre.channels, *pre.input_size)
     sources = {"teacher_fp32": ("teacher", "model"), "student_fp32": ("student", "model"),
                "student_int8": ("pt2e", route)}
+    from edgekd.stages.metrics import metrics_of
+
+    routes = metrics_of(pt2e_m).routes
     artifacts = []
     for role, (parent, name) in sources.items():
         src = parent_dirs[parent] / parents[parent].artifact(name).path
         if role == "student_int8":
             model, facts = pt2e.load_program(src), {"quantized_by": route, "reference": f"pytorch_pt2e:{route}",
-                                                    "val_top1": pt2e_m.metrics["routes"][route]["int8_top1"],
-                                                    "int8_kept": pt2e_m.metrics["routes"][route]["kept"]}
+                                                    "val_top1": routes[route]["int8_top1"],
+                                                    "int8_kept": routes[route]["kept"]}
         else:
             model, facts = load_edgekd_checkpoint(src)[0].eval(), {}
         dst = out_dir / role / f"model.{fmt.suffix}"

@@ -40,11 +40,13 @@ def per_class_from_run(run_dir: Path) -> dict[str, Any]:
     from edgekd.bundle.run_info import open_run
     from edgekd.errors import UsageError
 
-    bench = open_run(Path(run_dir)).manifest("bench")
-    if "per_class" not in bench.metrics:
+    from edgekd.stages.metrics import metrics_of
+
+    per_class = metrics_of(open_run(Path(run_dir)).manifest("bench")).per_class
+    if per_class is None:
         raise UsageError(f"{run_dir}: its bench stage was written by an older edgekd and holds no per-class "
                          "figures: run `edgekd compress` on it again (only the bench stage reruns)")
-    return bench.metrics["per_class"]
+    return per_class
 
 
 def _b64(png: bytes) -> str:

@@ -31,8 +31,13 @@ def load_model(stage_dir: Path, manifest: Manifest, name: str = "model") -> tupl
 
 
 def load_frozen_teacher(ctx, parents: dict[str, Manifest], device) -> torch.nn.Module:
-    """The fine-tuned teacher on `device`, in eval mode with gradients off (distill and qad read it only)."""
-    teacher, _ = load_model(ctx.parent_dirs["teacher"], parents["teacher"])
+    """The fine-tuned teacher on `device`, in eval mode with gradients off (distill and qad read it only).
+    Loading it consumes none of the stage's random numbers (building a model initialises its weights before the
+    checkpoint overwrites them): the student's initialisation and the data order then do not depend on how the
+    teacher is built, so the same teacher from a registry name, a .pt2 or an import path distils the same
+    student (bench/RESULTS.md, "Model sources")."""
+    with torch.random.fork_rng(devices=[]):
+        teacher, _ = load_model(ctx.parent_dirs["teacher"], parents["teacher"])
     teacher.to(device).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)

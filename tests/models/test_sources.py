@@ -143,3 +143,20 @@ def test_in_memory_module_identity_is_class_and_weights() -> None:
         a.decoder[-1].bias.add_(1.0)
     assert sources.register_module(a) != key  # the registered copy is a snapshot; new weights, new identity
     assert sources.resolve(key).kind == "module"
+
+
+def test_loading_the_teacher_consumes_no_random_numbers(tmp_path: Path) -> None:
+    """Building a model draws its initial weights from the global generator before the checkpoint overwrites
+    them; load_frozen_teacher must not, or the student's init would depend on how the teacher is built."""
+    from types import SimpleNamespace
+
+    from edgekd.manifest import Manifest
+    from edgekd.stages.common import load_frozen_teacher, save_model
+
+    model = build_model("cifar_resnet20", num_classes=10, in_channels=3)
+    art = save_model(tmp_path, "model", model, "cifar_resnet20", {"num_classes": 10, "in_channels": 3})
+    manifest = Manifest(stage="finetune", id="x", config={}, artifacts=[art])
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    load_frozen_teacher(SimpleNamespace(parent_dirs={"teacher": tmp_path}), {"teacher": manifest}, "cpu")
+    assert torch.equal(torch.random.get_rng_state(), state)

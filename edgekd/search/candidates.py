@@ -71,12 +71,15 @@ def _pruned(arch: str, name: str, model: nn.Module, example: torch.Tensor,
 
 
 def pruned_candidates(teacher: nn.Module, arch: str, ratios: list[float], importance: str, calib: torch.Tensor,
-                      grad_batches: list[tuple[torch.Tensor, torch.Tensor]], depths: list[float] = ()
-                      ) -> tuple[list[Candidate], list[str]]:
+                      grad_batches: list[tuple[torch.Tensor, torch.Tensor]], depths: list[float] = (),
+                      name: str | None = None) -> tuple[list[Candidate], list[str]]:
     """The teacher made smaller three ways, each keeping the teacher's weights: channel-pruned at each ratio
     of `ratios` (Torch-Pruning); depth-pruned keeping each share of `depths` of its removable residual
     blocks (edgekd.search.depth); and, when both are asked, the shallowest one channel-pruned at the lowest
-    ratio. Returns (candidates, reasons a kind of pruning was skipped)."""
+    ratio. Candidates are named `<name>-pruned50` etc. (`name` defaults to `arch`; a model the user brought
+    passes a short file-safe name, since its arch is a path). Returns (candidates, reasons a kind of pruning
+    was skipped)."""
+    base = name or arch
     from edgekd.search.depth import drop_blocks, drop_order, removable_blocks
     from edgekd.search.prune import PruneUnsupported, prune
 
@@ -86,7 +89,7 @@ def pruned_candidates(teacher: nn.Module, arch: str, ratios: list[float], import
     width_ok = True
     for ratio in ratios:
         try:
-            out.append(_pruned(arch, f"{arch}-pruned{int(round(ratio * 100))}",
+            out.append(_pruned(arch, f"{base}-pruned{int(round(ratio * 100))}",
                                prune(teacher, example, ratio, importance, grad_batches), example, width=True))
         except PruneUnsupported as exc:
             why.append(str(exc))
@@ -107,7 +110,7 @@ def pruned_candidates(teacher: nn.Module, arch: str, ratios: list[float], import
             continue
         dropped = order[:counts[d]]
         model = drop_blocks(teacher, dropped, bn)
-        out.append(_pruned(arch, f"{arch}-depth{int(round(d * 100))}", model, example, dropped))
+        out.append(_pruned(arch, f"{base}-depth{int(round(d * 100))}", model, example, dropped))
         shallowest = (d, dropped, model)
     if shallowest is not None and ratios and width_ok:
         d, dropped, model = shallowest
@@ -117,6 +120,6 @@ def pruned_candidates(teacher: nn.Module, arch: str, ratios: list[float], import
         except PruneUnsupported as exc:
             why.append(f"depth-then-channel pruning: {exc}")
         else:
-            out.append(_pruned(arch, f"{arch}-depth{int(round(d * 100))}-pruned{int(round(ratio * 100))}",
+            out.append(_pruned(arch, f"{base}-depth{int(round(d * 100))}-pruned{int(round(ratio * 100))}",
                                both, example, dropped, width=True))
     return out, why

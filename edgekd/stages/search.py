@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -74,7 +75,19 @@ def _calib(data, n: int = 256) -> tuple[torch.Tensor, list[tuple[torch.Tensor, t
     return torch.cat([x for x, _ in batches]), batches
 
 
-def _candidates(cfg: Config, teacher, teacher_arch: str, kwargs: dict, calib, grads, notes: list[str]):
+def _candidate_base(tmeta: dict) -> str | None:
+    """A file-safe name for the candidates cut from a model the user brought (its arch is a path or an import
+    path): the factory's or class's name, or the file's stem. None for a registry teacher (its arch)."""
+    label = tmeta.get("source_label")
+    if not label:
+        return None
+    core = str(label).split(" (")[0].rsplit(":", 1)[-1]
+    core = Path(core).stem if core.endswith((".pt2", ".onnx")) else core
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", core) or "teacher"
+
+
+def _candidates(cfg: Config, teacher, teacher_arch: str, kwargs: dict, calib, grads, notes: list[str],
+                name: str | None = None):
     from edgekd.search.candidates import family_candidates, pruned_candidates, spread_by_macs
     from edgekd.search.family import family_for
 
@@ -85,7 +98,7 @@ def _candidates(cfg: Config, teacher, teacher_arch: str, kwargs: dict, calib, gr
         pruned, why = [], [f"the teacher is {kind}, whose layers cannot be pruned here; the family alone is searched"]
     else:
         pruned, why = pruned_candidates(teacher, teacher_arch, cfg.prune_ratios, cfg.importance, calib, grads,
-                                        cfg.prune_depths)
+                                        cfg.prune_depths, name)
     for reason in why:
         notes.append(f"pruned-teacher candidates skipped: {reason}")
     return fam + pruned
@@ -153,7 +166,8 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     with torch.enable_grad():
         for p in teacher.parameters():
             p.requires_grad_(True)
-        cands = _candidates(cfg, teacher, str(tmeta["arch"]), kwargs, calib, grads, notes)
+        cands = _candidates(cfg, teacher, str(tmeta["arch"]), kwargs, calib, grads, notes,
+                            _candidate_base(tmeta))
         for p in teacher.parameters():
             p.requires_grad_(False)
     st = _State(ctx.work_dir / "state" / "state.json")  # state/ survives an interruption (edgekd.pipeline)

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekd.accuracy import AccuracyRequirement
 from edgekd.targets import TargetProfile
 
 
@@ -103,7 +104,9 @@ def chance_checks(teacher_top1: float | None, final_top1: float | None, num_clas
     return out
 
 
-def required_top1(target: TargetProfile, teacher_top1: float | None) -> float | None:
-    """The top-1 the final artifact must reach by the profile's accuracy defaults (edgekd.accuracy); None when
-    the profile asks for nothing that applies."""
-    return target.accuracy.required_or_none(teacher_top1)
+def required_top1(target: TargetProfile, teacher_top1: float | None,
+                  recorded: AccuracyRequirement | None = None) -> float | None:
+    """The top-1 the final artifact must reach: by the requirement the run recorded (its own --max-drop /
+    --accuracy-floor, as `compress` judged it), else by the profile's accuracy defaults (edgekd.accuracy); None
+    when nothing that applies is asked."""
+    return (recorded or target.accuracy).required_or_none(teacher_top1)

@@ -85,6 +85,16 @@ def accuracy_check(candidate: float, baseline: float, tolerance: float = 0.5) ->
     )  # fmt: skip
 
 
+def requirement_check(candidate: float, required: float, basis: str) -> AbsoluteCheck:
+    """The candidate's top-1 (points) against the accuracy requirement its own run recorded (points)."""
+    ok = candidate >= required
+    return AbsoluteCheck(
+        name="accuracy requirement", status="pass" if ok else "fail", measured=candidate, limit=required,
+        unit="%", reason=f"candidate top-1 {candidate:.2f}% {'meets' if ok else 'is below'} the run's requirement "
+        f">= {required:.2f}% ({basis})",
+    )  # fmt: skip
+
+
 # ----------------------------------------------------------------------------------------- overall
 class GateResult(BaseModel):
     """The latency comparison, the absolute checks, and the overall verdict with its exit code."""

@@ -30,7 +30,8 @@ from edgekd.artifacts import Candidate, Resolved, candidate_for, pick_role, reso
 from edgekd.benchmark import choose_precision, plan_measurement, settings_for
 from edgekd.errors import MissingExtra, UsageError
 from edgekd.gate.checks import (
-    AbsoluteCheck, GateResult, accuracy_check, latency_budget_check, memory_check, overall, size_check,
+    AbsoluteCheck, GateResult, accuracy_check, latency_budget_check, memory_check, overall, requirement_check,
+    size_check,
 )  # fmt: skip
 from edgekd.gate.sampling import interleaved_samples
 from edgekd.gate.stats import Decision, GateConfig, decide_with_rerun
@@ -136,6 +137,8 @@ class Pair:
     eval_images: int | None
     host_mismatch: str | None = None  # set when --allow-host-mismatch judged a host that is not the device
     notes: list[str] = field(default_factory=list)
+    # (top-1, how) the candidate's own run requires (candidate_requirement); None when it recorded none
+    required: tuple[float, str] | None = None
 
 
 def load_pair(baseline: Path, candidate: Path, target_name: str | None, role: str | None = None,
@@ -175,7 +178,8 @@ def load_pair(baseline: Path, candidate: Path, target_name: str | None, role: st
     return Pair(target=target, runtime=plan.runtime, a=Arm(a, ca, prec_a, sa, batch_a, top_a),
                 b=Arm(b, cb, prec_b, sb, batch_b, top_b), eval_from=eval_from,
                 eval_images=None if images is None else int(len(images)), host_mismatch=mismatch,
-                notes=[f"baseline: {n}" for n in notes_a] + [f"candidate: {n}" for n in notes_b])
+                notes=[f"baseline: {n}" for n in notes_a] + [f"candidate: {n}" for n in notes_b],
+                required=candidate_requirement(a, b, eval_from))
 
 
 @dataclass
@@ -226,9 +230,30 @@ def decide(pair: Pair, measured: Measured, accuracy_tolerance: float = 0.5) -> t
         checks.append(accuracy_check(top_b * 100, top_a * 100, accuracy_tolerance))
     else:
         notes.append("no eval set on either side: accuracy not checked (pass --eval-set)")
+    if pair.required is not None and top_b is not None:
+        checks.append(requirement_check(top_b * 100, pair.required[0] * 100, pair.required[1]))
     if pair.a.precision != pair.b.precision:
         notes.append(f"baseline runs {pair.a.precision}, candidate {pair.b.precision}")
     return overall(measured.decision.stats, checks), notes
+
+
+def candidate_requirement(a: Resolved, b: Resolved, eval_from: str | None) -> tuple[float, str] | None:
+    """The top-1 the candidate's own run must reach (its recorded --max-drop / --accuracy-floor, as `compress`
+    and `bench RUN` judge it), and how it was found; None for a candidate that recorded none (a lone file, an
+    older run). The drop from the teacher applies only when the gate scores on the images the candidate's
+    teacher top-1 was measured on (its own eval set, or the baseline's with the same sha256); else the floor."""
+    if b.accuracy is None:
+        return None
+    own = eval_from is not None and (eval_from.startswith("candidate")
+                                     or (b.eval_sha256 is not None and b.eval_sha256 == a.eval_sha256))
+    teacher = b.teacher_top1 if own else None
+    need = b.accuracy.required_or_none(teacher)
+    if need is None:
+        return None
+    parts = [f"max drop {b.accuracy.max_drop_points:g} points from the teacher's {teacher:.2%}"
+             if teacher is not None and b.accuracy.max_drop_points is not None else "",
+             f"floor {b.accuracy.floor:.2%}" if b.accuracy.floor is not None else ""]
+    return need, ", ".join(p for p in parts if p)
 
 
 def _arm_context(arm: Arm) -> dict[str, Any]:

@@ -23,7 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from edgekd.compat import check_tested
 from edgekd.errors import UsageError, require
+
+check_tested("torchao")  # fold_weight_quantize imports torchao's private _quant_node_constraint
 
 MOBILE_EXTRA = "mobile"
 

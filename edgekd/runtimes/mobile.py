@@ -14,8 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from edgekd.compat import check_tested
 from edgekd.errors import UsageError
 from edgekd.runtimes.base import CompiledArtifact, Runtime, RuntimeSettings, Session
+
+check_tested("executorch")  # ExecuTorchRuntime.load resets its private XNNPACK threadpool
 
 
 class _NoCompile:

@@ -90,7 +90,7 @@ def paired_speedup(a: tuple[Path, RuntimeSettings, str | None], b: tuple[Path, R
     """How much faster B is than A (latency A / latency B), measured interleaved in rounds with the gate's
     sampler and paired statistics, so that a machine whose speed changes between two separate measurements
     does not decide the ratio. `a` and `b` are (path, settings, expected sha256)."""
-    from edgekd.gate import GateConfig, compare, interleaved_samples
+    from edgekd.stats import GateConfig, compare, interleaved_samples
     from edgekd.runtimes import get_runtime
 
     rt = get_runtime(runtime)

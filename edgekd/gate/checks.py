@@ -1,6 +1,6 @@
 """Absolute checks of the gate (latency budget, size, memory, accuracy) and the overall verdict.
 
-Kept apart from the A/B latency comparison (edgekd.gate.stats): a budget is a fixed number of the target
+Kept apart from the A/B latency comparison (edgekd.stats): a budget is a fixed number of the target
 profile, not a comparison between two measurements, and an accuracy change is judged two-sided.
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
 from edgekd.errors import EXIT_BUDGET_FAILED, EXIT_INCONCLUSIVE, EXIT_OK, UsageError
-from edgekd.gate.stats import GateStats, Verdict
+from edgekd.stats import GateStats, Verdict
 
 
 class AbsoluteCheck(BaseModel):

@@ -25,7 +25,7 @@ from numpy.typing import ArrayLike
 
 from edgekd.fsio import write_atomic
 from edgekd.gate.checks import GateResult
-from edgekd.gate.stats import GateStats
+from edgekd.stats import GateStats
 
 _WORD = {"pass": "PASS", "fail": "FAIL", "inconclusive": "INCONCLUSIVE", "changed": "CHANGED"}
 

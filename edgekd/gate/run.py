@@ -5,10 +5,10 @@ Three steps, each public:
 * `load_pair`: resolve baseline and candidate (run directory, bundle or model file), check that they are two
   versions of one model compiled for the target's runtime, verify their sha256, load both sessions with the
   target's settings, and top-1 each on the same held-out images when an eval set is known.
-* `sample`: the interleaved latency samples (ABBA rounds, edgekd.gate.sampling) with a fresh rerun when the
-  verdict is inconclusive because of noise (edgekd.gate.stats.decide_with_rerun), then the candidate's size
+* `sample`: the interleaved latency samples (ABBA rounds, edgekd.stats.sampling) with a fresh rerun when the
+  verdict is inconclusive because of noise (edgekd.stats.decide_with_rerun), then the candidate's size
   and memory (edgekd.runtimes.memory, the definition bench uses).
-* `decide`: the decision rule. The latency comparison (edgekd.gate.stats, rule in its docstring) is combined
+* `decide`: the decision rule. The latency comparison (edgekd.stats.paired, rule in its docstring) is combined
   with the absolute checks: the candidate's latency at the profile's percentile against the budget, its size
   and memory against budgets, and its top-1 against the baseline's (two-sided tolerance). Any failed check
   or a failed comparison fails the gate; otherwise an inconclusive comparison makes it inconclusive; else
@@ -33,8 +33,7 @@ from edgekd.gate.checks import (
     AbsoluteCheck, GateResult, accuracy_check, latency_budget_check, memory_check, overall, requirement_check,
     size_check,
 )  # fmt: skip
-from edgekd.gate.sampling import interleaved_samples
-from edgekd.gate.stats import Decision, GateConfig, decide_with_rerun
+from edgekd.stats import Decision, GateConfig, decide_with_rerun, interleaved_samples
 from edgekd.targets import TargetProfile, load_target
 
 
@@ -154,7 +153,7 @@ def load_pair(baseline: Path, candidate: Path, target_name: str | None, role: st
         target_name = a.run_target
     target = load_target(target_name)
     from edgekd.devicebuild.record import use_compiled
-    from edgekd.runtimes.identity_report import gate_plan
+    from edgekd.gate.host import gate_plan
 
     plan, mismatch = gate_plan(target, allow_host_mismatch)
     plan = plan or _runnable_here(target)
@@ -267,7 +266,7 @@ def run_gate(baseline: Path, candidate: Path, target_name: str | None, cfg: Gate
              eval_set: Path | None = None, accuracy_tolerance: float = 0.5, allow_host_mismatch: bool = False,
              ) -> tuple[GateResult, dict[str, Any], Any]:
     """Load, sample interleaved, decide. Returns (result, context for the report, samples)."""
-    from edgekd.runtimes.identity_report import mark_host_mismatch
+    from edgekd.gate.host import mark_host_mismatch
 
     t0 = time.perf_counter()
     pair = load_pair(baseline, candidate, target_name, role, eval_set, allow_host_mismatch)

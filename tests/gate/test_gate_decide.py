@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from edgekd.gate import Decision, GateConfig, Measured, compare, decide
-from edgekd.gate.sampling import InterleavedSamples
+from edgekd.stats.sampling import InterleavedSamples
 
 
 def _measured(slowdown: float, size_mb: float = 1.0, memory_mb: float | None = 10.0) -> Measured:

@@ -14,14 +14,10 @@ from __future__ import annotations
 
 import ast
 import functools
-import hashlib
 import importlib.util
 from pathlib import Path
 
-
-def short_hash(data: bytes | str, length: int = 12) -> str:
-    """sha256 of `data` (str as UTF-8), hex, truncated to `length` characters."""
-    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()[:length]
+from edgekd.fsio import short_hash
 
 
 @functools.lru_cache(maxsize=None)

@@ -11,7 +11,6 @@ stage resumes) and is renamed into place only when it has finished: a manifest n
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import sys
@@ -24,7 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgekd.errors import UsageError
-from edgekd.fsio import file_problems, publish, sha256_file, write_atomic  # sha256_file: also imported from here
+from edgekd.fsio import file_problems, publish, sha256_file, short_hash, write_atomic  # sha256_file: also imported from here
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -146,7 +145,7 @@ def stage_id(stage: str, config: dict[str, Any], parents: dict[str, str], finger
     """`code`: edgekd.codehash.code_id of the stage module (what makes a fix to the stage's code rerun it)."""
     payload = canonical_json({"stage": stage, "config": config, "parents": parents, "inputs": fingerprint,
                               "code": code})
-    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+    return short_hash(payload)
 
 
 def make_artifact(stage_dir: Path, name: str, kind: ArtifactKind, path: Path, **facts: Any) -> Artifact:

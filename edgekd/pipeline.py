@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import importlib
 import os
 import secrets
@@ -40,7 +39,7 @@ from rich.console import Console
 
 from edgekd import codehash
 from edgekd.errors import UsageError
-from edgekd.fsio import move_aside
+from edgekd.fsio import move_aside, short_hash
 from edgekd.stage_env import made_on
 from edgekd.manifest import (
     MANIFEST_NAME, Manifest, artifact_hashes, canonical_json, finalize_stage_dir, library_versions, load_manifest,
@@ -304,7 +303,7 @@ def _say_if_code_changed(item: _Planned, run_dir: Path) -> None:
 
 
 def _short_hash(value: Any) -> str:
-    return hashlib.sha256(canonical_json(value).encode()).hexdigest()[:12]
+    return short_hash(canonical_json(value))
 
 
 def _check_ranks_agree(planned: list[_Planned], ctx_dist) -> None:

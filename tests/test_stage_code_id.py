@@ -4,7 +4,6 @@ reuses the ones before (edgekd.codehash, edgekd.pipeline)."""
 from __future__ import annotations
 
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.accuracy import AccuracyRequirement
+from edgekd.runtimes.timing import PERCENTILE_FIELDS
 from edgekd.targets import TargetProfile
 
 
@@ -34,7 +35,7 @@ def judge(target: TargetProfile, final: dict[str, Any], required_top1: float | N
     b = target.budgets
     out: list[dict[str, Any]] = []
     if b.latency_ms is not None:
-        key = {"p50": "median_ms", "p90": "p90_ms", "p95": "p95_ms", "p99": "p99_ms"}[b.latency_percentile]
+        key = PERCENTILE_FIELDS[b.latency_percentile]
         if measured_here and final.get("latency"):
             value, basis = final["latency"][key], "measured"
         else:

@@ -25,8 +25,8 @@ class TimingConfig(BaseModel):
     cv_warning: float = Field(default=0.1, gt=0)
 
 
-def settings_for(target: TargetProfile, precision: str, runtime: str | None = None,
-                 device: str | None = None) -> RuntimeSettings:
+def settings_for(target: TargetProfile, precision: str, device: str | None = None) -> RuntimeSettings:
+    """The profile's runtime options at `precision`, on `device` (default: the profile's)."""
     r = target.runtime
     return RuntimeSettings(device=device or r.device, precision=precision, threads=r.threads, streams=r.streams,
                            performance_hint=r.performance_hint, graph_optimization=r.graph_optimization,

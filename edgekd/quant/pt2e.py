@@ -54,6 +54,13 @@ class CaptureError(UsageError):
     """torch.export cannot capture the model; the message names the operator or construct."""
 
 
+# convert_pt2e never folds weight quantization into int8 constants: litert-torch's lowering wants the float weight
+# with its quantize op (its own tests pass fold_quantize=False; folded weights fail in its
+# stablehlo.uniform_dequantize), and the XNNPACK partitioner and Core ML fold it themselves, so one program serves
+# every writer (fold_weight_quantize folds it for the .pte writer).
+FOLD_WEIGHTS = False
+
+
 def route(name: str) -> Route:
     if name not in ROUTES:
         raise UsageError(f"unknown PT2E route '{name}': choose from {', '.join(ROUTES)}")
@@ -139,7 +146,7 @@ def ptq(model: Any, example: Any, calib: list[Any], name: str) -> Any:
     folded, _ = folded_copy(model, example)
     prepared = prepare_pt2e(capture(folded, example), make_quantizer(name, qat=False))
     calibrate(prepared, calib)
-    return convert_pt2e(prepared, fold_quantize=fold_weights(name))
+    return convert_pt2e(prepared, fold_quantize=FOLD_WEIGHTS)
 
 
 def prepare_qat(model: Any, example: Any, calib: list[Any], name: str, ranges: str = "ptq") -> Any:
@@ -207,19 +214,11 @@ def allow_train_eval(gm: Any) -> Any:
     return gm
 
 
-def fold_weights(name: str) -> bool:
-    """Whether convert_pt2e folds weight quantization into int8 constants: never. litert-torch's lowering
-    wants the float weight with its quantize op (its own tests pass fold_quantize=False; folded weights fail in
-    its stablehlo.uniform_dequantize), and the XNNPACK partitioner and Core ML fold it themselves, so one
-    program serves every writer."""
-    return False
-
-
-def convert_qat(prepared: Any, name: str) -> Any:
+def convert_qat(prepared: Any) -> Any:
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     prepared.eval()
-    return convert_pt2e(prepared, fold_quantize=fold_weights(name))
+    return convert_pt2e(prepared, fold_quantize=FOLD_WEIGHTS)
 
 
 def save_program(converted: Any, path: Path, example: Any) -> Path:

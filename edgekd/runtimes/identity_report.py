@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgekd.runtimes.host import host_can_run
-from edgekd.runtimes.identity import check_target, host_facts
+from edgekd.runtimes.identity import check_target
 
 
 def check_rows(profiles: list) -> list[dict[str, Any]]:

@@ -135,6 +135,19 @@ class Runtime(ABC):
         `expected_sha256`, refuse (UsageError) a file whose sha256 differs before the runtime reads it."""
 
 
+def checked_model_file(artifact_path: Path | str, suffixes: tuple[str, ...], loads: str,
+                       expected_sha256: str | None) -> Path:
+    """The file a runtime's `load` was given, checked in order: its suffix (`loads` says what the runtime
+    takes), that it exists, and its sha256 when the manifest recorded one."""
+    path = Path(artifact_path)
+    if path.suffix not in suffixes:
+        raise UsageError(f"{loads}, not '{path.name}'")
+    if not path.is_file():
+        raise UsageError(f"model file not found: {path}")
+    check_sha256(path, expected_sha256)
+    return path
+
+
 def check_sha256(path: Path, expected_sha256: str | None) -> None:
     """The integrity check every runtime's `load` does first when given the sha256 a manifest recorded."""
     if expected_sha256 is None:

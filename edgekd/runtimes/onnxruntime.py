@@ -19,7 +19,7 @@ import numpy as np
 
 from edgekd.errors import UsageError, require
 from edgekd.runtimes.base import (
-    CompiledArtifact, Runtime, RuntimeSettings, Session, check_sha256, onnx_is_quantized, read_onnx,
+    CompiledArtifact, Runtime, RuntimeSettings, Session, checked_model_file, onnx_is_quantized, read_onnx,
     unreadable_model,
 )  # fmt: skip
 
@@ -286,11 +286,7 @@ class OnnxRuntimeRuntime(Runtime):
 
     def load(self, artifact_path: Path, settings: RuntimeSettings, *, expected_sha256: str | None = None
              ) -> OnnxRuntimeSession:
-        path = Path(artifact_path)
-        if path.suffix not in (".onnx", ".ort"):
-            raise UsageError(f"ONNX Runtime loads .onnx or .ort files, not '{path.name}'")
-        if not path.is_file():
-            raise UsageError(f"model file not found: {path}")
-        check_sha256(path, expected_sha256)
+        path = checked_model_file(artifact_path, (".onnx", ".ort"), "ONNX Runtime loads .onnx or .ort files",
+                                  expected_sha256)
         _check_precision(settings, path)
         return OnnxRuntimeSession(path, settings)

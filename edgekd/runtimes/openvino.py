@@ -18,7 +18,9 @@ from typing import Any
 import numpy as np
 
 from edgekd.errors import UsageError, require
-from edgekd.runtimes.base import CompiledArtifact, Runtime, RuntimeSettings, Session, check_sha256, unreadable_model
+from edgekd.runtimes.base import (
+    CompiledArtifact, Runtime, RuntimeSettings, Session, checked_model_file, unreadable_model,
+)  # fmt: skip
 
 # settings.precision -> INFERENCE_PRECISION_HINT element type name, and the precisions heavy layers should run in
 _HINT = {"fp32": "f32", "int8": "f32", "fp16": "f16", "bf16": "bf16"}
@@ -326,12 +328,8 @@ class OpenVINORuntime(Runtime):
              ) -> OpenVINOSession:
         """Load an IR .xml (or an .onnx directly) on settings.device with every property pinned."""
         ov = _ov("to run OpenVINO models")
-        path = Path(artifact_path)
-        if path.suffix not in (".xml", ".onnx"):
-            raise UsageError(f"OpenVINO loads .xml (IR) or .onnx files, not '{path.name}'")
-        if not path.is_file():
-            raise UsageError(f"model file not found: {path}")
-        check_sha256(path, expected_sha256)
+        path = checked_model_file(artifact_path, (".xml", ".onnx"), "OpenVINO loads .xml (IR) or .onnx files",
+                                  expected_sha256)
         _ov_type(ov, settings.precision)
         core = ov.Core()
         _check_device(core, settings.device)

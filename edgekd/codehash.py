@@ -7,7 +7,8 @@ reaches every module of that package). Each module's fingerprint is the sha256 o
 code fingerprint is the sorted map of module -> short hash of the whole reach. Third-party libraries are not in
 it: their versions are recorded in every manifest and a change is warned about (edgekd.stage_env).
 
-Cost: each edgekd source file is read and parsed once per process (cached), about 0.2 s for the package.
+Cost: each edgekd source file is read and parsed once per process (cached): the nine stages' ids took 0.3 s
+on a quiet 2-core AMD EPYC VM and 0.75 s beside a test run (bench/RESULTS.md), once per `compress`.
 """
 
 from __future__ import annotations

@@ -307,17 +307,21 @@ def _short_hash(value: Any) -> str:
 
 
 def _check_ranks_agree(planned: list[_Planned], ctx_dist) -> None:
-    """Every rank must run the same stages with the same configs on the same data (one all_gather)."""
+    """Every rank must run the same stages with the same configs on the same data and the same edgekd code (one
+    all_gather)."""
     from edgekd.train import dist
 
-    mine = [(p.spec.name, _short_hash(p.cfg_dump), p.fingerprint) for p in planned]
+    mine = [(p.spec.name, _short_hash(p.cfg_dump), p.fingerprint, _short_hash(p.code)) for p in planned]
     every = dist.all_gather_object(mine)
     ref = every[0]
     for rank, theirs in enumerate(every[1:], start=1):
-        if [n for n, _, _ in theirs] != [n for n, _, _ in ref]:
-            raise UsageError(f"rank {rank} runs different stages ({', '.join(n for n, _, _ in theirs)}) than rank 0 "
-                             f"({', '.join(n for n, _, _ in ref)}): start every rank with the same command")
-        for (name, h, fp), (_, h0, fp0) in zip(theirs, ref):
+        if [t[0] for t in theirs] != [t[0] for t in ref]:
+            raise UsageError(f"rank {rank} runs different stages ({', '.join(t[0] for t in theirs)}) than rank 0 "
+                             f"({', '.join(t[0] for t in ref)}): start every rank with the same command")
+        for (name, h, fp, code), (_, h0, fp0, code0) in zip(theirs, ref):
+            if code != code0:
+                raise UsageError(f"rank {rank} runs other edgekd code for stage {name} (code {code} vs {code0} on rank "
+                                 "0): install the same edgekd on every node")
             if h != h0:
                 raise UsageError(f"rank {rank} has a different config for stage {name} (hash {h} vs {h0} on rank 0): "
                                  "start every rank with the same command")

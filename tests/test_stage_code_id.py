@@ -96,3 +96,20 @@ def test_a_module_hash_change_moves_only_the_stages_that_reach_it(monkeypatch):
     monkeypatch.setattr(codehash, "module_hash", lambda m: "edited" if m == "edgekd.stages.qad" else real(m))
     after = {s: codehash.code_id(f"edgekd.stages.{s}") for s in before}
     assert after["teacher"] == before["teacher"] and after["qad"] != before["qad"]
+
+
+def test_ranks_running_other_code_are_refused(fake_stages, monkeypatch):
+    """Under torchrun on several nodes, a node with another edgekd checkout would compute other stage ids."""
+    from edgekd.errors import UsageError
+    from edgekd.train import dist
+
+    specs = [pipeline.StageSpec("a", pipeline.config_of("a"))]
+    planned = pipeline._plan(specs, fake_stages.parent / "run", lambda: "fp")
+    mine = [(p.spec.name, pipeline._short_hash(p.cfg_dump), p.fingerprint, pipeline._short_hash(p.code))
+            for p in planned]
+    other = [(n, h, fp, "0" * 12) for n, h, fp, _ in mine]
+    monkeypatch.setattr(dist, "all_gather_object", lambda obj: [mine, other])
+    with pytest.raises(UsageError, match="rank 1 runs other edgekd code for stage a .*same edgekd on every node"):
+        pipeline._check_ranks_agree(planned, None)
+    monkeypatch.setattr(dist, "all_gather_object", lambda obj: [mine, mine])
+    pipeline._check_ranks_agree(planned, None)

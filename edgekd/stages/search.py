@@ -74,13 +74,13 @@ def _calib(data, n: int = 256) -> tuple[torch.Tensor, list[tuple[torch.Tensor, t
     return torch.cat([x for x, _ in batches]), batches
 
 
-def _candidates(cfg: Config, teacher, teacher_arch: str, kwargs: dict, calib, grads, notes: list[str]):
+def _candidates(cfg: Config, teacher, teacher_arch: str, kwargs: dict, calib, grad_batches, notes: list[str]):
     from edgekd.search.candidates import family_candidates, pruned_candidates, spread_by_macs
     from edgekd.search.family import family_for
 
     names = cfg.family if cfg.family is not None else family_for(kwargs["input_size"])
     fam = spread_by_macs(family_candidates(names, kwargs, calib), cfg.max_family) if cfg.max_family else []
-    pruned, why = pruned_candidates(teacher, teacher_arch, cfg.prune_ratios, cfg.importance, calib, grads,
+    pruned, why = pruned_candidates(teacher, teacher_arch, cfg.prune_ratios, cfg.importance, calib, grad_batches,
                                     cfg.prune_depths)
     for reason in why:
         notes.append(f"pruned-teacher candidates skipped: {reason}")
@@ -135,12 +135,12 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     for p in teacher.parameters():
         p.requires_grad_(False)
     kwargs = {"num_classes": data.num_classes, "in_channels": pre.channels, "input_size": pre.input_size[0]}
-    calib, grads = _calib(data)
+    calib, grad_batches = _calib(data)
     notes: list[str] = []
     with torch.enable_grad():
         for p in teacher.parameters():
             p.requires_grad_(True)
-        cands = _candidates(cfg, teacher, str(tmeta["arch"]), kwargs, calib, grads, notes)
+        cands = _candidates(cfg, teacher, str(tmeta["arch"]), kwargs, calib, grad_batches, notes)
         for p in teacher.parameters():
             p.requires_grad_(False)
     st = _State(ctx.work_dir / "state" / "state.json")  # state/ survives an interruption (edgekd.pipeline)

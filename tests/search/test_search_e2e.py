@@ -17,11 +17,21 @@ pytest.importorskip("torch_pruning")
 from typer.testing import CliRunner  # noqa: E402
 
 from edgekd.cli.app import _register, app  # noqa: E402
-from tests.conftest import TINY  # noqa: E402
+from tests.conftest import HOSTS, TINY  # noqa: E402
 
 _register()
 SEARCH = dict(TINY, student="auto", search_max_family=2, search_prune_ratios=[0.5], search_prune_depths=[0.25],
               proxy_epochs=1)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _as_intel_xeon():
+    """The search measures its candidates on intel-cpu's own runtime only on that profile's device: the module
+    runs with the recorded Xeon host facts (tests/fixtures/hosts), so it passes on an AMD host too."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("EDGEKD_HOST_ROOT", str(HOSTS / "intel-xeon"))
+    yield
+    patch.undo()
 
 
 @pytest.fixture(scope="module")

@@ -86,12 +86,13 @@ def litert_ptq(run_dir: Path, out: Path, data) -> dict:
 
     from edgekd.bundle.mobile import convert_tflite, tflite_integer_report
     from edgekd.bundle.run_info import open_run
-    from edgekd.bundle.verify import _one_by_one, _tflite, run_batched
+    from edgekd.bundle.verify import run_batched
     from edgekd.data.batches import eval_batches
     from edgekd.data.calibration import read_calibration
     from edgekd.models.checkpoint import load_edgekd_checkpoint
     from edgekd.preprocess import NormalizedImages, read_eval_set
     from edgekd.quant import pt2e
+    from edgekd.runtimes import RuntimeSettings, get_runtime
     from edgekd.train.evaluate import accuracy
 
     run = open_run(run_dir)
@@ -104,7 +105,7 @@ def litert_ptq(run_dir: Path, out: Path, data) -> dict:
     path = out / "litert_route_int8.tflite"
     convert_tflite(q, torch.zeros(1, pre.channels, *pre.input_size), path, "pt2e-litert")
     images, labels, epre = read_eval_set(run.path("bench", "eval_set"))
-    logits = run_batched(_one_by_one(_tflite(path)), NormalizedImages(images, epre))
+    logits = run_batched(get_runtime("litert").load(path, RuntimeSettings()).infer, NormalizedImages(images, epre))
     return {"val_top1_pytorch": val, "test_top1_litert": float((logits.argmax(1) == labels).mean()),
             "integer": tflite_integer_report(path), "size_bytes": path.stat().st_size}
 

@@ -24,6 +24,7 @@ from typing import Literal
 
 from pydantic import ValidationError
 
+from edgekd.accuracy import AccuracyRequirement
 from edgekd.errors import UsageError
 from edgekd.manifest import MANIFEST_NAME, Manifest, Preprocessing, sha256_file
 from edgekd.model_roles import ROLE_PRECISION, ROLES, export_name, student_role
@@ -76,6 +77,9 @@ class Resolved:
     classes: list[str] | None
     run_target: str | None = None  # the target the run / bundle was made for
     teacher_top1: float | None = None  # the fine-tuned teacher's top-1 (for max-drop accuracy rules)
+    # the accuracy requirement the run resolved (its --max-drop / --accuracy-floor, else its profile's defaults),
+    # as recorded in its bench stage (or bundle.json); None for a lone file or a run from before it was recorded
+    accuracy: AccuracyRequirement | None = None
     notes: list[str] = field(default_factory=list)
 
     def roles(self) -> list[str]:
@@ -289,9 +293,10 @@ def _resolve_run(run: Path) -> Resolved:
                                    runtimes=("openvino",), label=labels[xml], origin="export", expected=expected,
                                    labels=labels, onnx=onnx_of.get("student_int8")))
     pre = comp.preprocessing or (export.preprocessing if export else None)
-    eval_set, eval_sha, teacher_top1 = None, None, None
+    eval_set, eval_sha, teacher_top1, accuracy = None, None, None, None
     if "bench" in dirs and (dirs["bench"] / MANIFEST_NAME).is_file():
         bench = _load_manifest(dirs["bench"], run)
+        accuracy = recorded_requirement(bench.config.get("accuracy"), f"{dirs['bench'].name}/{MANIFEST_NAME}")
         if bench.has("eval_set"):
             art = bench.artifact("eval_set")
             eval_set, eval_sha = dirs["bench"] / art.path, art.sha256
@@ -301,7 +306,7 @@ def _resolve_run(run: Path) -> Resolved:
     shape = (pre.channels, *pre.input_size) if pre else None
     return Resolved(kind="run", path=run, preprocessing=pre, eval_set=eval_set, eval_sha256=eval_sha,
                     candidates=cands, input_shape=shape, classes=pre.class_names if pre else None,
-                    run_target=target, teacher_top1=teacher_top1, notes=list(comp.notes))
+                    run_target=target, teacher_top1=teacher_top1, accuracy=accuracy, notes=list(comp.notes))
 
 
 def _resolve_bundle(folder: Path) -> Resolved:
@@ -330,7 +335,18 @@ def _resolve_bundle(folder: Path) -> Resolved:
     return Resolved(kind="bundle", path=folder, preprocessing=bundle.preprocessing,
                     eval_set=folder / ev.path if ev else None, eval_sha256=ev.sha256 if ev else None,
                     candidates=cands, input_shape=shape, classes=list(bundle.classes), run_target=target,
-                    teacher_top1=teacher)
+                    teacher_top1=teacher,
+                    accuracy=recorded_requirement(bundle.pipeline.get("accuracy"), f"{folder.name}/bundle.json"))
+
+
+def recorded_requirement(recorded: object, where: str) -> AccuracyRequirement | None:
+    """The run's accuracy requirement as its bench stage config (or bundle.json's pipeline) records it."""
+    if recorded is None:
+        return None
+    try:
+        return AccuracyRequirement.model_validate(recorded)
+    except ValidationError as exc:
+        raise UsageError(f"{where}: the recorded accuracy requirement is not valid ({exc.errors()[0]['msg']})") from None
 
 
 def _resolve_file(path: Path) -> Resolved:

@@ -50,6 +50,11 @@ class StageFailed(EdgekdError):
     """A stage could not do its job for a reason the user can act on (exit 2 unless said otherwise)."""
 
 
+class UntestedDependency(EdgekdError):
+    """An installed package whose private parts edgekd uses is outside the versions it is tested with (exit 2;
+    edgekd.compat)."""
+
+
 def require(module: str, extra: str, why: str = "") -> ModuleType:
     """Import an optional module or raise MissingExtra naming the extra that provides it."""
     try:

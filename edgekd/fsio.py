@@ -143,6 +143,12 @@ def move_aside(path: Path, why: str | None, then: str = "", tag: str = "corrupt"
     return aside
 
 
+def short_hash(data: bytes | str, length: int = 12) -> str:
+    """sha256 of `data` (a str as UTF-8), hex, cut to `length` characters: the one recipe behind stage ids,
+    data fingerprints, preprocessing keys and code hashes."""
+    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()[:length]
+
+
 def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
     """The sha256 (hex) of a file's bytes, read a chunk at a time: the one definition every manifest, bundle,
     engine fingerprint and weights identity uses."""

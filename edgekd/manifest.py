@@ -1,15 +1,16 @@
 """Manifests: what a finished stage wrote, why, and from what.
 
 Each stage lives in `runs/<run>/<stage>-<id>/` with a `manifest.json`. The id is
-`sha256(stage name, config, parent ids, input fingerprint)[:12]`, so the same inputs give the same id: a
-rerun finds the manifest and skips the stage, and changing one option reruns that stage and those after it.
+`sha256(stage name, config, parent ids, input fingerprint, code)[:12]`, where code is a hash of the stage
+module's source and of every edgekd module it imports (edgekd.codehash): the same inputs and code give the
+same id, so a rerun finds the manifest and skips the stage, and changing one option, or the code behind a
+stage, reruns that stage and those after it.
 A stage works in `runs/<run>/.work-<stage>-<id>/` (its per-epoch checkpoints live there, so an interrupted
 stage resumes) and is renamed into place only when it has finished: a manifest never lies.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import sys
@@ -22,7 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgekd.errors import UsageError
-from edgekd.fsio import file_problems, publish, sha256_file, write_atomic  # sha256_file: also imported from here
+from edgekd.fsio import file_problems, publish, sha256_file, short_hash, write_atomic  # sha256_file: also imported from here
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -113,6 +114,9 @@ class Manifest(BaseModel):
     # produced different files makes this stage rerun too (empty in manifests written before this field)
     parent_artifacts: dict[str, dict[str, str]] = Field(default_factory=dict)
     input_fingerprint: str | None = None
+    # edgekd module -> short sha256 of its source, for every module the stage's code reaches (edgekd.codehash);
+    # empty in manifests written before stage ids covered the code
+    code: dict[str, str] = Field(default_factory=dict)
     artifacts: list[Artifact] = Field(default_factory=list)
     preprocessing: Preprocessing | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
@@ -137,9 +141,11 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def stage_id(stage: str, config: dict[str, Any], parents: dict[str, str], fingerprint: Any) -> str:
-    payload = canonical_json({"stage": stage, "config": config, "parents": parents, "inputs": fingerprint})
-    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+def stage_id(stage: str, config: dict[str, Any], parents: dict[str, str], fingerprint: Any, code: str = "") -> str:
+    """`code`: edgekd.codehash.code_id of the stage module (what makes a fix to the stage's code rerun it)."""
+    payload = canonical_json({"stage": stage, "config": config, "parents": parents, "inputs": fingerprint,
+                              "code": code})
+    return short_hash(payload)
 
 
 def make_artifact(stage_dir: Path, name: str, kind: ArtifactKind, path: Path, **facts: Any) -> Artifact:

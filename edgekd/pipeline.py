@@ -2,15 +2,24 @@
 
 A stage module exposes `NAME`, `Config` (pydantic, extra="forbid"), `READS_DATA` and
 `run(config, parents, ctx) -> Manifest`. The pipeline computes each stage's id from its name, config,
-parent ids and (for stages that read data) the data fingerprint; a finished stage folder with that id is
-reused, anything else runs in `.work-<stage>-<id>/` and is renamed into place when it is done.
+parent ids, (for stages that read data) the data fingerprint, and its code; a finished stage folder with that id
+is reused, anything else runs in `.work-<stage>-<id>/` and is renamed into place when it is done.
+
+The id knows the code: the guarantee is that a stage's id changes whenever the source of its stage module, or
+of any edgekd module that module imports directly or through others, changes (edgekd.codehash finds them
+statically with ast and hashes their bytes; the manifest records module -> hash). So after a fix to
+`stages/qad.py` or to `quant/kernels.py` (or an upgrade of edgekd that changes them), a rerun in an old run
+directory reruns qad and every stage after it and reuses the stages before it; it prints one line per stage
+whose own code changed, naming the changed files (`note: qad reruns: its code changed since qad-<old id>
+(edgekd/quant/kernels.py)`). The old folders stay beside the new ones. Not covered: third-party libraries
+(their versions are in every manifest, and a change is warned about: edgekd.stage_env) and code loaded by a
+name computed at run time other than the runtime registry's and the stage table's (see edgekd.codehash).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import importlib
 import os
 import secrets
@@ -28,8 +37,9 @@ from typing import Any, Callable
 from pydantic import BaseModel
 from rich.console import Console
 
+from edgekd import codehash
 from edgekd.errors import UsageError
-from edgekd.fsio import move_aside
+from edgekd.fsio import move_aside, short_hash
 from edgekd.stage_env import made_on
 from edgekd.manifest import (
     MANIFEST_NAME, Manifest, artifact_hashes, canonical_json, finalize_stage_dir, library_versions, load_manifest,
@@ -87,6 +97,7 @@ class _Planned:
     fingerprint: str | None
     sid: str
     final: Path
+    code: dict[str, str] = field(default_factory=dict)  # module -> short hash (edgekd.codehash)
 
 
 def _plan(specs: list[StageSpec], run_dir: Path, fingerprint: Callable[[], str]) -> list[_Planned]:
@@ -104,9 +115,12 @@ def _plan(specs: list[StageSpec], run_dir: Path, fingerprint: Callable[[], str])
                 fp_cache.append(fingerprint())
             fp = fp_cache[0]
         env = mod.environment(spec.config) if hasattr(mod, "environment") else None  # runtimes + host (compile, bench)
-        sid = stage_id(spec.name, cfg_dump, parent_ids, fp if env is None else {"inputs": fp, "environment": env})
+        code = codehash.code_fingerprint(mod.__name__)
+        sid = stage_id(spec.name, cfg_dump, parent_ids, fp if env is None else {"inputs": fp, "environment": env},
+                       codehash.code_id(mod.__name__))
         ids[spec.name] = sid
-        planned.append(_Planned(spec, mod, cfg_dump, parent_ids, fp, sid, run_dir / stage_dir_name(spec.name, sid)))
+        planned.append(_Planned(spec, mod, cfg_dump, parent_ids, fp, sid, run_dir / stage_dir_name(spec.name, sid),
+                                code))
     return planned
 
 
@@ -157,6 +171,8 @@ def run_pipeline(specs: list[StageSpec], run_dir: Path, *, fingerprint: Callable
             if reusable:
                 outcome = StageOutcome(spec, load_manifest(final), final, skipped=True)
             else:
+                if ctx_dist.is_main:
+                    _say_if_code_changed(item, run_dir)
                 work = run_dir / f".work-{spec.name}-{item.sid}"
                 every_rank = getattr(mod, "DISTRIBUTED", False)
                 if ctx_dist.is_main or every_rank:
@@ -215,7 +231,7 @@ def _run_stage(item: _Planned, work: Path, done: dict[str, StageOutcome], run_di
             manifest = manifest.model_copy(update=dict(
                 stage=spec.name, id=item.sid, config=item.cfg_dump, parents=item.parent_ids,
                 parent_artifacts={r: artifact_hashes(done[s].manifest) for r, s in spec.parents.items()},
-                input_fingerprint=item.fingerprint, versions=library_versions(), started_at=started,
+                input_fingerprint=item.fingerprint, code=item.code, versions=library_versions(), started_at=started,
                 made_on=made_on(),
                 finished_at=now_iso(), wall_s=round(time.perf_counter() - t0, 3)))
             _clean_work_state(work)
@@ -261,22 +277,54 @@ def _reusable(item: _Planned, done: dict[str, StageOutcome]) -> bool:
     return True
 
 
+def _say_if_code_changed(item: _Planned, run_dir: Path) -> None:
+    """A stage about to run whose run directory holds a finished folder of the same stage and config made by
+    other code: say so on stderr, naming the edgekd files whose source differs (at most five)."""
+    if item.final.exists():
+        return
+    older = []
+    for folder in run_dir.glob(f"{item.spec.name}-*"):
+        if len(folder.name) != len(item.final.name) or not (folder / MANIFEST_NAME).is_file():
+            continue  # .corrupt-<time> folders, other stages with this prefix
+        try:
+            manifest = load_manifest(folder)
+        except UsageError:
+            continue
+        if manifest.config == item.cfg_dump and manifest.code != item.code:
+            older.append((manifest.finished_at, folder.name, manifest.code))
+    if not older:
+        return
+    _, name, code = max(older)
+    if not code:
+        why = "its manifest was written before stage ids covered the code"
+    else:
+        changed = sorted(m for m in set(code) | set(item.code) if code.get(m) != item.code.get(m))
+        paths = [str(codehash.source_path(m)) if m in item.code else f"{m} (gone)" for m in changed]
+        more = f" and {len(paths) - 5} more" if len(paths) > 5 else ""
+        why = f"{', '.join(paths[:5])}{more}"
+    sys.stderr.write(f"note: {item.spec.name} reruns: its code changed since {name} ({why})\n")
+
+
 def _short_hash(value: Any) -> str:
-    return hashlib.sha256(canonical_json(value).encode()).hexdigest()[:12]
+    return short_hash(canonical_json(value))
 
 
 def _check_ranks_agree(planned: list[_Planned], ctx_dist) -> None:
-    """Every rank must run the same stages with the same configs on the same data (one all_gather)."""
+    """Every rank must run the same stages with the same configs on the same data and the same edgekd code (one
+    all_gather)."""
     from edgekd.train import dist
 
-    mine = [(p.spec.name, _short_hash(p.cfg_dump), p.fingerprint) for p in planned]
+    mine = [(p.spec.name, _short_hash(p.cfg_dump), p.fingerprint, _short_hash(p.code)) for p in planned]
     every = dist.all_gather_object(mine)
     ref = every[0]
     for rank, theirs in enumerate(every[1:], start=1):
-        if [n for n, _, _ in theirs] != [n for n, _, _ in ref]:
-            raise UsageError(f"rank {rank} runs different stages ({', '.join(n for n, _, _ in theirs)}) than rank 0 "
-                             f"({', '.join(n for n, _, _ in ref)}): start every rank with the same command")
-        for (name, h, fp), (_, h0, fp0) in zip(theirs, ref):
+        if [t[0] for t in theirs] != [t[0] for t in ref]:
+            raise UsageError(f"rank {rank} runs different stages ({', '.join(t[0] for t in theirs)}) than rank 0 "
+                             f"({', '.join(t[0] for t in ref)}): start every rank with the same command")
+        for (name, h, fp, code), (_, h0, fp0, code0) in zip(theirs, ref):
+            if code != code0:
+                raise UsageError(f"rank {rank} runs other edgekd code for stage {name} (code {code} vs {code0} on rank "
+                                 "0): install the same edgekd on every node")
             if h != h0:
                 raise UsageError(f"rank {rank} has a different config for stage {name} (hash {h} vs {h0} on rank 0): "
                                  "start every rank with the same command")

@@ -320,9 +320,10 @@ def check_source_options(opt: CompressOptions, teacher, student) -> None:
 
 
 def quant_preset(target: TargetProfile) -> str:
-    """TensorRT's explicit quantization wants symmetric signed activations ('trt'); ONNX Runtime and
-    OpenVINO run real INT8 kernels on NNCF's mixed preset (unsigned activations after ReLU)."""
-    return "trt" if target.runtime.name == "tensorrt" or target.runtime.device == "TensorRT" else "mixed"
+    """NNCF's preset for the target's runtime and device (edgekd.runtimes.base.Runtime.quant_preset)."""
+    from edgekd.runtimes import runtime_class
+
+    return runtime_class(target.runtime.name).quant_preset(target.runtime.device)
 
 
 def pt2e_specs(target: TargetProfile, loss: dict, train: dict) -> list[StageSpec]:

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from edgekd.accuracy import AccuracyRequirement
+from edgekd.runtimes.timing import PERCENTILE_FIELDS
 from edgekd.targets import TargetProfile
 
 
@@ -33,7 +35,7 @@ def judge(target: TargetProfile, final: dict[str, Any], required_top1: float | N
     b = target.budgets
     out: list[dict[str, Any]] = []
     if b.latency_ms is not None:
-        key = {"p50": "median_ms", "p90": "p90_ms", "p95": "p95_ms", "p99": "p99_ms"}[b.latency_percentile]
+        key = PERCENTILE_FIELDS[b.latency_percentile]
         if measured_here and final.get("latency"):
             value, basis = final["latency"][key], "measured"
         else:
@@ -106,7 +108,9 @@ def chance_checks(teacher_top1: float | None, final_top1: float | None, num_clas
     return out
 
 
-def required_top1(target: TargetProfile, teacher_top1: float | None) -> float | None:
-    """The top-1 the final artifact must reach by the profile's accuracy defaults (edgekd.accuracy); None when
-    the profile asks for nothing that applies."""
-    return target.accuracy.required_or_none(teacher_top1)
+def required_top1(target: TargetProfile, teacher_top1: float | None,
+                  recorded: AccuracyRequirement | None = None) -> float | None:
+    """The top-1 the final artifact must reach: by the requirement the run recorded (its own --max-drop /
+    --accuracy-floor, as `compress` judged it), else by the profile's accuracy defaults (edgekd.accuracy); None
+    when nothing that applies is asked."""
+    return (recorded or target.accuracy).required_or_none(teacher_top1)

@@ -25,8 +25,8 @@ class TimingConfig(BaseModel):
     cv_warning: float = Field(default=0.1, gt=0)
 
 
-def settings_for(target: TargetProfile, precision: str, runtime: str | None = None,
-                 device: str | None = None) -> RuntimeSettings:
+def settings_for(target: TargetProfile, precision: str, device: str | None = None) -> RuntimeSettings:
+    """The profile's runtime options at `precision`, on `device` (default: the profile's)."""
     r = target.runtime
     return RuntimeSettings(device=device or r.device, precision=precision, threads=r.threads, streams=r.streams,
                            performance_hint=r.performance_hint, graph_optimization=r.graph_optimization,
@@ -48,7 +48,7 @@ def measure(path: Path, runtime: str, settings: RuntimeSettings, eval_x: np.ndar
     from edgekd.runtimes.timing import high_cv_warning, measure_latency
 
     rt = get_runtime(runtime)
-    session = _load(rt, runtime, path, settings, expected_sha256)
+    session = rt.load(path, settings, expected_sha256=expected_sha256)
     logits = np.concatenate([session.infer(eval_x[i:i + timing.eval_batch])
                              for i in range(0, len(eval_x), timing.eval_batch)])
     if not np.isfinite(logits).all():
@@ -80,21 +80,16 @@ def measure(path: Path, runtime: str, settings: RuntimeSettings, eval_x: np.ndar
     }
 
 
-def _load(rt: Any, runtime: str, path: Path, settings: RuntimeSettings, expected_sha256: str | None) -> Any:
-    kwargs = {"expected_sha256": expected_sha256} if runtime == "tensorrt" and expected_sha256 else {}
-    return rt.load(path, settings, **kwargs)
-
-
 def paired_speedup(a: tuple[Path, RuntimeSettings, str | None], b: tuple[Path, RuntimeSettings, str | None],
                    runtime: str, x: np.ndarray, rounds: int = 40, runs_per_round: int = 25) -> dict[str, Any]:
     """How much faster B is than A (latency A / latency B), measured interleaved in rounds with the gate's
     sampler and paired statistics, so that a machine whose speed changes between two separate measurements
     does not decide the ratio. `a` and `b` are (path, settings, expected sha256)."""
-    from edgekd.gate import GateConfig, compare, interleaved_samples
+    from edgekd.stats import GateConfig, compare, interleaved_samples
     from edgekd.runtimes import get_runtime
 
     rt = get_runtime(runtime)
-    sa, sb = (_load(rt, runtime, *arm) for arm in (a, b))
+    sa, sb = (rt.load(path, settings, expected_sha256=sha) for path, settings, sha in (a, b))
     x = np.ascontiguousarray(x)
     cfg = GateConfig(rounds=rounds, runs_per_round=runs_per_round, n_boot=1000)
     st = compare(*interleaved_samples(lambda: sa.infer(x), lambda: sb.infer(x), **cfg.sampler_kwargs()), cfg)

@@ -21,33 +21,29 @@ class MeasurePlan(BaseModel):
 
 def _target_hardware_here(target: TargetProfile) -> bool:
     """Whether this machine has the target's kind of hardware (so a missing runtime is the user's to install)."""
+    from edgekd.runtimes import runtime_class
     from edgekd.runtimes.host import host_arch, nvidia_gpu_here
     from edgekd.runtimes.identity import check_target
 
     r = target.runtime
     if target.device.arch not in (host_arch(), "any") or not check_target(target).matches:
         return False
-    if r.device in ("CPU",) and r.name in ("openvino", "onnxruntime"):
+    rt = runtime_class(r.name)
+    if rt.runs_on_host_cpu(r.device):
         return True
-    if r.name == "tensorrt" or r.device in ("CUDA", "TensorRT"):
-        return nvidia_gpu_here()
-    return False
-
-
-MOBILE_RUNTIMES = ("executorch", "litert", "coreml")
+    return rt.needs_nvidia_gpu(r.device) and nvidia_gpu_here()
 
 
 def plan_measurement(target: TargetProfile, allow_substitute: bool = True) -> MeasurePlan:
     """Measure on the target's runtime and device when this machine has them; else (when allowed) on a host
     runtime, labelled as a substitute. A runtime missing on hardware that could run it is MissingExtra."""
     from edgekd.errors import MissingExtra, UsageError
+    from edgekd.runtimes import runtime_class
     from edgekd.runtimes.host import has_module, host_arch
 
     r = target.runtime
-    package = {"openvino": "openvino", "onnxruntime": "onnxruntime", "tensorrt": "tensorrt", "executorch": "executorch",
-               "litert": "ai_edge_litert", "coreml": "coremltools"}[r.name]
-    extra = "gpu" if r.name == "tensorrt" or r.device in ("CUDA", "TensorRT") else \
-        ("mobile" if r.name in MOBILE_RUNTIMES else "cpu")
+    rt = runtime_class(r.name)
+    package, extra = rt.package(), rt.extra_for(r.device)
     if target.host_measurable:
         return MeasurePlan(runtime=r.name, device=r.device, on_target=True)
     hardware = _target_hardware_here(target)
@@ -63,7 +59,7 @@ def plan_measurement(target: TargetProfile, allow_substitute: bool = True) -> Me
         raise UsageError(why)
     # the same runtime on this CPU first (OpenVINO; ExecuTorch/LiteRT run the phone's file with the same XNNPACK
     # delegate on x86: a host measurement), then ONNX Runtime and OpenVINO on the ONNX files
-    same = (r.name,) if r.name == "openvino" or r.name in ("executorch", "litert") and has_module(package) else ()
+    same = (r.name,) if rt.runs_on_host_cpu("CPU") or rt.host_stand_in and has_module(package) else ()
     for name in dict.fromkeys(same + ("onnxruntime", "openvino")):
         if has_module(name):
             return MeasurePlan(runtime=name, device="CPU", on_target=False,
@@ -78,8 +74,10 @@ def measured_on(on_target: bool, runtime: str, device: str, target: TargetProfil
     (another runtime or device type stood in, e.g. ONNX Runtime for TensorRT)."""
     if on_target:
         return "target"
+    from edgekd.runtimes import runtime_class
+
     r = target.runtime
-    same_device = device == r.device or r.name in MOBILE_RUNTIMES
+    same_device = device == r.device or runtime_class(r.name).host_stand_in
     return "host" if runtime == r.name and same_device else "host substitute"
 
 
@@ -92,7 +90,9 @@ def choose_precision(target: TargetProfile, artifact_precision: str, runtime: st
     allowed = target.precisions_allowed
     if artifact_precision in allowed or not on_target:
         return artifact_precision
-    if artifact_precision == "fp32" and "fp16" in allowed and runtime in ("openvino", "tensorrt"):
+    from edgekd.runtimes import runtime_class
+
+    if artifact_precision == "fp32" and "fp16" in allowed and runtime_class(runtime).converts_to_fp16:
         return "fp16"
     raise UsageError(f"target {target.name} ({target.runtime.name} on {target.runtime.device}) runs "
                      f"{', '.join(allowed)} only; {label} is {artifact_precision}: pick another --role or target")

@@ -79,7 +79,7 @@ def run_bench(artifact: Path | Resolved, target_name: str | None = None, role: s
             row["estimated_latency_ms"] = row["estimate"]["latency_ms"]
         else:
             notes.append(f"no ONNX file of {role} to estimate {target.device.name} latency from")
-    required = required_top1(target, res.teacher_top1) if labels is not None else None
+    required = required_top1(target, res.teacher_top1, res.accuracy) if labels is not None else None
     budgets = judge(target, row, required, plan.on_target)
     if required is not None and classes:  # an accuracy requirement is never met by a chance-level model
         learned = chance_checks(res.teacher_top1, row["top1"], len(classes), len(labels))
@@ -99,6 +99,8 @@ def run_bench(artifact: Path | Resolved, target_name: str | None = None, role: s
         "row": row, "classes": classes, "eval_set": str(res.eval_set) if res.eval_set else None,
         "eval_set_sample": sample,
         "repeats": {"n": repeat, "p50_ms": p50s, "spread": spread(p50s)},
+        "accuracy_requirement": {**(res.accuracy or target.accuracy).model_dump(mode="json"),
+                                 "from": "the run" if res.accuracy else f"profile {target.name}"},
         "budgets": budgets, "verdict": overall_verdict(budgets) if budgets else "no budgets judged",
         "exit_code": code, "strict": strict, "notes": notes,
         "methodology": METHODOLOGY + f" Batch {target.batch_size}; --repeat {repeat}: each repeat loads the "

@@ -259,6 +259,9 @@ def _pipeline(run: RunView) -> dict[str, Any]:
                          "calibration_images": getattr(q, "calibration_images", None)},
         "quantization_pt2e": metrics_of(run.manifest("qad_pt2e")).routes if run.has("qad_pt2e") else None,
         "float_layers": declared_float_layers(run),
+        # the requirement the run judged by (its --max-drop / --accuracy-floor or its profile's defaults): what
+        # `edgekd bench BUNDLE` judges by too
+        "accuracy": run.manifest("bench").config.get("accuracy") if run.has("bench") else None,
         "target": run.target.get("name"), "data": run.report.get("data", {}).get("description"),
         "splits": run.report.get("data", {}).get("splits"),  # role -> images, origin (val decided, test reported)
         "stages": {s["stage"]: s["id"] for s in run.report.get("stages", [])},

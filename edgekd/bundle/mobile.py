@@ -23,7 +23,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edgekd.bundle.run_info import RunView
+from edgekd.compat import check_tested
 from edgekd.errors import UsageError
+
+check_tested("ai-edge-litert")  # tflite_integer_report reads the interpreter's private _get_ops_details
 
 PT2E_STAGE = "qad_pt2e"
 # ops that only move or reshape data: allowed outside the XNNPACK delegate of an INT8 .pte

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
@@ -103,75 +102,24 @@ def bundle_file(bundle_dir: Path, path: Path) -> BundleFile:
 
 
 # ---------------------------------------------------------------------------------------------- runners
+_FORMAT_RUNTIME = {"onnx": "onnxruntime", "ort": "onnxruntime", "openvino_ir": "openvino", "pte": "executorch",
+                   "tflite": "litert", "mlpackage": "coreml"}
+
+
 def runner(bundle_dir: Path, art: BundleArtifact) -> Infer:
-    """infer(x) for this artifact with a runtime available here; NotRunnable says why not."""
+    """infer(x) for this artifact with a runtime available here (through get_runtime); NotRunnable says why not."""
     from edgekd.runtimes import get_runtime
     from edgekd.runtimes.base import RuntimeSettings
 
     main = bundle_path(bundle_dir, art.files[0].path)
-    settings = RuntimeSettings(device="CPU", precision=art.precision, threads=None)
-    if art.format in ("onnx", "ort", "openvino_ir"):
-        name = "openvino" if art.format == "openvino_ir" else "onnxruntime"
-        rt = get_runtime(name)
-        if not rt.available():
-            raise NotRunnable(f"{name} is not installed here (pip install 'edgekd[cpu]')")
-        return rt.load(main, settings).infer
     if art.format == "trt_engine":
         raise NotRunnable("a TensorRT plan runs only on the GPU and TensorRT version in its fingerprint")
-    if art.format == "pte":
-        return _one_by_one(_pte(main))
-    if art.format == "mlpackage":
-        if platform.system() != "Darwin":
-            raise NotRunnable("Core ML models run only on macOS/iOS")
-        import coremltools as ct
-
-        ml = ct.models.MLModel(str(main))
-        return _one_by_one(lambda x: np.asarray(ml.predict({"input": x})["logits"]))
-    if art.format == "tflite":
-        return _one_by_one(_tflite(main))
-    raise NotRunnable(f"no runner for format {art.format}")
-
-
-def _one_by_one(fn: Infer) -> Infer:
-    """Static-shape formats (batch 1): run each sample alone."""
-    return lambda x: np.concatenate([fn(np.ascontiguousarray(x[i:i + 1], dtype=np.float32)) for i in range(len(x))])
-
-
-def _pte(path: Path) -> Infer:
-    try:
-        import torch
-        from executorch.runtime import Runtime
-    except ImportError:
-        raise NotRunnable("executorch is not installed here (pip install 'edgekd[mobile]')") from None
-    method = Runtime.get().load_program(str(path)).load_method("forward")
-    return lambda x: method.execute([torch.from_numpy(x)])[0].numpy()
-
-
-def _tflite(path: Path, threads: int | None = None) -> Infer:
-    """LiteRT interpreter; an int8 input is quantized and an int8 output dequantized with the model's own
-    scale and zero point (a fully-integer .tflite from litert-torch has int8 I/O)."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        raise NotRunnable("ai-edge-litert is not installed here (pip install 'edgekd[mobile]')") from None
-    interp = Interpreter(model_path=str(path), num_threads=threads)
-    interp.allocate_tensors()
-    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-
-    def infer(x: np.ndarray) -> np.ndarray:
-        if np.issubdtype(inp["dtype"], np.integer):
-            scale, zero = inp["quantization"]
-            info = np.iinfo(inp["dtype"])
-            x = np.clip(np.round(x / scale) + zero, info.min, info.max).astype(inp["dtype"])
-        interp.set_tensor(inp["index"], x)
-        interp.invoke()
-        y = np.array(interp.get_tensor(out["index"]))
-        if np.issubdtype(out["dtype"], np.integer):
-            scale, zero = out["quantization"]
-            y = (y.astype(np.float32) - zero) * np.float32(scale)
-        return y
-
-    return infer
+    if art.format not in _FORMAT_RUNTIME:
+        raise NotRunnable(f"no runner for format {art.format}")
+    rt = get_runtime(_FORMAT_RUNTIME[art.format])
+    if not rt.available():
+        raise NotRunnable(rt.unavailable_reason())
+    return rt.load(main, RuntimeSettings(device="CPU", precision=art.precision, threads=None)).infer
 
 
 def run_batched(infer: Infer, x: np.ndarray, batch: int = 64) -> np.ndarray:

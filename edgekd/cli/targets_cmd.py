@@ -21,8 +21,6 @@ def targets(
 ) -> None:
     """List the target profiles in targets/ (runtime, device, precision, budgets), or show one."""
     if check:
-        from edgekd.runtimes.identity_report import print_check
-
         print_check([load_target(name)] if name else [load_target(n) for n in available_targets()], as_json)
         return
     if name:
@@ -50,3 +48,27 @@ def targets(
 
 def register(app: typer.Typer) -> None:
     app.command("targets")(targets)
+
+
+def print_check(profiles: list, as_json: bool) -> None:
+    """`targets --check`: the identity rows (edgekd.runtimes.identity_report.check_rows) as JSON or a table."""
+    from rich.markup import escape
+
+    from edgekd.runtimes.identity import host_facts
+    from edgekd.runtimes.identity_report import check_rows
+
+    rows = check_rows(profiles)
+    facts = host_facts()
+    if as_json:
+        print_json({"host": {"arch": facts.arch, "cpu_vendor": facts.cpu_vendor, "cpu_model": facts.cpu_model,
+                             "cpu_flags": sorted(facts.cpu_flags), "board": facts.board, "os": facts.os,
+                             "gpu_name": facts.gpu_name, "compute_capability": facts.compute_capability},
+                    "profiles": rows})
+        return
+    table = Table(title=f"edgekd targets --check on this machine: {escape(facts.summary())}")
+    for col in ("name", "this machine is the device?", "why"):
+        table.add_column(col)
+    for r in rows:
+        style = "green" if r["measured_on_target"] else ("yellow" if r["identity_matches"] else None)
+        table.add_row(r["name"], r["verdict"], escape(r["why"]), style=style)
+    console.print(table)

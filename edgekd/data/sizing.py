@@ -13,13 +13,13 @@ size itself (resize to cover the crop, then crop the centre); bilinear.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 from edgekd.data.sources import median_input_size, probe_images
 from edgekd.errors import UsageError
+from edgekd.fsio import short_hash
 from edgekd.manifest import Preprocessing
 
 SIZE_CAP = 224
@@ -91,7 +91,7 @@ def folder_preprocessing(cfg, files: list[Path], class_names: list[str]) -> Prep
 def preprocessing_key(pre: Preprocessing) -> str:
     """A short hash of every step that changes pixels or model inputs (part of the data fingerprint)."""
     facts = pre.model_dump(mode="json", exclude={"class_names", "size_source"})
-    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:8]
+    return short_hash(json.dumps(facts, sort_keys=True), 8)
 
 
 def describe(pre: Preprocessing) -> str:

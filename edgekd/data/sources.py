@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekd.errors import UsageError
-from edgekd.fsio import publish
+from edgekd.fsio import publish, short_hash
 from edgekd.paths import require_dir
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
@@ -60,7 +60,7 @@ def row_bytes(images: np.ndarray) -> int:
 def _memmap_rows(images: np.memmap, idx: np.ndarray, chunk: int = 2048) -> np.memmap:
     """images[idx] as a memory map beside `images` (rows copied a chunk at a time), reused when it exists."""
     src = Path(images.filename) if images.filename else None
-    tag = hashlib.sha256(idx.astype(np.int64).tobytes()).hexdigest()[:12]
+    tag = short_hash(idx.astype(np.int64).tobytes())
     if src is None or not src.exists():
         return _fill_unlinked(images, idx, chunk)
     out = src.with_name(f"{src.stem}-rows{tag}.npy")
@@ -231,7 +231,7 @@ def _cache_key(pre) -> str:
 
     facts = {"v": FORMAT_VERSION, "size": list(pre.input_size), "c": pre.channels, "r": pre.resize_shorter,
              "i": pre.interpolation, "e": pre.exif_transpose, "bg": list(pre.alpha_background)}
-    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:10]
+    return short_hash(json.dumps(facts, sort_keys=True), 10)
 
 
 def load_images(index: FolderIndex, pre, cache_dir: Path | None, fingerprint: str, *, strict: bool = False,
@@ -384,5 +384,5 @@ def load_digits() -> tuple[Split, list[str], str]:
     digits = sk_digits()
     images = digits.images.astype(np.uint8)[:, None]  # (N, 1, 8, 8), 0..16
     labels = digits.target.astype(np.int64)
-    fp = hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest()[:16]
+    fp = short_hash(images.tobytes() + labels.tobytes(), 16)
     return Split(images, labels), [str(i) for i in range(10)], fp

@@ -3,10 +3,10 @@ level; each runtime's facts are read only when asked, and only from what is inst
 
 from __future__ import annotations
 
-import hashlib
 from importlib import metadata
 from typing import Any
 
+from edgekd.fsio import short_hash
 from edgekd.runtimes.identity import host_facts
 
 # what imports each runtime ("edgekd[extra]" names it in errors)
@@ -30,7 +30,7 @@ def cpu_identity() -> dict[str, Any]:
     facts = host_facts()
     flags = " ".join(sorted(facts.cpu_flags))
     return {"arch": facts.arch, "cpu_vendor": facts.cpu_vendor, "cpu_model": facts.cpu_model,
-            "cpu_flags_sha256": hashlib.sha256(flags.encode()).hexdigest()[:16]}
+            "cpu_flags_sha256": short_hash(flags, 16)}
 
 
 def host_identity() -> dict[str, Any]:

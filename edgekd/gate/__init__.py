@@ -30,8 +30,9 @@ from edgekd.gate.outputs import (
     markdown_summary, plot_distributions, report_json, write_json, write_junit, write_outputs,
 )  # fmt: skip
 from edgekd.gate.run import Measured, Pair, check_compatible, decide, load_pair, run_gate, sample
-from edgekd.gate.sampling import InterleavedSamples, interleaved_samples
-from edgekd.gate.stats import Decision, GateConfig, GateStats, compare, decide_with_rerun
+from edgekd.stats import (
+    Decision, GateConfig, GateStats, InterleavedSamples, compare, decide_with_rerun, interleaved_samples,
+)  # fmt: skip
 
 __all__ = [
     "AbsoluteCheck", "Decision", "GateConfig", "GateResult", "GateStats", "InterleavedSamples", "Measured", "Pair",

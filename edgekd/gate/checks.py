@@ -1,6 +1,6 @@
 """Absolute checks of the gate (latency budget, size, memory, accuracy) and the overall verdict.
 
-Kept apart from the A/B latency comparison (edgekd.gate.stats): a budget is a fixed number of the target
+Kept apart from the A/B latency comparison (edgekd.stats): a budget is a fixed number of the target
 profile, not a comparison between two measurements, and an accuracy change is judged two-sided.
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
 from edgekd.errors import EXIT_BUDGET_FAILED, EXIT_INCONCLUSIVE, EXIT_OK, UsageError
-from edgekd.gate.stats import GateStats, Verdict
+from edgekd.stats import GateStats, Verdict
 
 
 class AbsoluteCheck(BaseModel):
@@ -82,6 +82,16 @@ def accuracy_check(candidate: float, baseline: float, tolerance: float = 0.5) ->
         name="accuracy", status=status, measured=candidate, limit=baseline, unit="points",
         reason=f"accuracy {candidate:.2f} vs baseline {baseline:.2f} ({delta:+.2f} points): {why} the "
         f"+/-{tolerance:g} tolerance",
+    )  # fmt: skip
+
+
+def requirement_check(candidate: float, required: float, basis: str) -> AbsoluteCheck:
+    """The candidate's top-1 (points) against the accuracy requirement its own run recorded (points)."""
+    ok = candidate >= required
+    return AbsoluteCheck(
+        name="accuracy requirement", status="pass" if ok else "fail", measured=candidate, limit=required,
+        unit="%", reason=f"candidate top-1 {candidate:.2f}% {'meets' if ok else 'is below'} the run's requirement "
+        f">= {required:.2f}% ({basis})",
     )  # fmt: skip
 
 

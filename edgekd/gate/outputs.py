@@ -25,7 +25,7 @@ from numpy.typing import ArrayLike
 
 from edgekd.fsio import write_atomic
 from edgekd.gate.checks import GateResult
-from edgekd.gate.stats import GateStats
+from edgekd.stats import GateStats
 
 _WORD = {"pass": "PASS", "fail": "FAIL", "inconclusive": "INCONCLUSIVE", "changed": "CHANGED"}
 
@@ -111,7 +111,8 @@ def markdown_summary(result: GateResult) -> str:
         f"[{s.ci_low:.3f}, {s.ci_high:.3f}] | <= {1 + s.threshold:.2f} | {_cell(s.reason)} |",
     ]
     for c in result.checks:
-        limit = f"baseline {c.limit:g}" if c.name == "accuracy" else f"<= {c.limit:g} {c.unit}"
+        limit = {"accuracy": f"baseline {c.limit:g}", "accuracy requirement": f">= {c.limit:g} {c.unit}"}.get(
+            c.name, f"<= {c.limit:g} {c.unit}")
         measured = f"{c.measured:.4g} {c.unit}"
         lines.append(f"| {_cell(c.name)} | {_WORD[c.status]} | {measured} | {limit} | {_cell(c.reason)} |")
     lines += [

@@ -5,10 +5,10 @@ Three steps, each public:
 * `load_pair`: resolve baseline and candidate (run directory, bundle or model file), check that they are two
   versions of one model compiled for the target's runtime, verify their sha256, load both sessions with the
   target's settings, and top-1 each on the same held-out images when an eval set is known.
-* `sample`: the interleaved latency samples (ABBA rounds, edgekd.gate.sampling) with a fresh rerun when the
-  verdict is inconclusive because of noise (edgekd.gate.stats.decide_with_rerun), then the candidate's size
+* `sample`: the interleaved latency samples (ABBA rounds, edgekd.stats.sampling) with a fresh rerun when the
+  verdict is inconclusive because of noise (edgekd.stats.decide_with_rerun), then the candidate's size
   and memory (edgekd.runtimes.memory, the definition bench uses).
-* `decide`: the decision rule. The latency comparison (edgekd.gate.stats, rule in its docstring) is combined
+* `decide`: the decision rule. The latency comparison (edgekd.stats.paired, rule in its docstring) is combined
   with the absolute checks: the candidate's latency at the profile's percentile against the budget, its size
   and memory against budgets, and its top-1 against the baseline's (two-sided tolerance). Any failed check
   or a failed comparison fails the gate; otherwise an inconclusive comparison makes it inconclusive; else
@@ -30,10 +30,10 @@ from edgekd.artifacts import Candidate, Resolved, candidate_for, pick_role, reso
 from edgekd.benchmark import choose_precision, plan_measurement, settings_for
 from edgekd.errors import MissingExtra, UsageError
 from edgekd.gate.checks import (
-    AbsoluteCheck, GateResult, accuracy_check, latency_budget_check, memory_check, overall, size_check,
+    AbsoluteCheck, GateResult, accuracy_check, latency_budget_check, memory_check, overall, requirement_check,
+    size_check,
 )  # fmt: skip
-from edgekd.gate.sampling import interleaved_samples
-from edgekd.gate.stats import Decision, GateConfig, decide_with_rerun
+from edgekd.stats import Decision, GateConfig, decide_with_rerun, interleaved_samples
 from edgekd.targets import TargetProfile, load_target
 
 
@@ -136,6 +136,8 @@ class Pair:
     eval_images: int | None
     host_mismatch: str | None = None  # set when --allow-host-mismatch judged a host that is not the device
     notes: list[str] = field(default_factory=list)
+    # (top-1, how) the candidate's own run requires (candidate_requirement); None when it recorded none
+    required: tuple[float, str] | None = None
 
 
 def load_pair(baseline: Path, candidate: Path, target_name: str | None, role: str | None = None,
@@ -151,7 +153,7 @@ def load_pair(baseline: Path, candidate: Path, target_name: str | None, role: st
         target_name = a.run_target
     target = load_target(target_name)
     from edgekd.devicebuild.record import use_compiled
-    from edgekd.runtimes.identity_report import gate_plan
+    from edgekd.gate.host import gate_plan
 
     plan, mismatch = gate_plan(target, allow_host_mismatch)
     plan = plan or _runnable_here(target)
@@ -175,7 +177,8 @@ def load_pair(baseline: Path, candidate: Path, target_name: str | None, role: st
     return Pair(target=target, runtime=plan.runtime, a=Arm(a, ca, prec_a, sa, batch_a, top_a),
                 b=Arm(b, cb, prec_b, sb, batch_b, top_b), eval_from=eval_from,
                 eval_images=None if images is None else int(len(images)), host_mismatch=mismatch,
-                notes=[f"baseline: {n}" for n in notes_a] + [f"candidate: {n}" for n in notes_b])
+                notes=[f"baseline: {n}" for n in notes_a] + [f"candidate: {n}" for n in notes_b],
+                required=candidate_requirement(a, b, eval_from))
 
 
 @dataclass
@@ -226,9 +229,30 @@ def decide(pair: Pair, measured: Measured, accuracy_tolerance: float = 0.5) -> t
         checks.append(accuracy_check(top_b * 100, top_a * 100, accuracy_tolerance))
     else:
         notes.append("no eval set on either side: accuracy not checked (pass --eval-set)")
+    if pair.required is not None and top_b is not None:
+        checks.append(requirement_check(top_b * 100, pair.required[0] * 100, pair.required[1]))
     if pair.a.precision != pair.b.precision:
         notes.append(f"baseline runs {pair.a.precision}, candidate {pair.b.precision}")
     return overall(measured.decision.stats, checks), notes
+
+
+def candidate_requirement(a: Resolved, b: Resolved, eval_from: str | None) -> tuple[float, str] | None:
+    """The top-1 the candidate's own run must reach (its recorded --max-drop / --accuracy-floor, as `compress`
+    and `bench RUN` judge it), and how it was found; None for a candidate that recorded none (a lone file, an
+    older run). The drop from the teacher applies only when the gate scores on the images the candidate's
+    teacher top-1 was measured on (its own eval set, or the baseline's with the same sha256); else the floor."""
+    if b.accuracy is None:
+        return None
+    own = eval_from is not None and (eval_from.startswith("candidate")
+                                     or (b.eval_sha256 is not None and b.eval_sha256 == a.eval_sha256))
+    teacher = b.teacher_top1 if own else None
+    need = b.accuracy.required_or_none(teacher)
+    if need is None:
+        return None
+    parts = [f"max drop {b.accuracy.max_drop_points:g} points from the teacher's {teacher:.2%}"
+             if teacher is not None and b.accuracy.max_drop_points is not None else "",
+             f"floor {b.accuracy.floor:.2%}" if b.accuracy.floor is not None else ""]
+    return need, ", ".join(p for p in parts if p)
 
 
 def _arm_context(arm: Arm) -> dict[str, Any]:
@@ -242,7 +266,7 @@ def run_gate(baseline: Path, candidate: Path, target_name: str | None, cfg: Gate
              eval_set: Path | None = None, accuracy_tolerance: float = 0.5, allow_host_mismatch: bool = False,
              ) -> tuple[GateResult, dict[str, Any], Any]:
     """Load, sample interleaved, decide. Returns (result, context for the report, samples)."""
-    from edgekd.runtimes.identity_report import mark_host_mismatch
+    from edgekd.gate.host import mark_host_mismatch
 
     t0 = time.perf_counter()
     pair = load_pair(baseline, candidate, target_name, role, eval_set, allow_host_mismatch)

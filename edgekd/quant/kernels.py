@@ -27,7 +27,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from edgekd.compat import check_tested
 from edgekd.errors import StageFailed, require
+
+check_tested("nncf")  # install() sets NNCF's private _loaded_namespace
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

@@ -23,7 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from edgekd.compat import check_tested
 from edgekd.errors import UsageError, require
+
+check_tested("torchao")  # fold_weight_quantize imports torchao's private _quant_node_constraint
 
 MOBILE_EXTRA = "mobile"
 
@@ -49,6 +52,13 @@ ROUTES: dict[str, Route] = {
 
 class CaptureError(UsageError):
     """torch.export cannot capture the model; the message names the operator or construct."""
+
+
+# convert_pt2e never folds weight quantization into int8 constants: litert-torch's lowering wants the float weight
+# with its quantize op (its own tests pass fold_quantize=False; folded weights fail in its
+# stablehlo.uniform_dequantize), and the XNNPACK partitioner and Core ML fold it themselves, so one program serves
+# every writer (fold_weight_quantize folds it for the .pte writer).
+FOLD_WEIGHTS = False
 
 
 def route(name: str) -> Route:
@@ -136,7 +146,7 @@ def ptq(model: Any, example: Any, calib: list[Any], name: str) -> Any:
     folded, _ = folded_copy(model, example)
     prepared = prepare_pt2e(capture(folded, example), make_quantizer(name, qat=False))
     calibrate(prepared, calib)
-    return convert_pt2e(prepared, fold_quantize=fold_weights(name))
+    return convert_pt2e(prepared, fold_quantize=FOLD_WEIGHTS)
 
 
 def prepare_qat(model: Any, example: Any, calib: list[Any], name: str, ranges: str = "ptq") -> Any:
@@ -204,19 +214,11 @@ def allow_train_eval(gm: Any) -> Any:
     return gm
 
 
-def fold_weights(name: str) -> bool:
-    """Whether convert_pt2e folds weight quantization into int8 constants: never. litert-torch's lowering
-    wants the float weight with its quantize op (its own tests pass fold_quantize=False; folded weights fail in
-    its stablehlo.uniform_dequantize), and the XNNPACK partitioner and Core ML fold it themselves, so one
-    program serves every writer."""
-    return False
-
-
-def convert_qat(prepared: Any, name: str) -> Any:
+def convert_qat(prepared: Any) -> Any:
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     prepared.eval()
-    return convert_pt2e(prepared, fold_quantize=fold_weights(name))
+    return convert_pt2e(prepared, fold_quantize=FOLD_WEIGHTS)
 
 
 def save_program(converted: Any, path: Path, example: Any) -> Path:

@@ -12,10 +12,11 @@ from __future__ import annotations
 import io
 from typing import Any
 
+from edgekd.runtimes.timing import PERCENTILE_FIELDS
+
 ROLE_COLORS = {"teacher_fp32": "#6b7280", "student_fp32": "#2563eb", "student_int8": "#dc2626"}
 ROLE_LABELS = {"teacher_fp32": "teacher FP32", "student_fp32": "student FP32", "student_int8": "student INT8"}
 MARKERS = ("o", "s", "^", "D", "v", "P")
-PERCENTILE_KEYS = {"p50": "median_ms", "p90": "p90_ms", "p95": "p95_ms", "p99": "p99_ms"}
 
 
 def _plt() -> Any:
@@ -45,7 +46,7 @@ def accuracy_latency_points(report: dict[str, Any]) -> list[dict[str, Any]]:
     """One point per (model row, basis): x in ms at the budget's percentile (or p50), y top-1."""
     budgets = report.get("target", {}).get("budgets", {}) or {}
     pct = budgets.get("latency_percentile", "p50")
-    key = PERCENTILE_KEYS.get(pct, "median_ms")
+    key = PERCENTILE_FIELDS.get(pct, "median_ms")
     points = []
     for r in report.get("models", []):
         if r.get("top1") is None:

@@ -18,18 +18,25 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "tensorrt": ("edgekd.runtimes.tensorrt", "TensorRTRuntime"),
     "executorch": ("edgekd.runtimes.mobile", "ExecuTorchRuntime"),
     "litert": ("edgekd.runtimes.mobile", "LiteRTRuntime"),
+    "coreml": ("edgekd.runtimes.mobile", "CoreMLRuntime"),  # runs on macOS/iOS only
 }
 RUNTIME_NAMES: tuple[str, ...] = tuple(_REGISTRY)
 
 
-def get_runtime(name: str) -> Runtime:
-    """A runtime instance by name ('openvino', 'onnxruntime', 'tensorrt'); unknown names are a UsageError."""
+def runtime_class(name: str) -> type[Runtime]:
+    """The Runtime class by name, for its facts (extra, preset, NVIDIA GPU, ...); imports no runtime library.
+    Unknown names are a UsageError."""
     try:
         module_name, class_name = _REGISTRY[name]
     except KeyError:
         raise UsageError(f"unknown runtime '{name}': choose one of {', '.join(RUNTIME_NAMES)}") from None
-    cls = getattr(importlib.import_module(module_name), class_name)
-    return cls()
+    return getattr(importlib.import_module(module_name), class_name)
 
 
-__all__ = ["RUNTIME_NAMES", "CompiledArtifact", "Runtime", "RuntimeSettings", "Session", "get_runtime"]
+def get_runtime(name: str) -> Runtime:
+    """A runtime instance by name ('openvino', 'onnxruntime', 'tensorrt', ...); unknown names are a UsageError."""
+    return runtime_class(name)()
+
+
+__all__ = ["RUNTIME_NAMES", "CompiledArtifact", "Runtime", "RuntimeSettings", "Session", "get_runtime",
+           "runtime_class"]

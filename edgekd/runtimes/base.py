@@ -60,11 +60,57 @@ class Session(ABC):
 
 
 class Runtime(ABC):
-    """A runtime backend. Subclasses set `name` and `extra` (the pip extra that provides the library)."""
+    """A runtime backend. Subclasses set `name` and `extra` (the pip extra that provides the library).
+
+    Every fact that depends on which runtime (and device) it is lives here, answered by each runtime's class
+    (NNCF's backend pattern): callers ask the class (`edgekd.runtimes.runtime_class(name)`) and never compare
+    runtime names. The class methods import nothing heavy, except `usable_here`, which may ask the library.
+    """
 
     name: str
     extra: str
     library: str  # the Python module the runtime needs
+    converts_to_fp16: bool = False  # runs an fp32 model at fp16 when asked (OpenVINO, TensorRT)
+    # runs the device's own file on this machine's CPU with the kernels the device uses (ExecuTorch and LiteRT with
+    # XNNPACK; Core ML's file is the phone's too): a measurement here is the same runtime, a "host" measurement
+    host_stand_in: bool = False
+
+    @classmethod
+    def unavailable_reason(cls) -> str:
+        """Why `available()` is False here, in one line naming what to install."""
+        return f"{cls.package()} is not installed here (pip install 'edgekd[{cls.extra}]')"
+
+    @classmethod
+    def package(cls) -> str:
+        """The top-level module to look for (has_module) and to name when it is missing."""
+        return cls.library.split(".")[0]
+
+    @classmethod
+    def extra_for(cls, device: str) -> str:
+        """The pip extra that brings this runtime for `device`."""
+        return cls.extra
+
+    @classmethod
+    def needs_nvidia_gpu(cls, device: str) -> bool:
+        """Whether running on `device` needs an NVIDIA GPU (TensorRT; ONNX Runtime's CUDA and TensorRT)."""
+        return False
+
+    @classmethod
+    def runs_on_host_cpu(cls, device: str) -> bool:
+        """Whether `device` is a CPU this machine's own runtime can stand for (OpenVINO or ONNX Runtime on CPU)."""
+        return False
+
+    @classmethod
+    def quant_preset(cls, device: str) -> str:
+        """NNCF's preset for the INT8 models this runtime runs on `device`: 'mixed' (unsigned activations after
+        ReLU, what ONNX Runtime's and OpenVINO's real INT8 kernels take); 'trt' for TensorRT's explicit
+        quantization, which wants symmetric signed activations."""
+        return "mixed"
+
+    @classmethod
+    def usable_here(cls, device: str) -> bool:
+        """Whether this runtime and `device` work on this machine (the caller checks the CPU architecture)."""
+        return False
 
     @classmethod
     def available(cls) -> bool:
@@ -84,8 +130,35 @@ class Runtime(ABC):
         """Build the runtime's artifact from an ONNX file into out_dir."""
 
     @abstractmethod
-    def load(self, artifact_path: Path, settings: RuntimeSettings) -> Session:
-        """Load a compiled artifact (or an ONNX file directly where the runtime accepts one)."""
+    def load(self, artifact_path: Path, settings: RuntimeSettings, *, expected_sha256: str | None = None
+             ) -> Session:
+        """Load a compiled artifact (or an ONNX file directly where the runtime accepts one); with
+        `expected_sha256`, refuse (UsageError) a file whose sha256 differs before the runtime reads it."""
+
+
+def checked_model_file(artifact_path: Path | str, suffixes: tuple[str, ...], loads: str,
+                       expected_sha256: str | None) -> Path:
+    """The file a runtime's `load` was given, checked in order: its suffix (`loads` says what the runtime
+    takes), that it exists, and its sha256 when the manifest recorded one."""
+    path = Path(artifact_path)
+    if path.suffix not in suffixes:
+        raise UsageError(f"{loads}, not '{path.name}'")
+    if not path.is_file():
+        raise UsageError(f"model file not found: {path}")
+    check_sha256(path, expected_sha256)
+    return path
+
+
+def check_sha256(path: Path, expected_sha256: str | None) -> None:
+    """The integrity check every runtime's `load` does first when given the sha256 a manifest recorded."""
+    if expected_sha256 is None:
+        return
+    from edgekd.fsio import sha256_file
+
+    actual = sha256_file(path)
+    if actual.lower() != expected_sha256.lower():
+        raise UsageError(f"{path}: sha256 {actual[:12]}... does not match the recorded {expected_sha256[:12]}...: "
+                         "the file changed after it was written")
 
 
 def unreadable_model(path: Path, exc: BaseException, what: str) -> UsageError:

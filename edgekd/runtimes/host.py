@@ -27,25 +27,9 @@ def host_can_run(runtime: str, device: str, arch: str) -> bool:
     """
     if arch not in (host_arch(), "any"):
         return False
-    if runtime == "openvino":
-        if not has_module("openvino"):
-            return False
-        if device == "CPU":
-            return True
-        import openvino as ov
+    from edgekd.runtimes import runtime_class
 
-        return device in ov.Core().available_devices
-    if runtime == "onnxruntime":
-        if not has_module("onnxruntime"):
-            return False
-        import onnxruntime as ort
-
-        wanted = {"CPU": "CPUExecutionProvider", "XNNPACK": "XnnpackExecutionProvider",
-                  "CUDA": "CUDAExecutionProvider", "TensorRT": "TensorrtExecutionProvider"}.get(device)
-        return wanted in ort.get_available_providers()
-    if runtime == "tensorrt":
-        return has_module("tensorrt") and nvidia_gpu_here()
-    return False
+    return runtime_class(runtime).usable_here(device)  # each runtime answers for itself
 
 
 def nvidia_gpu_here() -> bool:

@@ -134,17 +134,17 @@ def _child(request_path: str) -> None:
     import numpy as np
 
     from edgekd.runtimes import RuntimeSettings, get_runtime
+    from edgekd.runtimes.base import check_sha256
 
     req = json.loads(Path(request_path).read_text())
     x = np.load(req["batch"])
     rt = get_runtime(req["runtime"])
     importlib.import_module(rt.library)
+    check_sha256(Path(req["path"]), req["expected_sha256"])  # before the baseline: the hash's buffer is not the model's
     baseline = current_rss_bytes() or 0
     exact = _reset_peak()
     before = peak_rss_bytes()
-    sha = req["expected_sha256"]
-    kwargs = {"expected_sha256": sha} if req["runtime"] == "tensorrt" and sha else {}
-    session = rt.load(Path(req["path"]), RuntimeSettings(**req["settings"]), **kwargs)
+    session = rt.load(Path(req["path"]), RuntimeSettings(**req["settings"]))
     for _ in range(req["runs"]):
         session.infer(x)
     if exact:

@@ -8,17 +8,22 @@ batch is run one sample at a time.
 
 from __future__ import annotations
 
+import platform
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edgekd.compat import check_tested
 from edgekd.errors import UsageError
-from edgekd.runtimes.base import CompiledArtifact, Runtime, RuntimeSettings, Session
+from edgekd.runtimes.base import CompiledArtifact, Runtime, RuntimeSettings, Session, check_sha256
+
+check_tested("executorch")  # ExecuTorchRuntime.load resets its private XNNPACK threadpool
 
 
 class _NoCompile:
+    host_stand_in = True
     def compile(self, onnx_path: Path, out_dir: Path, settings: RuntimeSettings) -> CompiledArtifact:
         raise UsageError(f"{self.name} loads the bundle's .{self.suffix} file; it does not compile ONNX (write the "
                          "bundle with edgekd export-bundle and the mobile extra installed)")
@@ -48,7 +53,9 @@ class ExecuTorchRuntime(_NoCompile, Runtime):
     library = "executorch.runtime"
     suffix = "pte"
 
-    def load(self, artifact_path: Path, settings: RuntimeSettings) -> Session:
+    def load(self, artifact_path: Path, settings: RuntimeSettings, *, expected_sha256: str | None = None
+             ) -> Session:
+        check_sha256(Path(artifact_path), expected_sha256)
         import executorch
         import torch
         from executorch.runtime import Runtime as ETRuntime
@@ -77,11 +84,11 @@ class LiteRTRuntime(_NoCompile, Runtime):
     library = "ai_edge_litert.interpreter"
     suffix = "tflite"
 
-    def load(self, artifact_path: Path, settings: RuntimeSettings) -> Session:
-        from edgekd.bundle.verify import _tflite
-
+    def load(self, artifact_path: Path, settings: RuntimeSettings, *, expected_sha256: str | None = None
+             ) -> Session:
+        check_sha256(Path(artifact_path), expected_sha256)
         try:
-            run_one = _tflite(artifact_path, threads=settings.threads)
+            run_one = tflite_infer(artifact_path, threads=settings.threads)
         except (RuntimeError, ValueError) as exc:
             raise UsageError(f"{artifact_path}: not a loadable .tflite model ({str(exc)[:160]})") from None
         import ai_edge_litert
@@ -89,3 +96,58 @@ class LiteRTRuntime(_NoCompile, Runtime):
         facts = {"runtime": "litert", "version": getattr(ai_edge_litert, "__version__", "?"),
                  "delegate": "XNNPACK (the interpreter's default CPU delegate)", "threads": settings.threads}
         return _OneByOne(artifact_path, settings, run_one, facts)
+
+
+def tflite_infer(path: Path, threads: int | None = None) -> Any:
+    """infer(x) through the LiteRT interpreter; an int8 input is quantized and an int8 output dequantized with
+    the model's own scale and zero point (a fully-integer .tflite from litert-torch has int8 I/O)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(path), num_threads=threads)
+    interp.allocate_tensors()
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+
+    def infer(x: np.ndarray) -> np.ndarray:
+        if np.issubdtype(inp["dtype"], np.integer):
+            scale, zero = inp["quantization"]
+            info = np.iinfo(inp["dtype"])
+            x = np.clip(np.round(x / scale) + zero, info.min, info.max).astype(inp["dtype"])
+        interp.set_tensor(inp["index"], x)
+        interp.invoke()
+        y = np.array(interp.get_tensor(out["index"]))
+        if np.issubdtype(out["dtype"], np.integer):
+            scale, zero = out["quantization"]
+            y = (y.astype(np.float32) - zero) * np.float32(scale)
+        return y
+
+    return infer
+
+
+class CoreMLRuntime(_NoCompile, Runtime):
+    """Core ML .mlpackage: written on any OS (the bundle's mobile writers), run only on macOS/iOS."""
+
+    name = "coreml"
+    extra = "mobile"
+    library = "coremltools"
+    suffix = "mlpackage"
+
+    @classmethod
+    def unavailable_reason(cls) -> str:
+        if platform.system() != "Darwin":
+            return "Core ML models run only on macOS/iOS"
+        return super().unavailable_reason()
+
+    @classmethod
+    def available(cls) -> bool:
+        return platform.system() == "Darwin" and super().available()
+
+    def load(self, artifact_path: Path, settings: RuntimeSettings, *, expected_sha256: str | None = None
+             ) -> Session:
+        if not self.available():
+            raise UsageError(f"{artifact_path}: {self.unavailable_reason()}")
+        import coremltools as ct
+
+        ml = ct.models.MLModel(str(artifact_path))  # a folder: its files are checked by the bundle's hashes
+        facts = {"runtime": "coreml", "version": getattr(ct, "__version__", "?")}
+        return _OneByOne(Path(artifact_path), settings,
+                         lambda x: np.asarray(ml.predict({"input": x})["logits"]), facts)

@@ -19,7 +19,8 @@ import numpy as np
 
 from edgekd.errors import UsageError, require
 from edgekd.runtimes.base import (
-    CompiledArtifact, Runtime, RuntimeSettings, Session, onnx_is_quantized, read_onnx, unreadable_model,
+    CompiledArtifact, Runtime, RuntimeSettings, Session, checked_model_file, onnx_is_quantized, read_onnx,
+    unreadable_model,
 )  # fmt: skip
 
 PROVIDERS = {
@@ -217,6 +218,28 @@ class OnnxRuntimeRuntime(Runtime):
     extra = "cpu"
     library = "onnxruntime"
 
+    @classmethod
+    def extra_for(cls, device: str) -> str:
+        return "gpu" if device in _GPU_DEVICES else "cpu"  # onnxruntime-gpu
+
+    @classmethod
+    def needs_nvidia_gpu(cls, device: str) -> bool:
+        return device in _GPU_DEVICES
+
+    @classmethod
+    def runs_on_host_cpu(cls, device: str) -> bool:
+        return device == "CPU"
+
+    @classmethod
+    def quant_preset(cls, device: str) -> str:
+        return "trt" if device == "TensorRT" else "mixed"  # ORT's TensorRT provider builds a TensorRT engine
+
+    @classmethod
+    def usable_here(cls, device: str) -> bool:
+        from edgekd.runtimes.host import has_module
+
+        return has_module("onnxruntime") and PROVIDERS.get(device) in _ort().get_available_providers()
+
 
     def devices(self) -> list[str]:
         available = set(_ort().get_available_providers())
@@ -261,11 +284,9 @@ class OnnxRuntimeRuntime(Runtime):
             },
         )
 
-    def load(self, artifact_path: Path, settings: RuntimeSettings) -> OnnxRuntimeSession:
-        path = Path(artifact_path)
-        if path.suffix not in (".onnx", ".ort"):
-            raise UsageError(f"ONNX Runtime loads .onnx or .ort files, not '{path.name}'")
-        if not path.is_file():
-            raise UsageError(f"model file not found: {path}")
+    def load(self, artifact_path: Path, settings: RuntimeSettings, *, expected_sha256: str | None = None
+             ) -> OnnxRuntimeSession:
+        path = checked_model_file(artifact_path, (".onnx", ".ort"), "ONNX Runtime loads .onnx or .ort files",
+                                  expected_sha256)
         _check_precision(settings, path)
         return OnnxRuntimeSession(path, settings)

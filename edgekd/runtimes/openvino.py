@@ -18,7 +18,9 @@ from typing import Any
 import numpy as np
 
 from edgekd.errors import UsageError, require
-from edgekd.runtimes.base import CompiledArtifact, Runtime, RuntimeSettings, Session, unreadable_model
+from edgekd.runtimes.base import (
+    CompiledArtifact, Runtime, RuntimeSettings, Session, checked_model_file, unreadable_model,
+)  # fmt: skip
 
 # settings.precision -> INFERENCE_PRECISION_HINT element type name, and the precisions heavy layers should run in
 _HINT = {"fp32": "f32", "int8": "f32", "fp16": "f16", "bf16": "bf16"}
@@ -270,6 +272,19 @@ class OpenVINORuntime(Runtime):
     name = "openvino"
     extra = "cpu"
     library = "openvino"
+    converts_to_fp16 = True
+
+    @classmethod
+    def runs_on_host_cpu(cls, device: str) -> bool:
+        return device == "CPU"
+
+    @classmethod
+    def usable_here(cls, device: str) -> bool:
+        from edgekd.runtimes.host import has_module
+
+        if not has_module("openvino"):
+            return False
+        return device == "CPU" or device in _ov().Core().available_devices
 
 
     def devices(self) -> list[str]:
@@ -309,14 +324,12 @@ class OpenVINORuntime(Runtime):
             },
         )
 
-    def load(self, artifact_path: Path, settings: RuntimeSettings) -> OpenVINOSession:
+    def load(self, artifact_path: Path, settings: RuntimeSettings, *, expected_sha256: str | None = None
+             ) -> OpenVINOSession:
         """Load an IR .xml (or an .onnx directly) on settings.device with every property pinned."""
         ov = _ov("to run OpenVINO models")
-        path = Path(artifact_path)
-        if path.suffix not in (".xml", ".onnx"):
-            raise UsageError(f"OpenVINO loads .xml (IR) or .onnx files, not '{path.name}'")
-        if not path.is_file():
-            raise UsageError(f"model file not found: {path}")
+        path = checked_model_file(artifact_path, (".xml", ".onnx"), "OpenVINO loads .xml (IR) or .onnx files",
+                                  expected_sha256)
         _ov_type(ov, settings.precision)
         core = ov.Core()
         _check_device(core, settings.device)

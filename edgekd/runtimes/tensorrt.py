@@ -373,6 +373,21 @@ class TensorRTRuntime(Runtime):
     name = "tensorrt"
     extra = "gpu"
     library = "tensorrt"
+    converts_to_fp16 = True
+
+    @classmethod
+    def needs_nvidia_gpu(cls, device: str) -> bool:
+        return True
+
+    @classmethod
+    def quant_preset(cls, device: str) -> str:
+        return "trt"
+
+    @classmethod
+    def usable_here(cls, device: str) -> bool:
+        from edgekd.runtimes.host import has_module, nvidia_gpu_here
+
+        return has_module("tensorrt") and nvidia_gpu_here()
 
 
     def devices(self) -> list[str]:

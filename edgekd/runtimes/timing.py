@@ -29,6 +29,10 @@ METHODOLOGY = (
 )
 
 
+# a profile's latency_percentile -> the LatencyStats field (and latency dict key) that holds it
+PERCENTILE_FIELDS = {"p50": "median_ms", "p90": "p90_ms", "p95": "p95_ms", "p99": "p99_ms"}
+
+
 @dataclass(frozen=True)
 class LatencyStats:
     """Latency statistics in milliseconds for one measured configuration."""

@@ -32,10 +32,12 @@ def check_auto_options(opts: Any) -> None:
 
 
 def search_config(opts: Any, target: Any, loss: dict, common: dict) -> dict[str, Any]:
+    from edgekd.runtimes import runtime_class
+
     return dict(target=target.model_dump(mode="json"), max_family=opts.search_max_family,
                 prune_ratios=opts.search_prune_ratios, prune_depths=opts.search_prune_depths,
                 importance=opts.search_importance,
-                preset="trt" if target.runtime.name == "tensorrt" or target.runtime.device == "TensorRT" else "mixed",
+                preset=runtime_class(target.runtime.name).quant_preset(target.runtime.device),
                 proxy_epochs=opts.proxy_epochs, proxy_fraction=opts.proxy_fraction,
                 time_budget_s=parse_duration(opts.time_budget) if opts.time_budget else None, loss=loss,
                 train=dict(common, epochs=opts.proxy_epochs, lr=opts.lr))

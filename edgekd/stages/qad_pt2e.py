@@ -90,7 +90,7 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
             trainer.state_dir = ctx.work_dir / "state" / name
             result = trainer.fit([Phase(f"qad {name}", cfg.train)])
             histories.extend(dict(h, route=name) for h in result.history)
-            qad_model = pt2e.convert_qat(prepared, name)
+            qad_model = pt2e.convert_qat(prepared)
             pt2e.allow_train_eval(qad_model)
             qad_top1 = accuracy(qad_model, data.val, pre, device)
             qad_s = time.perf_counter() - t0

@@ -86,7 +86,7 @@ def _candidate_base(tmeta: dict) -> str | None:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", core) or "teacher"
 
 
-def _candidates(cfg: Config, teacher, teacher_arch: str, kwargs: dict, calib, grads, notes: list[str],
+def _candidates(cfg: Config, teacher, teacher_arch: str, kwargs: dict, calib, grad_batches, notes: list[str],
                 name: str | None = None):
     from edgekd.search.candidates import family_candidates, pruned_candidates, spread_by_macs
     from edgekd.search.family import family_for
@@ -97,7 +97,7 @@ def _candidates(cfg: Config, teacher, teacher_arch: str, kwargs: dict, calib, gr
         kind = "an ONNX model" if getattr(teacher, "edgekd_onnx", False) else "a torch.export program"
         pruned, why = [], [f"the teacher is {kind}, whose layers cannot be pruned here; the family alone is searched"]
     else:
-        pruned, why = pruned_candidates(teacher, teacher_arch, cfg.prune_ratios, cfg.importance, calib, grads,
+        pruned, why = pruned_candidates(teacher, teacher_arch, cfg.prune_ratios, cfg.importance, calib, grad_batches,
                                         cfg.prune_depths, name)
     for reason in why:
         notes.append(f"pruned-teacher candidates skipped: {reason}")
@@ -161,12 +161,12 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     for p in teacher.parameters():
         p.requires_grad_(False)
     kwargs = {"num_classes": data.num_classes, "in_channels": pre.channels, "input_size": pre.input_size[0]}
-    calib, grads = _calib(data)
+    calib, grad_batches = _calib(data)
     notes: list[str] = []
     with torch.enable_grad():
         for p in teacher.parameters():
             p.requires_grad_(True)
-        cands = _candidates(cfg, teacher, str(tmeta["arch"]), kwargs, calib, grads, notes,
+        cands = _candidates(cfg, teacher, str(tmeta["arch"]), kwargs, calib, grad_batches, notes,
                             _candidate_base(tmeta))
         for p in teacher.parameters():
             p.requires_grad_(False)

@@ -15,7 +15,7 @@ from edgekd.gate.checks import (
     overall,
     size_check,
 )
-from edgekd.gate.stats import GateConfig, compare
+from edgekd.stats.paired import GateConfig, compare
 
 CFG = GateConfig()
 N = CFG.rounds

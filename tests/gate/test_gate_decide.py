@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from edgekd.gate import Decision, GateConfig, Measured, compare, decide
-from edgekd.gate.sampling import InterleavedSamples
+from edgekd.stats.sampling import InterleavedSamples
 
 
 def _measured(slowdown: float, size_mb: float = 1.0, memory_mb: float | None = 10.0) -> Measured:
@@ -25,7 +25,7 @@ def _pair(latency_ms=None, size_mb=None, memory_mb=None, top_a=0.90, top_b=0.90,
     budgets = SimpleNamespace(latency_ms=latency_ms, latency_percentile="p90", model_size_mb=size_mb,
                               peak_memory_mb=memory_mb)
     return SimpleNamespace(target=SimpleNamespace(budgets=budgets), a=SimpleNamespace(top1=top_a, precision=prec[0]),
-                           b=SimpleNamespace(top1=top_b, precision=prec[1]))
+                           b=SimpleNamespace(top1=top_b, precision=prec[1]), required=None)
 
 
 def test_same_speed_within_budgets_passes() -> None:

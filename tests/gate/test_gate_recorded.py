@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekd.gate.stats import GateConfig, compare
+from edgekd.stats.paired import GateConfig, compare
 
 DATA = np.load(Path(__file__).parent / "data" / "openvino_2vcpu_rounds.npz")
 CFG = GateConfig(n_boot=500)

@@ -70,9 +70,8 @@ def test_qat_starts_from_the_ptq_ranges():
     x = torch.from_numpy(_inputs())
     with torch.no_grad():
         ptq = pt2e.ptq(model, example, calib, "pt2e-xnnpack")(x)
-        seeded = pt2e.convert_qat(pt2e.prepare_qat(model, example, calib, "pt2e-xnnpack"), "pt2e-xnnpack")(x)
-        moving = pt2e.convert_qat(pt2e.prepare_qat(model, example, calib, "pt2e-xnnpack", ranges="moving-average"),
-                                  "pt2e-xnnpack")(x)
+        seeded = pt2e.convert_qat(pt2e.prepare_qat(model, example, calib, "pt2e-xnnpack"))(x)
+        moving = pt2e.convert_qat(pt2e.prepare_qat(model, example, calib, "pt2e-xnnpack", ranges="moving-average"))(x)
     assert torch.equal(seeded, ptq)
     assert not torch.equal(moving, ptq)
 

@@ -20,7 +20,7 @@ def test_import_pulls_in_no_runtime_library() -> None:
 
 
 def test_get_runtime_by_name() -> None:
-    assert RUNTIME_NAMES == ("openvino", "onnxruntime", "tensorrt", "executorch", "litert")
+    assert RUNTIME_NAMES == ("openvino", "onnxruntime", "tensorrt", "executorch", "litert", "coreml")
     for name in RUNTIME_NAMES:
         rt = get_runtime(name)
         assert rt.name == name

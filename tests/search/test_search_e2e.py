@@ -17,7 +17,7 @@ pytest.importorskip("torch_pruning")
 from typer.testing import CliRunner  # noqa: E402
 
 from edgekd.cli.app import _register, app  # noqa: E402
-from tests.conftest import TINY  # noqa: E402
+from tests.conftest import HOSTS, TINY  # noqa: E402
 
 _register()
 SEARCH = dict(TINY, student="auto", search_max_family=2, search_prune_ratios=[0.5], search_prune_depths=[0.25],
@@ -28,8 +28,6 @@ SEARCH = dict(TINY, student="auto", search_max_family=2, search_prune_ratios=[0.
 def _on_intel_cpus_device():
     """Every test here runs as intel-cpu's own device (a Xeon): the search then measures latencies instead of
     estimating them, and a budget no candidate meets is exit 1 (on an estimate it would keep the fastest)."""
-    from tests.conftest import HOSTS
-
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EDGEKD_HOST_ROOT", str(HOSTS / "intel-xeon"))
         yield

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from edgekd.errors import UsageError
-from edgekd.gate.sampling import interleaved_samples
-from edgekd.gate.stats import GateConfig, compare
+from edgekd.stats.sampling import interleaved_samples
+from edgekd.stats.paired import GateConfig, compare
 
 RNG = np.random.default_rng(0)
 SMALL = RNG.standard_normal((32, 32)).astype(np.float32)

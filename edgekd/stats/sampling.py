@@ -32,7 +32,7 @@ class InterleavedSamples:
     """Per-call times (ms) shaped (rounds, runs_per_round) per arm, and which arm went first per round.
 
     Iterating yields the per-round medians of A then of B, so ``a, b = interleaved_samples(...)`` gives
-    exactly what :func:`edgekd.gate.stats.compare` expects.
+    exactly what :func:`edgekd.stats.paired.compare` expects.
     """
 
     calls_a_ms: np.ndarray

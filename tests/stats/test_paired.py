@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from scipy.stats import norm
 
 from edgekd.errors import UsageError
-from edgekd.gate.stats import (
+from edgekd.stats.paired import (
     GateConfig,
     bootstrap_paired_ci,
     bootstrap_ratio_ci,

@@ -3,7 +3,7 @@
 Statistical choices (and why):
 
 * **What is tested.** `compare` takes one sample per round and arm: the per-round medians that
-  :func:`edgekd.gate.sampling.interleaved_samples` returns. Per-call times inside a block are
+  :func:`edgekd.stats.sampling.interleaved_samples` returns. Per-call times inside a block are
   autocorrelated (caches, clocks, a neighbour's burst), which makes rank tests over-confident; a
   round's median ignores preemptions that hit less than half a block.
 * **Paired by round (default, `pairing='round'`).** A and B of one round run back to back within a
@@ -86,7 +86,7 @@ class GateConfig(BaseModel):
     order: Literal["alternate", "random"] = Field("alternate", description="which arm goes first per round")
 
     def sampler_kwargs(self) -> dict[str, object]:
-        """Keyword arguments for :func:`edgekd.gate.sampling.interleaved_samples`."""
+        """Keyword arguments for :func:`edgekd.stats.sampling.interleaved_samples`."""
         return {
             "rounds": self.rounds, "runs_per_round": self.runs_per_round,
             "warmup_runs": self.warmup_runs, "order": self.order, "seed": self.seed,

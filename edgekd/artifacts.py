@@ -29,6 +29,7 @@ from edgekd.errors import UsageError
 from edgekd.manifest import MANIFEST_NAME, Manifest, Preprocessing, sha256_file
 from edgekd.model_roles import ROLE_PRECISION, ROLES, export_name, student_role
 from edgekd.paths import require_file
+from edgekd.stages.metrics import metrics_of
 
 SUFFIX_FORMAT = {".onnx": "onnx", ".xml": "openvino_ir", ".ort": "ort", ".plan": "trt_engine",
                  ".engine": "trt_engine"}
@@ -55,6 +56,7 @@ class Candidate:
     verify_with: Literal["manifest", "bundle.json", "nothing"] = "manifest"
     onnx: Path | None = None  # an ONNX file of the same model (for roofline estimates)
     top1: float | None = None  # recorded top-1 (bundle), for reference only
+    hardware_specific: bool = False  # optimised for the CPU that compiled it (ORT level 'all'): not the device's
 
     @property
     def sha256(self) -> str | None:
@@ -274,7 +276,8 @@ def _resolve_run(run: Path) -> Resolved:
             runtimes = ("onnxruntime",)  # ORT-optimised graph ('all' level): for ONNX Runtime on this CPU only
         cands.append(Candidate(role=art.name, file=main, format=fmt, precision=art.facts.get("precision",
                                ROLE_PRECISION[art.name]), runtimes=runtimes, label=labels[main], origin="compile",
-                               compiled_for=rt, expected=expected, labels=labels, onnx=onnx_of.get(art.name)))
+                               compiled_for=rt, expected=expected, labels=labels, onnx=onnx_of.get(art.name),
+                               hardware_specific=bool(art.facts.get("hardware_specific"))))
     if export is not None:
         for role, path in onnx_of.items():
             art = export.artifact(export_name(role))
@@ -301,8 +304,8 @@ def _resolve_run(run: Path) -> Resolved:
             art = bench.artifact("eval_set")
             eval_set, eval_sha = dirs["bench"] / art.path, art.sha256
         # on eval_set.npz (a sample of test since --eval-set-size): the images `edgekd bench RUN` measures on
-        teacher_top1 = bench.metrics.get("teacher_top1_eval_set", bench.metrics.get(
-            "teacher_top1", bench.metrics.get("teacher_top1_pytorch")))
+        m = metrics_of(bench)
+        teacher_top1 = m.teacher_top1_eval_set if m.teacher_top1_eval_set is not None else m.teacher_top1
     shape = (pre.channels, *pre.input_size) if pre else None
     return Resolved(kind="run", path=run, preprocessing=pre, eval_set=eval_set, eval_sha256=eval_sha,
                     candidates=cands, input_shape=shape, classes=pre.class_names if pre else None,

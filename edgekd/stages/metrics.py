@@ -70,7 +70,9 @@ class CompileMetrics(StageMetrics):
 
 
 class BenchMetrics(StageMetrics):
-    rows: list[dict[str, Any]]
+    rows: list[dict[str, Any]] = Field(default_factory=list)
+    teacher_top1: float | None = None  # on the whole test split
+    teacher_top1_eval_set: float | None = None  # on eval_set.npz, the images `edgekd bench RUN` measures on
     budgets: list[dict[str, Any]] = Field(default_factory=list)
     per_class: dict[str, Any] | None = None
     int8_payoff: dict[str, Any] | None = None

@@ -75,12 +75,11 @@ def test_gate_checks_the_candidate_against_its_recorded_requirement(tmp_path):
 def test_bench_run_agrees_with_compress_on_every_verdict(tiny_run, tmp_path):
     """A copy of the session's tiny run rerun with non-default accuracy options (qad and later stages rerun):
     `bench RUN` gives the verdict compress gave for every budget, with the same accuracy limit."""
-    from edgekd.cli.compress import run_compress
-    from edgekd.plan import CompressOptions
+    import edgekd
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
-    run_compress(CompressOptions(**TINY, max_drop=30, accuracy_floor=0.2), run, quiet=True, bundle=False)
+    edgekd.compress(**TINY, max_drop=30, accuracy_floor=0.2, run_dir=run, bundle=False)
     report = json.loads((run / "report.json").read_text())
     compress_verdicts = {b["name"]: (b["verdict"], b["limit"]) for b in report["budgets"]}
     rep = _bench(run)

@@ -122,6 +122,8 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--results-md", type=Path, default=None)
+    ap.add_argument("--reuse-runs", action="store_true", help="read the compress runs already in --work (their "
+                    "report.json) instead of calling compress; only the fixed-seed part runs again")
     args = ap.parse_args(argv)
 
     import torch
@@ -137,10 +139,15 @@ def main(argv=None) -> int:
     data = extract(args.data_tar, args.work / "cifar10-jpeg")
     teachers = prepare_teachers(args.models / "resnet56-4bfd9763.th", args.work)
     info = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()}, "runs": {}}
+    from edgekd.results import Report
+
     for name, teacher in teachers.items():
         t0 = time.perf_counter()
-        report = edgekd.compress(data=str(data), run_dir=args.work / "runs" / name, bundle=True,
-                                 **common_options(args), **teacher)
+        run_dir = args.work / "runs" / name
+        if args.reuse_runs and (run_dir / "report.json").is_file():  # the runs as they are (another code version)
+            report = Report.model_validate_json((run_dir / "report.json").read_text())
+        else:
+            report = edgekd.compress(data=str(data), run_dir=run_dir, bundle=True, **common_options(args), **teacher)
         distill = report.stage("distill")
         info["runs"][name] = {
             "teacher": teacher["teacher"].replace(str(args.work), "WORK").replace(str(HERE.parent), "."),

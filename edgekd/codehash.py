@@ -78,11 +78,16 @@ def direct_imports(module: str) -> frozenset[str]:
 
 @functools.lru_cache(maxsize=None)
 def reach(module: str) -> frozenset[str]:
-    """`module` and every edgekd module it imports, directly or through others."""
+    """`module` and every edgekd module it imports, directly or through others. The top-level package's own
+    imports are not followed: every `edgekd.x` import runs edgekd/__init__.py, whose lazy `edgekd.compress`
+    (the Python API, which reaches the CLI and every stage) is a facade no stage's output depends on."""
     seen = {module}
     todo = [module]
     while todo:
-        for dep in direct_imports(todo.pop()):
+        current = todo.pop()
+        if "." not in current and current != module:
+            continue  # the root package: its file is hashed, its facade imports are not followed
+        for dep in direct_imports(current):
             if dep not in seen:
                 seen.add(dep)
                 todo.append(dep)

@@ -156,7 +156,7 @@ def test_checkpoint_that_does_not_fit(tmp_path):
 
 
 def test_missing_optional_package(tmp_path, monkeypatch):
-    import edgekd.cli.compress as compress
+    import edgekd.runner as compress  # check_extras: the run behind `edgekd compress`
 
     real = compress.require
 

@@ -21,6 +21,7 @@ from edgekd.accuracy import AccuracyRequirement
 from edgekd.benchmark import (
     TimingConfig, chance_checks, estimate, judge, layers_not_in_precision, measure, paired_speedup, settings_for,
 )  # fmt: skip
+from edgekd.benchmark.payoff import payoff_reasons
 from edgekd.manifest import ArtifactKind, Manifest, make_artifact
 from edgekd.model_roles import ROLES, export_name, student_role
 from edgekd.preprocess import NormalizedImages, eval_sample, sample_text, write_eval_set
@@ -137,6 +138,12 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
               "measured_with": s8["runtime"]}
     if s8.get("layers_not_in_precision"):
         payoff["layers_not_in_int8"] = [x["name"] for x in s8["layers_not_in_precision"]][:20]
+    int8_onnx = export.artifact(export_name("student_int8")) if export.has(export_name("student_int8")) else None
+    payoff.update(payoff_reasons(  # not faster: why, from the artifacts and this host (edgekd.benchmark.payoff)
+        payoff, int8_onnx=export_dir / int8_onnx.path if int8_onnx else None, batch=target.batch_size,
+        fp32_ms=s32["latency"]["median_ms"], runtime=comp.artifact("student_int8").facts["runtime"],
+        settings=arms[1][1], x=eval_x[:target.batch_size], int8_layers=s8.get("layers_not_in_precision") or [],
+        target=target, measured_here=here))
     unmeasured = comp.metrics.get("runtime_not_measured")
     if unmeasured:
         notes.append(unmeasured)

@@ -10,7 +10,8 @@ each row's `top1_eval_set` is its top-1 on that sample, from the same prediction
 measured again with the two students interleaved round by round (edgekd.benchmark.paired_speedup, the
 gate's sampler and statistics): measured separately, a shared machine's speed changes between the two
 measurements can move the ratio by tens of percent. The method is stated in the report
-(edgekd.runtimes.timing.METHODOLOGY).
+(edgekd.runtimes.timing.METHODOLOGY). When the speed-up's CI is not above 1, `int8_payoff.why_not` names the
+causes the artifacts and this host show (edgekd.benchmark.payoff).
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ script builds the same student three ways and measures them against each other o
 - INT8-all: the same call with `quantize_se_blocks=True` (edgekd.quant.se_blocks removes NNCF's SE_BLOCK
   ignored pattern for that call: there is no public switch), so the SE convolutions are quantized too.
 
-Weights: the student is trained here from scratch, supervised on labels (cross-entropy, not distillation), on
+Weights: the student is trained here from scratch on labels (cross-entropy), or with `--teacher ARCH` distilled
+(Hinton KD, T=4, alpha 0.9) from that model trained here first on labels for the same epochs; data:
 `--data digits` (scikit-learn's digits, 8x8 grey bilinearly upscaled to 32x32, a stratified 60/20/20
 train/val/test split) or `--data cifar` (a tiny CIFAR-10-JPEG subset: 400 train and 100 val images per class
 from its train set, 200 test images per class from its test set); calibration on 300 train images. Accuracy
@@ -91,8 +92,11 @@ def cifar(root: Path, train_per_class: int = 400, val_per_class: int = 100, test
     return {k: ((x - mean) / std, y) for k, x, y in (("train", xtr, ytr), ("val", xva, yva), ("test", xte, yte))}
 
 
-def train(model, data, epochs: int, seed: int = 0):
+def train(model, data, epochs: int, seed: int = 0, teacher=None):
+    """AdamW + one-cycle, batch 64; with a `teacher`: Hinton KD (edgekd.losses.kd_loss, T=4, alpha 0.9)."""
     import torch
+
+    from edgekd.losses.kd import kd_loss
 
     torch.manual_seed(seed)
     x, y = data["train"]
@@ -104,7 +108,13 @@ def train(model, data, epochs: int, seed: int = 0):
         perm = torch.randperm(len(x))
         for i in range(0, len(x), 64):
             b = perm[i:i + 64]
-            loss = torch.nn.functional.cross_entropy(model(x[b]), y[b])
+            out = model(x[b])
+            if teacher is None:
+                loss = torch.nn.functional.cross_entropy(out, y[b])
+            else:
+                with torch.no_grad():
+                    t = teacher(x[b])
+                loss = kd_loss(out, t, y[b], temperature=4.0, alpha=0.9)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -133,6 +143,7 @@ def main() -> None:
     ap.add_argument("--data", choices=("digits", "cifar"), default="digits")
     ap.add_argument("--cifar-root", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/cifar10-jpeg")
     ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--teacher", help="distil the student from this registry model, trained here first on labels")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=40)
     ap.add_argument("--runs-per-round", type=int, default=25)
@@ -155,7 +166,13 @@ def main() -> None:
     t0 = time.time()
     data = digits() if args.data == "digits" else cifar(args.cifar_root)
     model = build_model(args.arch, 10, data["train"][0].shape[1], input_size=32)
-    model = train(model, data, args.epochs)
+    teacher = None
+    if args.teacher:
+        teacher = train(build_model(args.teacher, 10, data["train"][0].shape[1], input_size=32), data, args.epochs)
+        with torch.no_grad():
+            t_top1 = float((teacher(data["val"][0]).argmax(1) == data["val"][1]).float().mean())
+        print(f"teacher {args.teacher}: val top-1 {t_top1:.2%} after {args.epochs} epochs ({time.time() - t0:.0f} s)")
+    model = train(model, data, args.epochs, teacher=teacher)
     n_se = len(expected_float_layers(model, se_quantized=False))
     print(f"{args.arch}: {n_se} SE convolutions; trained {args.epochs} epochs on "
           f"{len(data['train'][0])} {args.data} images in {time.time() - t0:.0f} s")

@@ -47,6 +47,21 @@ def test_report_rows_are_measured_on_the_compiled_artifacts(tiny_run):
     assert qad["kept"] in ("qad", "ptq") and 0 <= qad["ptq_top1"] <= 1
 
 
+def test_int8_payoff_says_why_not_when_not_faster(tiny_run):
+    """int8_payoff.paid_off follows the speed-up's CI, and a run where INT8 is not faster names its causes in
+    report.json, on the report's INT8 line (report.md) and in report.html."""
+    report = _report(tiny_run)
+    payoff = report["int8_payoff"]
+    assert payoff["paid_off"] == (payoff["speedup_ci95"][0] > 1.0)
+    assert bool(payoff["why_not"]) == (not payoff["paid_off"])
+    md, page = (tiny_run / "report.md").read_text(), (tiny_run / "report.html").read_text()
+    for reason in payoff["why_not"]:
+        assert isinstance(reason, str) and reason in md
+    if not payoff["paid_off"]:
+        assert payoff["empty_call_ms"] > 0 and payoff["graph"]["layers"] >= 2
+        assert "INT8 is not faster than FP32 here because" in page
+
+
 def test_size_is_judged_on_the_deployed_ir_and_the_qdq_file_holds_int8_weights(tiny_run):
     """intel-cpu deploys the OpenVINO IR: the size budget and the report's FP32/INT8 sizes are the IR's .xml + .bin;
     the INT8 QDQ ONNX stores its weights as int8 (smaller than the FP32 ONNX, which it used not to be)."""

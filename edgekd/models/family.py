@@ -13,9 +13,11 @@ steps are still mostly their initial values, so the eval-mode model collapses to
 train-mode loss falls (seen on a real 100x100 photo task at 10.0% on every epoch). `fix_bn_momentum` does the
 same for the width-1 model.
 
-NNCF deliberately keeps squeeze-excitation blocks in floating point (its SE_BLOCK ignored pattern in
-nncf/torch/quantization/ignored_patterns.py, for accuracy): `expected_float_layers` names those convolutions
-for a MobileNetV3, so a search or a test can treat them as declared, not as a failure to quantize.
+NNCF keeps squeeze-excitation blocks in floating point unless told otherwise (its SE_BLOCK ignored pattern in
+nncf/torch/quantization/ignored_patterns.py, for accuracy); edgekd tells it to quantize them by default
+(edgekd.quant.se_blocks: faster on OpenVINO CPU at the same top-1, bench/RESULTS.md). `expected_float_layers`
+names those convolutions of a MobileNetV3 when they are kept in float, so a search or a test can treat them as
+declared, not as a failure to quantize.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from functools import partial
 from torch import nn
 
 from edgekd.models import cifar_resnet as _cifar
+from edgekd.quant.se_blocks import QUANTIZE_SE_BLOCKS
 
 FAMILY_DEPTHS = (8, 14, 20, 32)
 WIDTHS = {"050": 0.5, "075": 0.75, "100": 1.0, "150": 1.5, "200": 2.0}
@@ -55,11 +58,14 @@ def mobilenet_v3(kind: str, width: float, num_classes: int, in_channels: int, in
     return adapt_mobilenet_v3_small(model, in_channels, input_size)
 
 
-def expected_float_layers(model: nn.Module) -> list[str]:
-    """Module paths NNCF keeps in floating point on purpose: the two 1x1 convs of each squeeze-excitation."""
+def expected_float_layers(model: nn.Module, se_quantized: bool = QUANTIZE_SE_BLOCKS) -> list[str]:
+    """Module paths NNCF keeps in floating point on purpose: the two 1x1 convs of each squeeze-excitation, unless
+    they are quantized (`se_quantized`, QuantSpec.quantize_se_blocks; edgekd's default): then none."""
     from torchvision.ops.misc import SqueezeExcitation
 
     out: list[str] = []
+    if se_quantized:
+        return out
     for path, m in model.named_modules():
         if isinstance(m, SqueezeExcitation):
             out += [f"{path}.fc1", f"{path}.fc2"]

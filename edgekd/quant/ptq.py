@@ -14,6 +14,10 @@ Presets (NNCF 3.4 has no TensorRT target device, so 'trt' is built from what it 
   ReLU cannot be absorbed into the Q node) stays DQ -> float Conv -> Q, i.e. host ORT latency of a ``trt``
   artifact says little about INT8 speed.
 
+Squeeze-excitation convolutions are quantized by default (``quantize_se_blocks``; see
+:mod:`edgekd.quant.se_blocks`): NNCF would keep them in float, which measured slower on OpenVINO CPU at no
+accuracy cost (bench/RESULTS.md, "SE-block convolutions").
+
 Conv -> BatchNorm pairs are folded before quantization by default (``fold_batchnorm``; see
 :mod:`edgekd.quant.bn_fold`): without it NNCF quantizes the conv weight *before* the BatchNorm and ORT
 cannot form INT8 convolutions at all.
@@ -34,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgekd.errors import StageFailed, UsageError, require
 from edgekd.quant.bn_fold import fold_batchnorm
+from edgekd.quant.se_blocks import QUANTIZE_SE_BLOCKS, nncf_se_blocks
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -57,6 +62,9 @@ class QuantSpec(BaseModel):
     )
     fold_batchnorm: bool = Field(
         True, description="fold Conv->BatchNorm pairs before quantizing (see edgekd.quant.bn_fold for why)"
+    )
+    quantize_se_blocks: bool = Field(
+        QUANTIZE_SE_BLOCKS, description="quantize squeeze-excitation convs too (NNCF keeps them in float unless told)"
     )
 
 
@@ -168,7 +176,7 @@ def quantize(
     from edgekd.quant.quiet import nncf_quiet
 
     try:
-        with torch.no_grad(), nncf_quiet():
+        with torch.no_grad(), nncf_quiet(), nncf_se_blocks(quantized=spec.quantize_se_blocks):
             qmodel = nncf.quantize(
                 model,
                 nncf.Dataset(images, transform),

@@ -17,7 +17,7 @@ from edgekd.fsio import write_atomic
 from edgekd.report import plots
 from edgekd.search import report as search_report
 from edgekd.report.summary import (
-    BUDGET_COLUMNS, MODEL_COLUMNS, budget_rows, data_line, model_rows, reported_split, size_line,
+    BUDGET_COLUMNS, MODEL_COLUMNS, budget_rows, data_line, model_rows, payoff_line, reported_split, size_line,
 )  # fmt: skip
 
 ASSETS = "report_assets"
@@ -123,6 +123,7 @@ def write_html_report(report: dict[str, Any], run_dir: Path, assets: dict[str, A
         f"{html.escape(report['data'].get('description', ''))}. Splits: {html.escape(data_line(report))}; the "
         f"verdict uses the {html.escape(reported_split(report))} top-1 only. "
         f"Exit code {report.get('exit_code')}.</div>",
+        f"<p>{html.escape(payoff_line(report['int8_payoff']))}</p>" if report.get("int8_payoff") else "",
         "<h2>Models</h2><div class=card>", _table(MODEL_COLUMNS, model_rows(report), (3, 4, 5, 6)),
         f"<p class=muted>{html.escape(size_line(report['sizes']))}</p>" if report.get("sizes") else "", "</div>",
         "<h2>Budgets</h2><div class=card>", _table(BUDGET_COLUMNS, budget_rows(report)), "</div>",

@@ -178,8 +178,6 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         style = "red" if "fail" in row[-1] else ("yellow" if "estimated" in row[-1] else "green")
         budgets.add_row(*row, style=style)
     console.print(budgets)
-    if report.get("int8_payoff"):
-        console.print(payoff_line(report["int8_payoff"]))
     if report.get("sizes"):
         console.print(size_line(report["sizes"]), markup=False)
     if _fallback_ran(report) or report.get("quantization_pt2e"):
@@ -192,6 +190,8 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         for note in report["quantization"]["notes"]:
             console.print(note, markup=False)
     console.print(f"data: {escape(data_line(report))}", markup=True)
+    if report.get("int8_payoff"):  # next to the verdict: did INT8 pay off, and if not, why
+        console.print(payoff_line(report["int8_payoff"]), markup=False)
     console.print(f"verdict: [bold]{report['verdict']}[/] (exit {report['exit_code']}){unmeasured_text(report)}; "
                   f"report: {escape(str(report['run_dir']))}/report.md", markup=True)
 
@@ -211,6 +211,8 @@ def payoff_line(p: dict[str, Any]) -> str:
         speed = f"{p['speedup_p50']:.2f}x p50 speed"
     line = (f"INT8 vs FP32 student ({p['measured_with']}): {speed}, "
             f"accuracy cost {p['accuracy_cost_points']:+.2f} points")
+    if p.get("why_not"):  # edgekd.benchmark.payoff: the causes, from the artifacts and this host
+        line += f"; INT8 is not faster than FP32 here because: {'; '.join(p['why_not'])}"
     if p.get("layers_not_in_int8"):
         line += f"; layers not run in INT8: {', '.join(map(str, p['layers_not_in_int8']))}"
     return line

@@ -10,7 +10,8 @@ each row's `top1_eval_set` is its top-1 on that sample, from the same prediction
 measured again with the two students interleaved round by round (edgekd.benchmark.paired_speedup, the
 gate's sampler and statistics): measured separately, a shared machine's speed changes between the two
 measurements can move the ratio by tens of percent. The method is stated in the report
-(edgekd.runtimes.timing.METHODOLOGY).
+(edgekd.runtimes.timing.METHODOLOGY). When the speed-up's CI is not above 1, `int8_payoff.why_not` names the
+causes the artifacts and this host show (edgekd.benchmark.payoff).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from edgekd.accuracy import AccuracyRequirement
 from edgekd.benchmark import (
     TimingConfig, chance_checks, estimate, judge, layers_not_in_precision, measure, paired_speedup, settings_for,
 )  # fmt: skip
+from edgekd.benchmark.payoff import payoff_reasons
 from edgekd.manifest import ArtifactKind, Manifest, make_artifact
 from edgekd.model_roles import ROLES, export_name, student_role
 from edgekd.preprocess import NormalizedImages, eval_sample, sample_text, write_eval_set
@@ -137,6 +139,12 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
               "measured_with": s8["runtime"]}
     if s8.get("layers_not_in_precision"):
         payoff["layers_not_in_int8"] = [x["name"] for x in s8["layers_not_in_precision"]][:20]
+    int8_onnx = export.artifact(export_name("student_int8")) if export.has(export_name("student_int8")) else None
+    payoff.update(payoff_reasons(  # not faster: why, from the artifacts and this host (edgekd.benchmark.payoff)
+        payoff, int8_onnx=export_dir / int8_onnx.path if int8_onnx else None, batch=target.batch_size,
+        fp32_ms=s32["latency"]["median_ms"], runtime=comp.artifact("student_int8").facts["runtime"],
+        settings=arms[1][1], x=eval_x[:target.batch_size], int8_layers=s8.get("layers_not_in_precision") or [],
+        target=target, measured_here=here))
     unmeasured = comp.metrics.get("runtime_not_measured")
     if unmeasured:
         notes.append(unmeasured)

@@ -106,7 +106,8 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
         metrics["searched"] = parents["search"].metrics.get("chosen")
     from edgekd.models.family import expected_float_layers
 
-    # layers NNCF keeps in float on purpose (squeeze-excitation convs): declared, so the INT8 checks name them
+    # layers NNCF keeps in float on purpose (squeeze-excitation convs, unless quantized: edgekd's default):
+    # declared, so the INT8 checks name them
     metrics["float_layers_declared"] = expected_float_layers(student)
     art = save_model(ctx.work_dir, "model", student, arch, kwargs, extra=extra)
     return Manifest(stage=NAME, id="", config={}, artifacts=[art], preprocessing=pre, metrics=metrics, notes=notes)

@@ -32,6 +32,7 @@ from edgekd.losses.training import build_distill_loss, make_step
 from edgekd.manifest import ArtifactKind, Manifest, make_artifact
 from edgekd.quant.nncf_quant import QuantSpec, prepare_for_qat, quantize, save_quantized
 from edgekd.quant.fallback import Attempt, bounded_fallback
+from edgekd.quant.se_blocks import QUANTIZE_SE_BLOCKS
 from edgekd.quant.sensitivity import layer_sensitivity
 from edgekd.stages.common import example_input, load_frozen_teacher, load_model, trainer_for
 from edgekd.train import dist
@@ -54,6 +55,7 @@ class Config(BaseModel):
     calib: str | None = None
     calib_sha256: str | None = None
     ignored_layers: list[str] = Field(default_factory=list)
+    quantize_se_blocks: bool = QUANTIZE_SE_BLOCKS  # in the stage id: the default changed (edgekd.quant.se_blocks)
     accuracy: AccuracyRequirement = AccuracyRequirement()
     max_fallback_layers: int = Field(default=3, ge=0)
     fallback_budget_min: float = Field(default=10.0, ge=0)  # 0: no fallback
@@ -140,7 +142,7 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     calib_x = [x for x, _ in eval_batches(calib, pre, 64)]
     example = example_input(pre).to(device)
     spec = QuantSpec(preset=cfg.preset, subset_size=len(calib), min_calibration=cfg.min_calibration,
-                     ignored_layers=cfg.ignored_layers)
+                     ignored_layers=cfg.ignored_layers, quantize_se_blocks=cfg.quantize_se_blocks)
     teacher_top1 = accuracy(teacher, data.val, pre, device)
     fp32_top1 = accuracy(student, data.val, pre, device)
     required = cfg.accuracy.required(teacher_top1)

@@ -91,7 +91,10 @@ def fixed_seed_student(run: Path, data_cfg, seed: int = 0):
         manifest = distill.run(cfg, {"teacher": load_manifest(fin)}, ctx)
         wall = time.perf_counter() - t0
         student, _ = load_model(Path(tmp), manifest)
-    return {k: v.clone() for k, v in student.state_dict().items()}, wall
+    from edgekd.train.evaluate import accuracy
+
+    top1 = accuracy(student.eval(), dataset.test, dataset.preprocessing)
+    return {k: v.clone() for k, v in student.state_dict().items()}, wall, top1
 
 
 def teacher_logits(run: Path, images):
@@ -169,11 +172,12 @@ def main(argv=None) -> int:
     logits = {n: teacher_logits(args.work / "runs" / n, images) for n in teachers}
     info["teacher_logits_max_abs_diff_vs_a"] = {n: float((logits[n] - logits["a_registry"]).abs().max())
                                                for n in teachers}
-    students, walls = {}, {}
+    students, walls, top1 = {}, {}, {}
     for n in ("a_registry", "b_pt2", "d_import", "c_onnx"):
-        students[n], walls[n] = fixed_seed_student(args.work / "runs" / n, data_cfg)
+        students[n], walls[n], top1[n] = fixed_seed_student(args.work / "runs" / n, data_cfg)
     info["fixed_seed_student_max_abs_diff_vs_a"] = {n: max_diff(students[n], students["a_registry"]) for n in students}
-    info["fixed_seed_distill_wall_s"] = walls
+    info["fixed_seed_student_test_top1"] = top1
+    info["fixed_seed_distill_s_per_epoch"] = {n: w / args.epochs for n, w in walls.items()}
     print(json.dumps(info, indent=1))
     (args.work / "summary.json").write_text(json.dumps(info, indent=1))
     if args.results_md:
@@ -190,7 +194,9 @@ def render(info: dict, args) -> str:
         f"{pct(r['student_int8_top1'])} | {r['distill_s_per_epoch']:.1f} | {r['verdict']} | {r['bundle_verified']} |"
         for n, r in info["runs"].items())
     diffs = ", ".join(f"{n} {d:.2g}" for n, d in info["teacher_logits_max_abs_diff_vs_a"].items())
-    sdiffs = ", ".join(f"{n} {d:.2g}" for n, d in info["fixed_seed_student_max_abs_diff_vs_a"].items())
+    sdiffs = ", ".join(f"{n} {d:.2g} (test top-1 {pct(info['fixed_seed_student_test_top1'][n])}, "
+                       f"{info['fixed_seed_distill_s_per_epoch'][n]:.1f} s/epoch)"
+                       for n, d in info["fixed_seed_student_max_abs_diff_vs_a"].items())
     return f"""
 ## Model sources: one teacher four ways (issue 22)
 

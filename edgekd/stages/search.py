@@ -16,7 +16,7 @@
    ranked by edgekd.search.confidence: a candidate at chance is never ranked above one that is not, and
    candidates whose top-1 is within the val split's noise of the best are ranked by teacher agreement; the
    best 1/`eta` go on with `eta` times the data, until one is left. When every score of the last rung is at
-   chance, the best two by KD loss train one more rung (`extra_rungs`) if the time budget allows, then KD
+   chance, the best two by KD loss train one more rung (EXTRA_RUNGS) if the time budget allows, then KD
    loss decides. Weights carry over between rungs; the winner's are this stage's `model`, which distill
    trains on with the full schedule. How confident the choice is ("confident", "tie within noise: chosen by
    teacher agreement", "all proxies at chance: chosen by KD loss") is printed, and recorded in the metrics
@@ -53,6 +53,8 @@ from edgekd.train.loop import Phase, TrainConfig
 
 PROXY_MIN_IMAGES = 1000  # a first-rung proxy run sees at least this many images (or the whole split)
 MIN_CHOICES = 3  # fewer candidates than this within the budgets: more are generated (_more_candidates)
+EXTRA_RUNGS = 1  # rungs added when every proxy score is at chance (a constant: the config, and so the id, of
+#                  a search that never needs one is what it was before)
 NAME = "search"
 READS_DATA = True
 DISTRIBUTED = False  # under torchrun: rank 0 alone, as a single process; the other ranks wait (dist.wait_for_main)
@@ -72,7 +74,6 @@ class Config(BaseModel):
     proxy_fraction: float = Field(default=0.25, gt=0, le=1)
     eta: int = Field(default=2, ge=2)
     time_budget_s: float | None = Field(default=None, gt=0)
-    extra_rungs: int = Field(default=1, ge=0)  # rungs added when every proxy score is at chance
     loss: DistillLossConfig = DistillLossConfig()
     train: TrainConfig = TrainConfig(epochs=1)
 
@@ -311,7 +312,7 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
         if ran_out:
             break
         keep = max(1, math.ceil(len(ranked) / cfg.eta))
-        if keep == 1 and last[choice.order[0]].top1 <= choice.chance_top1 and extra < cfg.extra_rungs:
+        if keep == 1 and last[choice.order[0]].top1 <= choice.chance_top1 and extra < EXTRA_RUNGS:
             again = ranked[:min(len(ranked), 2)]  # at chance: the proxy was too short; train the best two further
             need = sum(st.d.get("proxy_s", {}).get(f"{rung}:{c.name}") or 0 for c in again) * cfg.eta
             if cfg.time_budget_s is None or spent() + need <= cfg.time_budget_s:

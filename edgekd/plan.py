@@ -55,13 +55,16 @@ class CompressOptions(BaseModel):
                                "class keeping its share; 0: the whole test split. The verdict is always on the whole "
                                "test split.")
     teacher: str | None = Field(None, description="Teacher architecture (e.g. cifar_resnet56, resnet50, "
-                                "timm:convnext_tiny). Default: cifar_resnet20.")
+                                "timm:convnext_tiny). Default: cifar_resnet20 on the embedded digits; on a folder resnet18 with "
+                                "ImageNet weights when they are reachable, else cifar_resnet20 trained on all classes "
+                                "(edgekd/teacher_choice.py; the first line of output says which).")
     teacher_weights: str | None = Field(None, description="Local teacher checkpoint (state_dict, or a dict holding "
                                         "one; 'module.' prefixes are stripped).", json_schema_extra=_cli(path=True))
     pretrained: bool = Field(False, description="Use the architecture's published pretrained weights (needs the "
                              "network or a local torch cache).")
     source_classes: int | None = Field(None, description="A teacher trained here learns the first N classes "
-                                       "(the source task) before the transfer. Default: half the classes, at least 2.")
+                                       "(the source task) before the transfer. Default: half the classes, at least 2, on the "
+                                       "embedded digits; all classes on a folder.")
     student: str = Field("auto", description="Student architecture (small_cnn, cifar_resnet20, resnet18_cifar, "
                          "mobilenet_v3_small, ...), or auto: search the family and the pruned teacher for the most "
                          "accurate student that meets the target's latency budget (edgekd/stages/search.py).")
@@ -69,8 +72,8 @@ class CompressOptions(BaseModel):
                                         "classes differ).", json_schema_extra=_cli(path=True))
     transfer: Transfer = Field("hybrid", description="feature: frozen backbone, new head; full: everything; hybrid: "
                                "head first, then everything; staged: unfreeze from the head back; none.")
-    teacher_epochs: int = Field(6, ge=0, description="Epochs to train a teacher from scratch on the source task (no "
-                                "pretrained teacher).")
+    teacher_epochs: int = Field(6, ge=0, description="Epochs to train a teacher from scratch (no pretrained teacher). "
+                                "Default on a folder: teacher + finetune epochs, at least 500 steps, at most 60.")
     finetune_epochs: int = Field(10, ge=0, description="Transfer fine-tune epochs (hybrid: after the probe).")
     backbone_lr_mult: float | None = Field(None, gt=0, le=1, description="Hybrid and staged transfer: the "
                                            "backbone's learning rate as a share of the head's. Default: 0.1 for a "

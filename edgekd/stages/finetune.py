@@ -84,7 +84,9 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     else:
         metrics["top1_before"] = accuracy(model, data.val, pre)
     if cfg.transfer == "none":
-        notes.append("finetune skipped (--transfer none): the teacher already predicts these classes.")
+        notes.append("finetune skipped: the teacher was trained on this data." if parents["teacher"].metrics.get(
+            "trained_on_all_classes") else "finetune skipped (--transfer none): the teacher already predicts these "
+            "classes.")
         metrics["top1_after"] = metrics["top1_before"]
     else:
         def ce(net, x, y, _idx):

@@ -72,8 +72,9 @@ class CompressOptions(BaseModel):
                                         "classes differ).", json_schema_extra=_cli(path=True))
     transfer: Transfer = Field("hybrid", description="feature: frozen backbone, new head; full: everything; hybrid: "
                                "head first, then everything; staged: unfreeze from the head back; none.")
-    teacher_epochs: int = Field(6, ge=0, description="Epochs to train a teacher from scratch (no pretrained teacher). "
-                                "Default on a folder: teacher + finetune epochs, at least 500 steps, at most 60.")
+    teacher_epochs: int = Field(6, ge=0, description="Epochs to train a teacher from scratch (no pretrained teacher). On a "
+                                "folder, when not given: this default plus --finetune-epochs (the finetune stage is "
+                                "skipped), raised to 500 steps, at most 60 (edgekd/teacher_choice.py).")
     finetune_epochs: int = Field(10, ge=0, description="Transfer fine-tune epochs (hybrid: after the probe).")
     backbone_lr_mult: float | None = Field(None, gt=0, le=1, description="Hybrid and staged transfer: the "
                                            "backbone's learning rate as a share of the head's. Default: 0.1 for a "

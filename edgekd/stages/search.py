@@ -261,6 +261,7 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
         notes.append(f"estimated fail: no candidate meets the {budget_ms:g} ms budget on the estimate for "
                      f"{target.device.name}; the fastest, {fastest.name} ({lat[fastest.name]:.3f} ms estimated), "
                      "was kept")
+        ctx.console.print(f"search: {notes[-1]}", markup=False)
     if not alive:
         size = f" and the {size_mb:g} MB size budget" if size_mb is not None else ""
         lat_budget = f"the {target.budgets.latency_percentile} budget of {budget_ms:g} ms" if budget_ms else \
@@ -345,7 +346,7 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
         notes.append(f"time budget of {cfg.time_budget_s:g} s ran out after {spent():.0f} s: the best candidate "
                      f"so far ({winner.name}) was chosen")
     notes.append(f"search choice {winner.name}: {final.line}")
-    ctx.console.print(f"search: chose {winner.name}: {final.line}")
+    ctx.console.print(f"search: chose {winner.name}: {final.line}", markup=False)
     art = save_model(ctx.work_dir, "model", winner.model.cpu(), winner.arch, kwargs,
                      extra=winner.checkpoint_extra(),
                      candidate=winner.name)

@@ -54,6 +54,7 @@ def test_too_few_fitting_candidates_are_supplemented_and_chance_scores_train_fur
     rung1 = [name for name, rung in synthetic if rung == 1]
     assert any("all proxies at chance" in n and "trained further" in n for n in notes), notes
     assert m["confidence"]["level"] == "chance"
-    assert m["confidence"]["line"].startswith("all proxies at chance") and "chosen by KD loss" in m["confidence"]["line"]
+    line = m["confidence"]["line"]
+    assert line.startswith("all proxies at chance") and "chosen by KD loss" in line
     assert m["chosen"] == min(rung1, key=len)  # lowest KD loss
     assert any(n.startswith(f"search choice {m['chosen']}: all proxies at chance") for n in notes)

@@ -57,8 +57,10 @@ class CompressOptions(BaseModel):
     teacher: str | None = Field(None, description="Teacher: a registry name (cifar_resnet56, resnet50, "
                                 "timm:convnext_tiny), an import path pkg.module:factory or file.py:factory (this "
                                 "RUNS that Python code; it must return an nn.Module), a torch.export .pt2 archive, or "
-                                "an ONNX file (logits through ONNX Runtime; never fine-tuned). Default: "
-                                "cifar_resnet20.")
+                                "an ONNX file (logits through ONNX Runtime; never fine-tuned). Default: cifar_resnet20 on "
+                                "the embedded digits; on a folder resnet18 with ImageNet weights when they are "
+                                "reachable, else cifar_resnet20 trained on all classes (edgekd/teacher_choice.py; the "
+                                "first line of output says which).")
     teacher_kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of a teacher given "
                                            "as an import path (JSON or YAML mapping, e.g. '{\"width\": 64}').",
                                            json_schema_extra=_cli(text=True))
@@ -72,7 +74,8 @@ class CompressOptions(BaseModel):
     pretrained: bool = Field(False, description="Use the architecture's published pretrained weights (needs the "
                              "network or a local torch cache).")
     source_classes: int | None = Field(None, description="A teacher trained here learns the first N classes "
-                                       "(the source task) before the transfer. Default: half the classes, at least 2.")
+                                       "(the source task) before the transfer. Default: half the classes, at least 2, on the "
+                                       "embedded digits; all classes on a folder.")
     student: str = Field("auto", description="Student architecture (small_cnn, cifar_resnet20, resnet18_cifar, "
                          "mobilenet_v3_small, ...), an import path or .pt2 as for --teacher (an import path RUNS "
                          "that code), or auto: search the family and the pruned teacher for the most "
@@ -86,8 +89,9 @@ class CompressOptions(BaseModel):
                                         "classes differ).", json_schema_extra=_cli(path=True))
     transfer: Transfer = Field("hybrid", description="feature: frozen backbone, new head; full: everything; hybrid: "
                                "head first, then everything; staged: unfreeze from the head back; none.")
-    teacher_epochs: int = Field(6, ge=0, description="Epochs to train a teacher from scratch on the source task (no "
-                                "pretrained teacher).")
+    teacher_epochs: int = Field(6, ge=0, description="Epochs to train a teacher from scratch (no pretrained teacher). On a "
+                                "folder, when not given: this default plus --finetune-epochs (the finetune stage is "
+                                "skipped), raised to 500 steps, at most 60 (edgekd/teacher_choice.py).")
     finetune_epochs: int = Field(10, ge=0, description="Transfer fine-tune epochs (hybrid: after the probe).")
     backbone_lr_mult: float | None = Field(None, gt=0, le=1, description="Hybrid and staged transfer: the "
                                            "backbone's learning rate as a share of the head's. Default: 0.1 for a "

@@ -82,6 +82,13 @@ def _run(opts: CompressOptions, run_dir: Path | None, *, strict: bool, as_json: 
     data_cfg = data_config(opts, target)
     load = functools.lru_cache(maxsize=1)(lambda: load_data(data_cfg, run_dir / ".cache"))
     dataset = load()  # bad data fails here, before any stage folder is written
+    from edgekd.teacher_choice import choose_teacher
+
+    pre = dataset.preprocessing
+    choice = choose_teacher(opts, dataset.num_classes, len(dataset.train), pre.channels, tuple(pre.input_size))
+    opts = choice.options  # a user's folder without a teacher: pretrained when reachable, else all classes
+    if choice.line and os.environ.get("RANK", "0") == "0":
+        (err_console if as_json else console).print(choice.line, markup=False)
     specs = build_specs(opts, target, dataset.preprocessing.channels, dataset.preprocessing.input_size)
     from edgekd.preflight import preflight
 

@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+# A run on a user's folder without a teacher asks the weights' host whether it answers
+# (edgekd.teacher_choice): never from the tests.
+os.environ.setdefault("EDGEKD_OFFLINE", "1")
 
 # An explicit student: the session's shared run exercises every other stage; the search has its own tests
 # (tests/search/test_search_e2e.py).

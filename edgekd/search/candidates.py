@@ -123,3 +123,19 @@ def pruned_candidates(teacher: nn.Module, arch: str, ratios: list[float], import
             out.append(_pruned(arch, f"{base}-depth{int(round(d * 100))}-pruned{int(round(ratio * 100))}",
                                both, example, dropped, width=True))
     return out, why
+
+
+def finer_shares(shares: list[float], smaller: str, step: float = 1 / 16) -> list[float]:
+    """New pruning settings when too few candidates fit: one step further than the most aggressive share
+    (halfway to 1 for channel ratios, `smaller="up"`; halfway to 0 for depth shares kept, `smaller="down"`)
+    and the midpoint of each pair of neighbours, rounded to `step`, strictly inside (0, 1), none already in
+    `shares`. The most aggressive first."""
+    have = sorted(set(shares))
+    edge = (1 + have[-1]) / 2 if smaller == "up" else have[0] / 2
+    mids = [(a + b) / 2 for a, b in zip(have, have[1:])]
+    out = []
+    for v in [edge, *mids]:
+        v = round(round(v / step) * step, 4)
+        if 0 < v < 1 and v not in have and v not in out:
+            out.append(v)
+    return sorted(out, reverse=smaller == "up")

@@ -8,7 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-COLUMNS = ("candidate", "source", "MMACs", "latency ms (judged on)", "proxy val top-1 by rung", "proxy s", "fate")
+COLUMNS = ("candidate", "source", "MMACs", "latency ms (judged on)", "proxy val top-1 by rung",
+           "teacher agreement, KD loss (last rung)", "proxy s", "fate")
 
 
 def _search(report: dict[str, Any], run_dir: Path) -> tuple[dict[str, Any], Path] | None:
@@ -27,8 +28,18 @@ def rows(metrics: dict[str, Any]) -> list[list[str]]:
         tops = ", ".join(f"r{r} {v:.2%}" for r, v in sorted((c.get("proxy_top1") or {}).items())) or "-"
         secs = sum(v for v in (c.get("proxy_s") or {}).values() if v) or 0
         out.append([c["name"], _source(c), f"{c['macs'] / 1e6:.2f}", f"{lat.get('latency_ms', float('nan')):.3f} ({how})",
-                    tops, f"{secs:.0f}", c.get("fate", "")])
+                    tops, _signals(c), f"{secs:.0f}", c.get("fate", "")])
     return out
+
+
+def _signals(c: dict[str, Any]) -> str:
+    """'87.5%, 0.412' from the last rung's teacher agreement and KD loss on val; '-' when not trained."""
+    agree, kd = c.get("proxy_agree") or {}, c.get("proxy_kd") or {}
+    if not agree:
+        return "-"
+    last = max(agree, key=int)
+    a, k = agree[last], kd.get(last)
+    return f"{a:.1%}, {k:.3f}" if a is not None and k is not None else "-"
 
 
 def _source(c: dict[str, Any]) -> str:
@@ -46,6 +57,8 @@ def summary_line(metrics: dict[str, Any]) -> str:
             f"{m['rungs']} rung(s); latency phase {m['latency_phase_s']:.0f} s, proxy runs {m['proxy_phase_s']:.0f} s")
     if m.get("time_budget_s"):
         line += f" of a {m['time_budget_s']:.0f} s time budget" + (" (ran out)" if m.get("ran_out_of_time") else "")
+    if (m.get("confidence") or {}).get("line"):
+        line += f". Choice: {m['confidence']['line']}"
     return line + ". Every decision on the val split."
 
 
@@ -58,7 +71,7 @@ def html_section(report: dict[str, Any], run_dir: Path, table) -> str:
     img = f'<img alt="student search Pareto plot" src="data:image/png;base64,{base64.b64encode(png).decode()}">' \
         if png else ""
     return ("<h2>Student search</h2><div class=card>" + f"<p>{html.escape(summary_line(manifest['metrics']))}</p>"
-            + img + table(COLUMNS, rows(manifest["metrics"]), (2, 5)) + "</div>")
+            + img + table(COLUMNS, rows(manifest["metrics"]), (2, 6)) + "</div>")
 
 
 def markdown_section(report: dict[str, Any], run_dir: Path) -> str:

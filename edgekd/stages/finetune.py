@@ -21,6 +21,7 @@ from edgekd.errors import UsageError
 from edgekd.manifest import Manifest
 from edgekd.models.heads import find_head, replace_head, unfreeze_stages
 from edgekd.models.checkpoint import source_extra
+from edgekd.stages.metrics import metrics_of
 from edgekd.stages.common import load_model, save_model, trainer_for
 from edgekd.train.evaluate import accuracy
 from edgekd.train.loop import Phase, TrainConfig
@@ -86,8 +87,12 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     else:
         metrics["top1_before"] = accuracy(model, data.val, pre)
     if cfg.transfer == "none" or onnx_teacher:
-        why = ("an ONNX teacher runs on ONNX Runtime and cannot be fine-tuned; it predicts these classes"
-               if onnx_teacher else "--transfer none: the teacher already predicts these classes")
+        if onnx_teacher:
+            why = "an ONNX teacher runs on ONNX Runtime and cannot be fine-tuned; it predicts these classes"
+        elif metrics_of(parents["teacher"]).trained_on_all_classes:
+            why = "the teacher was trained on this data"
+        else:
+            why = "--transfer none: the teacher already predicts these classes"
         notes.append(f"finetune skipped ({why}).")
         metrics.update(top1_after=metrics["top1_before"], skipped=why)
     else:

@@ -23,6 +23,7 @@ class TeacherMetrics(StageMetrics):
     params: int
     top1_before_transfer: float | None = None
     source_task_top1: float | None = None
+    trained_on_all_classes: bool = False  # trained here on the data itself (no source task): nothing to transfer
     history: list[dict[str, Any]] = Field(default_factory=list)
 
 

@@ -1,7 +1,9 @@
-"""Stage 1, teacher: a large model by name, from a local checkpoint, or trained on a source task.
+"""Stage 1, teacher: a large model by name, from a local checkpoint, or trained here.
 
-With no pretrained weights the teacher is trained on a *source task* - the first half of the dataset's
-classes - so that the finetune stage performs a real transfer (new head, new classes) rather than a no-op.
+Trained here, the teacher learns the first `source_classes` classes. On the embedded digits that is a
+*source task* - the first half of the classes - so that the finetune stage performs a real transfer (new
+head, new classes) rather than a no-op. On a user's folder it is every class (edgekd.teacher_choice): the
+teacher then already predicts the dataset's classes and the finetune stage says it was skipped.
 """
 
 from __future__ import annotations
@@ -120,14 +122,20 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
         trainer = trainer_for(model, ce, ctx, sync_bn=cfg.sync_bn)
         trainer.train_split = src_train
         trainer.evaluate = lambda: accuracy(model, src_val, pre, trainer.ctx.device)
-        result = trainer.fit([Phase("teacher-source", cfg.train or TrainConfig())])
-        origin = (f"trained from scratch on a source task: classes {pre.class_names[0]}..{pre.class_names[n_src - 1]} "
-                  f"({n_src} of {k}) of the training split")
-        metrics.update(source_task_top1=result.best_top1, history=result.history, train_wall_s=result.wall_s,
-                       decided_on={**data.facts("val"), "images": len(src_val),
-                                   "classes": f"{pre.class_names[0]}..{pre.class_names[n_src - 1]}"})
-        notes.append(f"No pretrained teacher was given: the teacher was {origin}; the finetune stage transfers it "
-                     f"to all {k} classes.")
+        every = n_src == k
+        result = trainer.fit([Phase("teacher-all" if every else "teacher-source", cfg.train or TrainConfig())])
+        classes_text = f"{pre.class_names[0]}..{pre.class_names[n_src - 1]}"
+        metrics.update(history=result.history, train_wall_s=result.wall_s, trained_on_all_classes=every,
+                       decided_on={**data.facts("val"), "images": len(src_val), "classes": classes_text})
+        if every:
+            origin = f"trained from scratch on all {k} classes of the training split"
+            notes.append(f"No pretrained teacher was given: the teacher was {origin} (no source task).")
+        else:
+            origin = (f"trained from scratch on a source task: classes {classes_text} ({n_src} of {k}) of the "
+                      "training split")
+            metrics["source_task_top1"] = result.best_top1
+            notes.append(f"No pretrained teacher was given: the teacher was {origin}; the finetune stage transfers "
+                         f"it to all {k} classes.")
     model.eval()
     if classes == k:
         metrics["top1_before_transfer"] = accuracy(model, data.val, pre)

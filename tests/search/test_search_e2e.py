@@ -67,12 +67,16 @@ def test_search_measures_every_candidate_first_and_distill_trains_its_choice(aut
     assert len(chosen) == 1 and chosen[0]["name"] == m["chosen"]
     assert m["chosen_latency_ms"] <= m["budget_ms"]
     assert m["decided_on"]["split"] == "val"
+    # how confident the choice is: recorded, and in the report's search section
+    assert m["confidence"]["level"] in ("confident", "tie", "chance", "single") and m["confidence"]["line"]
+    assert all(c["proxy_agree"] and c["proxy_kd"] for c in m["candidates"] if c["proxy_top1"])
     distill = _manifest(auto_run, "distill")
     assert distill["metrics"]["searched"] == m["chosen"]
     assert distill["artifacts"][0]["facts"]["arch"] == m["chosen_arch"]
     assert "Student search" in (auto_run / "report.html").read_text()
     md = (auto_run / "report.md").read_text()
     assert "## Student search" in md
+    assert f"Choice: {m['confidence']['line']}" in md
     assert "| pruned teacher: 5 blocks removed, channels |" in md  # depth25-pruned50: 5 of 7 blocks removed
     rows = {r["role"]: r for r in report["models"]}
     assert rows["student_int8"]["model"] == m["chosen"]  # named by its candidate, not its registry arch

@@ -98,12 +98,14 @@ class _Planned:
     sid: str
     final: Path
     code: dict[str, str] = field(default_factory=dict)  # module -> short hash (edgekd.codehash)
+    seed_key: str = ""  # the id without the code: what seeds the stage (see _plan)
 
 
 def _plan(specs: list[StageSpec], run_dir: Path, fingerprint: Callable[[], str]) -> list[_Planned]:
     """Every stage's id before anything runs (a parent's id is known from its own name, config and parents)."""
     planned: list[_Planned] = []
     ids: dict[str, str] = {}
+    seed_keys: dict[str, str] = {}  # ids without the code: an edit elsewhere in edgekd does not reshuffle the seeds
     fp_cache: list[str] = []
     for spec in specs:
         mod = stage_module(spec.name)
@@ -116,11 +118,13 @@ def _plan(specs: list[StageSpec], run_dir: Path, fingerprint: Callable[[], str])
             fp = fp_cache[0]
         env = mod.environment(spec.config) if hasattr(mod, "environment") else None  # runtimes + host (compile, bench)
         code = codehash.code_fingerprint(mod.__name__)
-        sid = stage_id(spec.name, cfg_dump, parent_ids, fp if env is None else {"inputs": fp, "environment": env},
-                       codehash.code_id(mod.__name__))
+        inputs = fp if env is None else {"inputs": fp, "environment": env}
+        sid = stage_id(spec.name, cfg_dump, parent_ids, inputs, codehash.code_id(mod.__name__))
         ids[spec.name] = sid
+        seed_keys[spec.name] = stage_id(spec.name, cfg_dump, {r: seed_keys[src] for r, src in spec.parents.items()},
+                                        inputs)
         planned.append(_Planned(spec, mod, cfg_dump, parent_ids, fp, sid, run_dir / stage_dir_name(spec.name, sid),
-                                code))
+                                code, seed_keys[spec.name]))
     return planned
 
 
@@ -216,9 +220,10 @@ def _run_stage(item: _Planned, work: Path, done: dict[str, StageOutcome], run_di
         started, t0 = now_iso(), time.perf_counter()
         from edgekd.train.loop import seed_everything
 
-        # Random initialisations (new heads, students, adapters) follow from the stage id: the same inputs give
-        # the same weights, and every rank starts from the same ones.
-        seed_everything(int(item.sid, 16) % 2**31)
+        # Random initialisations (new heads, students, adapters) follow from the stage id without its code part:
+        # the same inputs give the same weights, every rank starts from the same ones, and an edit to edgekd that
+        # reruns a stage does not also draw it new random numbers.
+        seed_everything(int(item.seed_key, 16) % 2**31)
         # A rank-0-only stage runs as a single process: a Trainer in it (the PT2E pass) must not wait in
         # collectives for ranks that have left.
         alone = dist.alone() if ctx_dist.distributed and not every_rank else contextlib.nullcontext()

@@ -113,3 +113,18 @@ def test_ranks_running_other_code_are_refused(fake_stages, monkeypatch):
         pipeline._check_ranks_agree(planned, None)
     monkeypatch.setattr(dist, "all_gather_object", lambda obj: [mine, mine])
     pipeline._check_ranks_agree(planned, None)
+
+
+def test_a_code_change_reruns_with_the_same_seeds(fake_stages, tmp_path):
+    """The code enters the id, not the seed: an edit to edgekd reruns the stages it reaches with the random
+    numbers they had (the same options train the same weights across versions, bar the edit itself)."""
+    specs = [pipeline.StageSpec("a", pipeline.config_of("a")),
+             pipeline.StageSpec("b", pipeline.config_of("b"), {"up": "a"}),
+             pipeline.StageSpec("c", pipeline.config_of("c"), {"up": "b"})]
+    before = pipeline._plan(specs, tmp_path / "run", lambda: "fp")
+    (fake_stages / "helper.py").write_text("FACTOR = 3\n")
+    codehash.clear_caches()
+    after = pipeline._plan(specs, tmp_path / "run", lambda: "fp")
+    assert [p.sid for p in after] != [p.sid for p in before]
+    assert [p.seed_key for p in after] == [p.seed_key for p in before]
+    assert len({p.seed_key for p in after}) == 3  # still one seed per stage

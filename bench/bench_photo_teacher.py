@@ -33,7 +33,7 @@ def run_mode(mode: str, args, work: Path) -> dict:
     """Val and test top-1 of the fine-tuned teacher, the teacher's line and each stage's wall seconds."""
     from rich.console import Console
 
-    from edgekd.cli.compress import data_config
+    from edgekd.runner import data_config
     from edgekd.data.dataset import load_data
     from edgekd.pipeline import run_pipeline
     from edgekd.plan import CompressOptions, build_specs

@@ -60,7 +60,7 @@ def _first_stages(opts: CompressOptions, run_dir: Path):
     """teacher and finetune, as `compress` plans them after choosing the teacher."""
     from rich.console import Console
 
-    from edgekd.cli.compress import data_config
+    from edgekd.runner import data_config
     from edgekd.data.dataset import load_data
     from edgekd.pipeline import run_pipeline
     from edgekd.plan import build_specs

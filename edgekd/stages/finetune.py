@@ -93,7 +93,8 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
             why = "the teacher was trained on this data"
         else:
             why = "--transfer none: the teacher already predicts these classes"
-        notes.append(f"finetune skipped ({why}).")
+        notes.append("finetune skipped: the teacher was trained on this data." if why.startswith("the teacher was")
+                     else f"finetune skipped ({why}).")
         metrics.update(top1_after=metrics["top1_before"], skipped=why)
     else:
         def ce(net, x, y, _idx):

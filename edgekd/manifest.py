@@ -142,9 +142,10 @@ def canonical_json(obj: Any) -> str:
 
 
 def stage_id(stage: str, config: dict[str, Any], parents: dict[str, str], fingerprint: Any, code: str = "") -> str:
-    """`code`: edgekd.codehash.code_id of the stage module (what makes a fix to the stage's code rerun it)."""
-    payload = canonical_json({"stage": stage, "config": config, "parents": parents, "inputs": fingerprint,
-                              "code": code})
+    """`code`: edgekd.codehash.code_id of the stage module (what makes a fix to the stage's code rerun it). Without
+    it (the pipeline's seed key) the payload is the one ids had before code entered them, so seeds stay put."""
+    fields = {"stage": stage, "config": config, "parents": parents, "inputs": fingerprint}
+    payload = canonical_json({**fields, "code": code} if code else fields)
     return short_hash(payload)
 
 

@@ -17,7 +17,7 @@ from edgekd.data.batches import eval_batches
 from edgekd.losses.composite import DistillLossConfig
 from edgekd.losses.training import build_distill_loss, make_step  # noqa: F401 (make_step: also imported from here)
 from edgekd.manifest import Manifest
-from edgekd.models.checkpoint import load_weights, read_state_dict
+from edgekd.models.checkpoint import load_weights, read_state_dict, source_extra
 from edgekd.models.heads import find_head
 from edgekd.models.registry import build_model
 from edgekd.models.reshape import structure_of
@@ -63,7 +63,8 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     if cfg.student == "auto":  # the search stage's winner, with the weights of its proxy runs
         student, meta = load_model(ctx.parent_dirs["search"], parents["search"])
         student.to(device)
-        arch, extra = str(meta["arch"]), structure_of(meta)
+        # its structure (pruned channels, dropped blocks) and, for a pruned model the user brought, its source
+        arch, extra = str(meta["arch"]), {**(structure_of(meta) or {}), **source_extra(meta)} or None
     else:
         student = build_model(cfg.student, **kwargs, source_kwargs=cfg.kwargs or None,
                               source_output=cfg.output).to(device)

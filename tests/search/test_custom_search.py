@@ -22,7 +22,7 @@ MODELS = Path(__file__).resolve().parents[1] / "fixtures" / "custom_models.py"
 def test_custom_teacher_through_the_search_to_a_verified_bundle(tmp_path: Path) -> None:
     import edgekd
 
-    opts = dict(TINY, student="auto", teacher=f"{MODELS}:senet", teacher_kwargs={"width": 16, "blocks": 2},
+    opts = dict(TINY, student="auto", teacher=f"{MODELS}:senet", teacher_kwargs={"width": 16, "blocks": 3},
                 transfer="full", mean=[0.5], std=[0.5], search_max_family=1, search_prune_ratios=[0.5],
                 search_prune_depths=[0.5], proxy_epochs=1, threads=1)
     report = edgekd.compress(**opts, run_dir=tmp_path / "run", bundle=True)
@@ -38,3 +38,5 @@ def test_custom_teacher_through_the_search_to_a_verified_bundle(tmp_path: Path) 
     int8 = [a for a in bundle["artifacts"] if a["precision"] == "int8"]
     assert int8 and all(a["verified"].get("passed") for a in int8 if a["verified"].get("loaded_and_run"))
     assert "Python factory (user code)" in report.stage("teacher").metrics["origin"]
+    # the factory's arguments (not its defaults) rebuilt every later model: 3 blocks, not 2
+    assert "'blocks': 3" in report.stage("teacher").metrics["origin"]

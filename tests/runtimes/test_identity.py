@@ -76,9 +76,16 @@ def test_unknown_isa_flag_is_one_line_exit_2(tmp_path: Path) -> None:
     assert len(lines) == 1 and "unknown ISA flag name 'amx_int9'" in lines[0] and "amx_int8" in lines[0]
 
 
+def _cpuinfo_text() -> str:
+    """The /proc/cpuinfo edgekd reads: this machine's, or the recorded one EDGEKD_HOST_ROOT names."""
+    from edgekd.runtimes.identity import host_root
+
+    return (host_root() / "proc" / "cpuinfo").read_text()
+
+
 def _proc_flags() -> set[str]:
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        text = _cpuinfo_text()
     except OSError:
         pytest.skip("no /proc/cpuinfo on this machine")
     for line in text.splitlines():
@@ -98,7 +105,7 @@ def test_targets_check_is_right_on_this_machine() -> None:
 
     x86 = platform.machine().lower() in ("x86_64", "amd64")
     sapphire = x86 and {"amx_int8", "amx_bf16", "avx512_vnni", "avx512_fp16"} <= flags and \
-        "Xeon" in (Path("/proc/cpuinfo").read_text())
+        "Xeon" in _cpuinfo_text()
     assert rows["intel-cpu"]["identity_matches"] is sapphire
     assert rows["cpu-ort"]["identity_matches"] is (x86 and {"avx2", "fma"} <= flags)
     if x86:

@@ -76,11 +76,18 @@ def test_qat_starts_from_the_ptq_ranges():
     assert not torch.equal(moving, ptq)
 
 
+def _infer(runtime: str, path, x):
+    """The file run by its runtime class, as the bundle verifier and bench run it (one image at a time)."""
+    from edgekd.runtimes import get_runtime
+    from edgekd.runtimes.base import RuntimeSettings
+
+    return get_runtime(runtime).load(path, RuntimeSettings(device="CPU", precision="int8", threads=None)).infer(x)
+
+
 def test_int8_pte_runs_in_executorch_and_agrees(quantized, tmp_path):
     import torch
 
     from edgekd.bundle.mobile import lower_pte, pte_integer_report
-    from edgekd.bundle.verify import _one_by_one, _pte
     from edgekd.quant import pt2e
 
     _, _, path, ref = quantized
@@ -88,7 +95,7 @@ def test_int8_pte_runs_in_executorch_and_agrees(quantized, tmp_path):
                       tmp_path / "m.pte")
     assert pte_integer_report(facts)["ok"], facts
     x = _inputs()
-    out = _one_by_one(_pte(tmp_path / "m.pte"))(x)
+    out = _infer("executorch", tmp_path / "m.pte", x)
     with torch.no_grad():
         _agree(ref(torch.from_numpy(x)).numpy(), out)
 
@@ -97,7 +104,6 @@ def test_int8_tflite_is_fully_integer_runs_and_agrees(quantized, tmp_path):
     import torch
 
     from edgekd.bundle.mobile import convert_tflite, tflite_integer_report
-    from edgekd.bundle.verify import _one_by_one, _tflite
     from edgekd.quant import pt2e
 
     _, _, path, ref = quantized
@@ -106,7 +112,7 @@ def test_int8_tflite_is_fully_integer_runs_and_agrees(quantized, tmp_path):
     report = tflite_integer_report(tmp_path / "m.tflite")
     assert report["ok"] and report["ops"].get("ADD") == 1, report  # the residual add stays an int8 ADD
     x = _inputs()
-    out = _one_by_one(_tflite(tmp_path / "m.tflite"))(x)
+    out = _infer("litert", tmp_path / "m.tflite", x)
     with torch.no_grad():
         _agree(ref(torch.from_numpy(x)).numpy(), out)
     # the float-I/O variant (--tflite-io float): same integer body, a QUANTIZE/DEQUANTIZE at the ends
@@ -115,7 +121,7 @@ def test_int8_tflite_is_fully_integer_runs_and_agrees(quantized, tmp_path):
     assert facts["io"]["input"]["dtype"] == "float32" and facts["io_requested"] == "float"
     report = tflite_integer_report(tmp_path / "f.tflite")
     assert report["ok"] and report["ops"]["QUANTIZE"] >= 1 and report["ops"]["DEQUANTIZE"] == 1, report
-    np.testing.assert_array_equal(_one_by_one(_tflite(tmp_path / "f.tflite"))(x), out)
+    np.testing.assert_array_equal(_infer("litert", tmp_path / "f.tflite", x), out)
 
 
 def test_integer_check_names_the_float_ops_of_a_float_tflite(tmp_path):

@@ -23,6 +23,7 @@ adapts the classifier head to the data's class count (heads.replace_head) and th
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -93,9 +94,17 @@ class ModelSource:
 
 
 def _sha256(path: Path) -> str:
+    """The file's sha256, hashed once per process for a given size and modification time: every later stage
+    that rebuilds the model resolves its source again, and an ONNX teacher can be hundreds of MB."""
+    st = path.stat()
+    return _sha256_of(str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_of(path: str, _size: int, _mtime_ns: int) -> str:
     from edgekd.fsio import sha256_file
 
-    return sha256_file(path)
+    return sha256_file(Path(path))
 
 
 def _is_import_path(spec: str) -> bool:

@@ -75,6 +75,17 @@ class StageContext:
     def data(self):
         return self.data_loader()
 
+    def data_at(self, pre):
+        """The data decoded at `pre`'s input size (a student searched at a smaller resolution): the run's data
+        when the size is the data's own (edgekd.data.dataset.DataLoader.at_size)."""
+        data = self.data
+        if tuple(pre.input_size) == tuple(data.preprocessing.input_size):
+            return data
+        at_size = getattr(self.data_loader, "at_size", None)
+        if at_size is None:
+            raise RuntimeError(f"this pipeline's data loader cannot decode the data at {pre.input_size}")
+        return at_size(pre)
+
 
 @dataclass
 class StageOutcome:

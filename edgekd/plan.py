@@ -140,6 +140,11 @@ class CompressOptions(BaseModel):
         None, description="Model input N or HxW pixels (eval: resize the shorter side, centre crop). Default: the "
         "target's, else the pretrained teacher's published size, else the data's median (at most 224).",
         json_schema_extra=_cli(text=True))
+    student_input_size: tuple[int, int] | None = Field(
+        None, description="Student input N or HxW pixels, smaller than the teacher's: the student is distilled "
+        "from the teacher at the teacher's size (each batch downscaled for the student) and deployed at its own; "
+        "the bundle's preprocessing says so. Default: the data's size (with --student auto: the search's choice).",
+        json_schema_extra=_cli(text=True))
     strict_data: bool = Field(False, description="Unreadable image files are an error (default: skipped with a "
                               "warning and listed in the report).")
     cache_teacher: bool = Field(True, description="Distill: compute the teacher's outputs once and reuse them "
@@ -175,6 +180,10 @@ class CompressOptions(BaseModel):
     search_prune_depths: list[Share] = Field(default_factory=lambda: [0.5, 0.25], description="With --student "
                                              "auto: shares of the teacher's removable residual blocks kept, one "
                                              "depth-pruned candidate each (repeatable).")
+    search_resolutions: list[float] = Field(default_factory=lambda: [0.75, 0.5], description="With --student auto: "
+                                            "smaller student input sizes the search tries, as fractions of the "
+                                            "data's size, for candidates over the latency budget at the larger "
+                                            "size (never below 32 px; repeatable; 1 alone: the data's size only).")
     search_importance: Literal["magnitude", "taylor"] = Field("magnitude", description="With --student auto: "
                                                               "channel importance for pruning the teacher.")
     proxy_epochs: int = Field(1, ge=1, description="With --student auto: epochs of each proxy distillation run.")
@@ -195,7 +204,7 @@ class CompressOptions(BaseModel):
                 raise ValueError(f"a JSON/YAML mapping of keyword arguments, got {type(value).__name__}")
         return value
 
-    @field_validator("input_size", mode="before")
+    @field_validator("input_size", "student_input_size", mode="before")
     @classmethod
     def _input_size(cls, value):
         from edgekd.data.sizing import parse_input_size
@@ -400,6 +409,7 @@ def build_specs(opt: CompressOptions, target: TargetProfile, channels: int,
         StageSpec("distill", config_of(
             "distill", student=opt.student, **source_config(student_src), student_weights=opt.student_weights,
             student_weights_sha256=file_sha256(opt.student_weights, "--student-weights"), loss=loss,
+            **({"student_input_size": opt.student_input_size} if opt.student_input_size else {}),
             cache_teacher=opt.cache_teacher, sync_bn=opt.sync_bn,
             train=dict(common, epochs=opt.distill_epochs, lr=opt.lr, trainable=opt.train_only,
                        max_update_norm=opt.max_update_norm)),

@@ -4,7 +4,6 @@ progress (stage lines, bars) but no tables: the CLI (edgekd.cli.compress) prints
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +62,9 @@ def _run(opts: CompressOptions, run_dir: Path | None, *, strict: bool, as_json: 
     from edgekd.targets import load_target
 
     target = load_target(opts.target)
+    from edgekd.search.resolution import check_pinned_size, check_resolution_options
+
+    check_pinned_size(opts, target)
     run_dir = (run_dir or default_run_dir(opts)).resolve()
     check_writable(run_dir)  # a file or a read-only folder: exit 2 before anything is written
     lock = RunDirLock(run_dir, wait=wait)
@@ -71,7 +73,7 @@ def _run(opts: CompressOptions, run_dir: Path | None, *, strict: bool, as_json: 
     check_extras(target)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from edgekd.data.dataset import load_data
+    from edgekd.data.dataset import DataLoader
     from edgekd.plan import build_specs
 
     set_run_dir(run_dir)  # an internal error's traceback goes to RUN_DIR/logs
@@ -80,7 +82,7 @@ def _run(opts: CompressOptions, run_dir: Path | None, *, strict: bool, as_json: 
 
         torch.set_num_threads(opts.threads)
     data_cfg = data_config(opts, target)
-    load = functools.lru_cache(maxsize=1)(lambda: load_data(data_cfg, run_dir / ".cache"))
+    load = DataLoader(data_cfg, run_dir / ".cache")  # and the same images at a searched student's size
     dataset = load()  # bad data fails here, before any stage folder is written
     from edgekd.teacher_choice import choose_teacher
 
@@ -94,6 +96,7 @@ def _run(opts: CompressOptions, run_dir: Path | None, *, strict: bool, as_json: 
 
     preflight(opts, dataset.num_classes, dataset.preprocessing.channels, dataset.preprocessing.input_size[0],
               dataset.preprocessing.class_names)
+    check_resolution_options(opts, dataset.preprocessing)
     from edgekd.search.budget import check_time_budget
 
     check_time_budget(opts, dataset)  # --time-budget shorter than one proxy run: exit 2 before any stage runs

@@ -76,6 +76,40 @@ class Dataset:
         return roles_line(self.splits())
 
 
+class DataLoader:
+    """`--data` loaded once (call it), and, for a student at a smaller input size, the same images decoded at that
+    size (`at_size`: same files, same roles in the same order, each size cached once)."""
+
+    def __init__(self, cfg: DataConfig, cache_dir: Path | None = None) -> None:
+        self.cfg, self.cache_dir = cfg, cache_dir
+        self._loaded: dict[tuple, Dataset] = {}
+
+    def __call__(self) -> Dataset:
+        if () not in self._loaded:
+            self._loaded[()] = load_data(self.cfg, self.cache_dir)
+        return self._loaded[()]
+
+    def at_size(self, pre: Preprocessing) -> Dataset:
+        """The data decoded with `pre`'s input size and resize (edgekd.search.resolution.at_size)."""
+        base = self()
+        if tuple(pre.input_size) == tuple(base.preprocessing.input_size):
+            return base
+        if base.preprocessing.source != "image_file":
+            raise UsageError(f"{base.description} is given as arrays: it has no other input size than "
+                             f"{base.preprocessing.input_size[0]}x{base.preprocessing.input_size[1]}")
+        key = (tuple(pre.input_size), pre.resize_shorter)
+        if key not in self._loaded:
+            cfg = self.cfg.model_copy(update={"input_size": tuple(pre.input_size), "resize_shorter": pre.resize_shorter,
+                                              "size_source": pre.size_source, "interpolation": pre.interpolation})
+            data = load_data(cfg, self.cache_dir)
+            if len(data.train) != len(base.train) or len(data.test) != len(base.test) or \
+                    len(data.val) != len(base.val):
+                raise UsageError(f"--data decoded at {key[0][0]}x{key[0][1]} has other images than at the data's size "
+                                 "(a file changed or became unreadable during the run): run again")
+            self._loaded[key] = data
+        return self._loaded[key]
+
+
 def _cap_per_class(split: Split, cap: int | None) -> Split:
     if cap is None:
         return split

@@ -166,6 +166,7 @@ class DistillLoss(nn.Module):
         example_input: Tensor,
         student_name: str | None = None,
         teacher_name: str | None = None,
+        student_example: Tensor | None = None,  # when the student takes another input size than the teacher
     ) -> None:
         super().__init__()
         self.cfg = cfg
@@ -177,7 +178,8 @@ class DistillLoss(nn.Module):
         validate_paths(student, self.student_paths, self.student_name)
         validate_paths(teacher, self.teacher_paths, self.teacher_name)
 
-        s_logits, s_shapes = probe_shapes(student, list(self.student_paths), example_input, self.student_name)
+        s_example = example_input if student_example is None else student_example
+        s_logits, s_shapes = probe_shapes(student, list(self.student_paths), s_example, self.student_name)
         t_logits, t_shapes = probe_shapes(teacher, list(self.teacher_paths), example_input, self.teacher_name)
         if s_logits is not None and t_logits is not None:
             self.check_compatible(s_logits, t_logits)

@@ -44,12 +44,23 @@ def load_frozen_teacher(ctx, parents: dict[str, Manifest], device) -> torch.nn.M
     return teacher
 
 
-def trainer_for(model, loss_fn, ctx, extra=None, sync_bn: bool = False, mixed_precision: bool = True) -> Trainer:
-    """A Trainer on the val split's accuracy; on CUDA with autocast unless `mixed_precision` is False
-    (edgekd.train.accel)."""
+def student_data(ctx, holder: Manifest | None):
+    """The student's data: the run's data decoded at the input size of the parent manifest `holder` that holds
+    the student (a searched student may take smaller images than the teacher: edgekd.search.resolution); the
+    run's data itself when it has none or the same size."""
+    pre = holder.preprocessing if holder is not None else None
+    return ctx.data if pre is None else ctx.data_at(pre)
+
+
+def trainer_for(model, loss_fn, ctx, extra=None, sync_bn: bool = False, mixed_precision: bool = True,
+                eval_data=None) -> Trainer:
+    """A Trainer on the val split's accuracy (of `eval_data`, default the run's data: a student at a smaller
+    input size is judged on the val images decoded at its size, while it trains on the run's batches
+    downscaled); on CUDA with autocast unless `mixed_precision` is False (edgekd.train.accel)."""
     data = ctx.data
+    scored = eval_data if eval_data is not None else data
     device = dist.context().device
-    return Trainer(model, loss_fn, lambda: accuracy(model, data.val, data.preprocessing, device),
+    return Trainer(model, loss_fn, lambda: accuracy(model, scored.val, scored.preprocessing, device),
                    data.train, data.preprocessing, ctx.work_dir / "state", ctx.progress, extra=extra,
                    sync_bn=sync_bn, mixed_precision=mixed_precision)
 

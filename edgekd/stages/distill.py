@@ -21,7 +21,8 @@ from edgekd.models.checkpoint import load_weights, read_state_dict, source_extra
 from edgekd.models.heads import find_head
 from edgekd.models.registry import build_model
 from edgekd.models.reshape import structure_of
-from edgekd.stages.common import example_input, load_frozen_teacher, load_model, save_model, trainer_for
+from edgekd.errors import StageFailed
+from edgekd.stages.common import example_input, load_frozen_teacher, load_model, save_model, student_data, trainer_for
 from edgekd.train import dist
 from edgekd.train.evaluate import accuracy
 from edgekd.train.loop import Phase, TrainConfig
@@ -40,6 +41,8 @@ class Config(BaseModel):
     source_sha256: str | None = None  # content of the student's source file: part of the id
     student_weights: str | None = None
     student_weights_sha256: str | None = None
+    # a student at a smaller input size than the teacher (--student-input-size); with student auto, the search's
+    student_input_size: tuple[int, int] | None = None
     loss: DistillLossConfig = DistillLossConfig()
     train: TrainConfig = TrainConfig(epochs=10)
     cache_teacher: bool = True
@@ -60,7 +63,15 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     teacher = load_frozen_teacher(ctx, parents, device)
     kwargs = {"num_classes": k, "in_channels": pre.channels, "input_size": pre.input_size[0]}
     arch, extra = cfg.student, None
+    sdata, spre = data, pre  # the student's data: the search may have chosen a smaller input size
+    if cfg.student_input_size is not None and tuple(cfg.student_input_size) != tuple(pre.input_size):
+        from edgekd.search.resolution import at_size
+
+        sdata = ctx.data_at(at_size(pre, cfg.student_input_size))
+        spre = sdata.preprocessing
     if cfg.student == "auto":  # the search stage's winner, with the weights of its proxy runs
+        sdata = student_data(ctx, parents["search"])
+        spre = sdata.preprocessing  # (its architecture is built as for the data's size: kwargs unchanged)
         student, meta = load_model(ctx.parent_dirs["search"], parents["search"])
         student.to(device)
         # its structure (pruned channels, dropped blocks) and, for a pruned model the user brought, its source
@@ -80,8 +91,16 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
         head, module = find_head(student)
         fits = tuple(state.get(f"{head}.weight", torch.empty(0)).shape) == tuple(module.weight.shape)
         load_weights(student, state, strict=True, skip_head=not fits, arch=cfg.student)
-    loss, s_taps, t_taps = build_distill_loss(cfg.loss, student, teacher, pre, device)
+    size = None if spre is pre else tuple(spre.input_size)
+    loss, s_taps, t_taps = build_distill_loss(cfg.loss, student, teacher, pre, device, spre)
     notes: list[str] = []
+    if size is not None:
+        if loss.needs_teacher_features:
+            raise StageFailed(f"the student takes {size[0]}x{size[1]} inputs and the teacher {pre.input_size[0]}x"
+                              f"{pre.input_size[1]}: attention and hint losses need both at one size")
+        notes.append(f"The student takes {size[0]}x{size[1]} inputs, the teacher {pre.input_size[0]}x"
+                     f"{pre.input_size[1]}: each batch is downscaled for the student (bilinear, antialiased); val "
+                     "is decoded at the student's size.")
     cache = None
     if cfg.cache_teacher and cfg.train.augment == "none" and not loss.needs_teacher_features:
         cache = teacher_logits_cache(teacher, data, device)
@@ -90,8 +109,8 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
         why = "augmentation changes the inputs every epoch" if cfg.train.augment != "none" else \
             "attention/hint losses need the teacher's intermediate features"
         notes.append(f"Teacher outputs not cached: {why}.")
-    trainer = trainer_for(student, make_step(loss, s_taps, t_taps, teacher, cache), ctx,
-                          extra=loss, sync_bn=cfg.sync_bn)
+    trainer = trainer_for(student, make_step(loss, s_taps, t_taps, teacher, cache, size), ctx,
+                          extra=loss, sync_bn=cfg.sync_bn, eval_data=sdata)
     result = trainer.fit([Phase("distill", cfg.train)])
     metrics = {
         "student_top1": result.best_top1, "best_epoch": result.best_epoch, "history": result.history,
@@ -110,5 +129,8 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     # layers NNCF keeps in float on purpose (squeeze-excitation convs, unless quantized: edgekd's default):
     # declared, so the INT8 checks name them
     metrics["float_layers_declared"] = expected_float_layers(student)
+    if size is not None:
+        metrics["student_input_size"] = list(size)
     art = save_model(ctx.work_dir, "model", student, arch, kwargs, extra=extra)
-    return Manifest(stage=NAME, id="", config={}, artifacts=[art], preprocessing=pre, metrics=metrics, notes=notes)
+    # the student's preprocessing: what every later stage, the bundle and `edgekd eval` feed it
+    return Manifest(stage=NAME, id="", config={}, artifacts=[art], preprocessing=spre, metrics=metrics, notes=notes)

@@ -34,7 +34,7 @@ from edgekd.quant.nncf_quant import QuantSpec, prepare_for_qat, quantize, save_q
 from edgekd.quant.fallback import Attempt, bounded_fallback
 from edgekd.quant.se_blocks import QUANTIZE_SE_BLOCKS
 from edgekd.quant.sensitivity import layer_sensitivity
-from edgekd.stages.common import example_input, load_frozen_teacher, load_model, trainer_for
+from edgekd.stages.common import example_input, load_frozen_teacher, load_model, student_data, trainer_for
 from edgekd.train import dist
 from edgekd.train.evaluate import accuracy
 from edgekd.train.loop import Phase, TrainConfig
@@ -75,16 +75,19 @@ def _calibration(cfg: Config, data, work_dir: Path):
     return split, path
 
 
-def _qad_attempt(cfg: Config, ctx, teacher, histories: list[dict]):
-    """QAD of a copy of a PTQ model `base` built with `layers` in float, as bounded_fallback calls it."""
+def _qad_attempt(cfg: Config, ctx, teacher, histories: list[dict], sdata=None):
+    """QAD of a copy of a PTQ model `base` built with `layers` in float, as bounded_fallback calls it. `sdata`:
+    the student's data when it takes smaller inputs than the teacher (edgekd.search.resolution)."""
     pre, device = ctx.data.preprocessing, dist.context().device
+    size = None if sdata is None or sdata is ctx.data else tuple(sdata.preprocessing.input_size)
 
     def qad(layers: list[str], base: torch.nn.Module) -> torch.nn.Module:
         qmodel = prepare_for_qat(copy.deepcopy(base))
-        loss, s_taps, t_taps = build_distill_loss(cfg.loss, qmodel, teacher, pre, device)
+        loss, s_taps, t_taps = build_distill_loss(cfg.loss, qmodel, teacher, pre, device,
+                                                  None if sdata is None else sdata.preprocessing)
         # float32 on every device: fake-quant ranges and rounding are what the INT8 export runs
-        trainer = trainer_for(qmodel, make_step(loss, s_taps, t_taps, teacher, None), ctx, extra=loss,
-                              mixed_precision=False)
+        trainer = trainer_for(qmodel, make_step(loss, s_taps, t_taps, teacher, None, size), ctx, extra=loss,
+                              mixed_precision=False, eval_data=sdata)
         trainer.state_dir = ctx.work_dir / "state" / ("float-" + "-".join(layers) if layers else "all-int8")
         result = trainer.fit([Phase("qad", cfg.train)])
         for taps in (s_taps, t_taps):
@@ -132,7 +135,8 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     import nncf
 
     nncf.set_log_level(logging.WARNING)  # NNCF's INFO lines about its C++ extension are not for users
-    data = ctx.data
+    full = ctx.data  # the teacher's: the data's input size
+    data = student_data(ctx, parents["student"])  # the student's (a searched student may take smaller images)
     pre = data.preprocessing
     device = dist.context().device
     teacher = load_frozen_teacher(ctx, parents, device)
@@ -143,7 +147,7 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     example = example_input(pre).to(device)
     spec = QuantSpec(preset=cfg.preset, subset_size=len(calib), min_calibration=cfg.min_calibration,
                      ignored_layers=cfg.ignored_layers, quantize_se_blocks=cfg.quantize_se_blocks)
-    teacher_top1 = accuracy(teacher, data.val, pre, device)
+    teacher_top1 = accuracy(teacher, full.val, full.preprocessing, device)
     fp32_top1 = accuracy(student, data.val, pre, device)
     required = cfg.accuracy.required(teacher_top1)
     histories: list[dict] = []
@@ -152,7 +156,7 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
         return quantize(student, calib_x, spec.model_copy(update={"ignored_layers": layers}), example)
 
     result = bounded_fallback(
-        ptq, _qad_attempt(cfg, ctx, teacher, histories) if cfg.train.epochs > 0 else None,
+        ptq, _qad_attempt(cfg, ctx, teacher, histories, data) if cfg.train.epochs > 0 else None,
         lambda m: accuracy(m, data.val, pre, device),
         lambda m: layer_sensitivity(m, student, calib_x), required, base_layers=cfg.ignored_layers,
         max_layers=cfg.max_fallback_layers, budget_s=cfg.fallback_budget_min * 60, fp32_metric=fp32_top1,

@@ -27,7 +27,7 @@ from edgekd.data.calibration import read_calibration
 from edgekd.losses.composite import DistillLossConfig
 from edgekd.manifest import ArtifactKind, Manifest, make_artifact
 from edgekd.quant import pt2e
-from edgekd.stages.common import load_frozen_teacher, load_model, trainer_for
+from edgekd.stages.common import load_frozen_teacher, load_model, student_data, trainer_for
 from edgekd.losses.training import build_distill_loss, make_step
 from edgekd.train.evaluate import accuracy
 from edgekd.train.loop import Phase, TrainConfig
@@ -56,8 +56,9 @@ def logit_only(cfg: DistillLossConfig) -> tuple[DistillLossConfig, list[str]]:
 def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     for name in cfg.routes:
         pt2e.require_route(name)
-    data = ctx.data
+    data = student_data(ctx, parents["student"])  # the student's input size (the teacher's may be larger)
     pre = data.preprocessing
+    size = None if data is ctx.data else tuple(pre.input_size)
     device = torch.device("cpu")  # PT2E fake-quant graphs are exported and lowered on CPU
     teacher = load_frozen_teacher(ctx, parents, device)
     student, meta = load_model(ctx.parent_dirs["student"], parents["student"])
@@ -84,9 +85,9 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
         if cfg.train.epochs > 0:
             t0 = time.perf_counter()
             prepared = pt2e.prepare_qat(student, example, calib_x, name, cfg.ranges)
-            loss, s_taps, t_taps = build_distill_loss(loss_cfg, student, teacher, pre, device)
-            trainer = trainer_for(prepared, make_step(loss, s_taps, t_taps, teacher, None), ctx, extra=loss,
-                                  mixed_precision=False)
+            loss, s_taps, t_taps = build_distill_loss(loss_cfg, student, teacher, ctx.data.preprocessing, device, pre)
+            trainer = trainer_for(prepared, make_step(loss, s_taps, t_taps, teacher, None, size), ctx, extra=loss,
+                                  mixed_precision=False, eval_data=data)
             trainer.state_dir = ctx.work_dir / "state" / name
             result = trainer.fit([Phase(f"qad {name}", cfg.train)])
             histories.extend(dict(h, route=name) for h in result.history)

@@ -89,8 +89,22 @@ def _run(opts: CompressOptions, run_dir: Path | None, *, strict: bool, as_json: 
     pre = dataset.preprocessing
     choice = choose_teacher(opts, dataset.num_classes, len(dataset.train), pre.channels, tuple(pre.input_size))
     opts = choice.options  # a user's folder without a teacher: pretrained when reachable, else all classes
-    if choice.line and os.environ.get("RANK", "0") == "0":
-        (err_console if as_json else console).print(choice.line, markup=False)
+    line = choice.line
+    if choice.size_cap and data_cfg.input_size is None and min(pre.input_size) > choice.size_cap:
+        from edgekd.search.resolution import scaled_size
+
+        own = f"{pre.input_size[0]}x{pre.input_size[1]}"
+        h, w = scaled_size(tuple(pre.input_size), choice.size_cap / min(pre.input_size))
+        data_cfg = data_cfg.model_copy(update={
+            "input_size": (h, w), "size_source": f"the data's {own} scaled to a {choice.size_cap} px shorter side "
+            "for a teacher trained here from scratch"})
+        load = DataLoader(data_cfg, run_dir / ".cache")
+        dataset = load()
+        pre = dataset.preprocessing
+        line += (f"; at {h}x{w} px, the data's {own} scaled down (training from scratch costs grow with the pixels; "
+                 "--input-size HxW trains at another size)")
+    if line and os.environ.get("RANK", "0") == "0":
+        (err_console if as_json else console).print(line, markup=False)
     specs = build_specs(opts, target, dataset.preprocessing.channels, dataset.preprocessing.input_size)
     from edgekd.preflight import preflight
 

@@ -18,7 +18,11 @@
   here from scratch on *all* classes (no source task); the finetune stage is then skipped ("skipped: the
   teacher was trained on this data") unless a transfer option was given. Its epochs suit the data size:
   the default chain's teacher + finetune epochs, raised so that training makes at least MIN_STEPS optimizer
-  steps on a small folder, at most MAX_EPOCHS.
+  steps on a small folder, at most MAX_EPOCHS. Photos whose size the data decides are scaled to SCRATCH_SIDE
+  pixels on the shorter side for this run (`--input-size` overrides): that network keeps full resolution
+  through its first stage, so its cost grows with the pixels; on trashnet5 (1,509 training photos, 128x171)
+  its 16 epochs took about 50 minutes on 2 shared cores at 128x171, which alone breaks a 30-minute default
+  run (bench/RESULTS.md, "Real photos at the defaults").
 - A user's folder with `--teacher ARCH` and no weights: that architecture, trained here on all classes
   (unless `source_classes` is given).
 The first line of `compress`'s output says which (`TeacherChoice.line`).
@@ -36,6 +40,7 @@ from edgekd.plan import CompressOptions
 PHOTO_MIN = 64  # RGB images at least this size get the ImageNet teacher (edgekd.data.sizing.PHOTO_MIN)
 PHOTO_ARCH = "resnet18"
 SMALL_ARCH = "cifar_resnet20"  # the embedded default, small or grayscale images, and the offline teacher
+SCRATCH_SIDE = 64  # shorter side (px) the data's size is scaled to for the offline default teacher (module docstring)
 MIN_STEPS = 500
 MAX_EPOCHS = 60
 TRANSFER_FIELDS = ("transfer", "probe_epochs", "backbone_lr_mult", "finetune_epochs", "finetune_lr")
@@ -45,6 +50,7 @@ TRANSFER_FIELDS = ("transfer", "probe_epochs", "backbone_lr_mult", "finetune_epo
 class TeacherChoice:
     options: CompressOptions  # the run's options with the teacher decided
     line: str | None  # the first line of output; None for the embedded digits
+    size_cap: int | None = None  # shorter side the data's own size is scaled down to (the offline default teacher)
 
 
 def weights_url(arch: str) -> str | None:
@@ -139,4 +145,5 @@ def choose_teacher(opts: CompressOptions, num_classes: int, n_train: int, channe
             opts.model_copy(update={"teacher": arch, "pretrained": True}),
             f"teacher: {arch} with its {what} weights ({where}), chosen for {channels}-channel {h}x{w} images; "
             f"the finetune stage transfers it to your {k} classes")
-    return _all_classes(opts, SMALL_ARCH, k, n_train, f"offline, no {what} weights for {arch} ({where})")
+    choice = _all_classes(opts, SMALL_ARCH, k, n_train, f"offline, no {what} weights for {arch} ({where})")
+    return TeacherChoice(choice.options, choice.line, SCRATCH_SIDE if photos else None)

@@ -36,6 +36,7 @@ def search_config(opts: Any, target: Any, loss: dict, common: dict) -> dict[str,
 
     return dict(target=target.model_dump(mode="json"), max_family=opts.search_max_family,
                 prune_ratios=opts.search_prune_ratios, prune_depths=opts.search_prune_depths,
+                resolutions=opts.search_resolutions,
                 importance=opts.search_importance,
                 preset=runtime_class(target.runtime.name).quant_preset(target.runtime.device),
                 proxy_epochs=opts.proxy_epochs, proxy_fraction=opts.proxy_fraction,

@@ -21,11 +21,27 @@ class Candidate:
     float_layers: list[str] = field(default_factory=list)  # layers NNCF keeps in float on purpose
     pruned_from: str | None = None  # channel-pruned from this architecture
     dropped_blocks: list[str] = field(default_factory=list)  # residual blocks removed (depth pruning)
+    input_size: tuple[int, int] | None = None  # None: the data's; else a smaller size (edgekd.search.resolution)
 
     def record(self) -> dict[str, Any]:
         return {"name": self.name, "arch": self.arch, "source": self.source, "macs": self.macs,
                 "params": self.params, "float_layers": len(self.float_layers), "pruned_from": self.pruned_from,
-                "dropped_blocks": len(self.dropped_blocks)}
+                "dropped_blocks": len(self.dropped_blocks),
+                "input_size": list(self.input_size) if self.input_size else None}
+
+    def at_size(self, size: tuple[int, int], example: torch.Tensor) -> Candidate:
+        """A copy of this candidate (its own weights) that takes `size` inputs: named `<name>-<H>x<W>`, its MACs
+        counted at that size. The architecture is the same, so the checkpoint rebuilds it as before."""
+        import copy
+
+        from edgekd.search.prune import count_macs
+        from edgekd.search.resolution import downscale
+
+        model = copy.deepcopy(self.model)
+        base = self.name.rsplit("-", 1)[0] if self.input_size else self.name
+        return Candidate(f"{base}-{size[0]}x{size[1]}", self.arch, self.source, model,
+                         count_macs(model, downscale(example[:1], size)), self.params, list(self.float_layers),
+                         self.pruned_from, list(self.dropped_blocks), tuple(size))
 
     def checkpoint_extra(self) -> dict[str, Any] | None:
         """What its checkpoint must record to rebuild the graph (edgekd.models.reshape.structure_of)."""

@@ -55,6 +55,11 @@ def summary_line(metrics: dict[str, Any]) -> str:
     line = (f"chosen: {m['chosen']} ({m['chosen_source']}, {m['chosen_latency_ms']:.3f} ms, proxy val "
             f"{m['chosen_val_top1']:.2%}) against {budget}; {len(m.get('candidates', []))} candidates, "
             f"{m['rungs']} rung(s); latency phase {m['latency_phase_s']:.0f} s, proxy runs {m['proxy_phase_s']:.0f} s")
+    if m.get("sizes_tried"):
+        size = m.get("chosen_input_size") or []
+        line += (f"; smaller inputs tried for candidates over the latency budget: "
+                 f"{', '.join(f'{h}x{w}' for h, w in m['sizes_tried'])}; the chosen student takes "
+                 f"{'x'.join(str(v) for v in size)}")
     if m.get("time_budget_s"):
         line += f" of a {m['time_budget_s']:.0f} s time budget" + (" (ran out)" if m.get("ran_out_of_time") else "")
     if (m.get("confidence") or {}).get("line"):

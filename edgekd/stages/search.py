@@ -69,6 +69,7 @@ class Config(BaseModel):
     max_family: int = Field(default=5, ge=0)
     prune_ratios: list[Share] = Field(default_factory=lambda: [0.5, 0.75])
     prune_depths: list[Share] = Field(default_factory=lambda: [0.5, 0.25])
+    resolutions: list[float] = Field(default_factory=lambda: [0.75, 0.5])  # edgekd.search.resolution
     importance: Literal["magnitude", "taylor"] = "magnitude"
     preset: Literal["trt", "mixed"] = "mixed"
     proxy_epochs: int = Field(default=1, ge=1)
@@ -137,28 +138,33 @@ class _State:
         write_atomic(self.path, json.dumps(self.d, indent=1))
 
 
-def _proxy(cand, rung: int, cfg: Config, teacher, data, work: Path, teacher_val: torch.Tensor) -> ProxyScore:
-    """Distil `cand.model` on a `proxy_fraction * eta**rung` share of train; the best epoch's scores on val."""
+def _proxy(cand, rung: int, cfg: Config, teacher, data, work: Path, teacher_val: torch.Tensor,
+           sdata=None) -> ProxyScore:
+    """Distil `cand.model` on a `proxy_fraction * eta**rung` share of train; the best epoch's scores on val.
+    A candidate at a smaller input size trains on the batches downscaled (the teacher sees them as read) and is
+    scored on `sdata`, the val split decoded at its size."""
     from edgekd.losses.training import build_distill_loss, make_step
     from edgekd.train.evaluate import accuracy
     from edgekd.train.loop import Trainer
 
     device = dist.context().device
     pre = data.preprocessing
+    sdata = sdata if sdata is not None else data
     n = len(data.train)
     take = min(n, int(max(cfg.proxy_fraction * n, PROXY_MIN_IMAGES) * cfg.eta ** rung))
     g = torch.Generator().manual_seed(cfg.train.seed + rung)
     idx = torch.randperm(n, generator=g)[:take]
     model = cand.model.to(device)
-    loss, s_taps, t_taps = build_distill_loss(cfg.loss, model, teacher, pre, device)
-    trainer = Trainer(model, make_step(loss, s_taps, t_taps, teacher, None),
-                      lambda: accuracy(model, data.val, pre, device), data.train.subset(idx.sort().values.numpy()),
+    loss, s_taps, t_taps = build_distill_loss(cfg.loss, model, teacher, pre, device, sdata.preprocessing)
+    trainer = Trainer(model, make_step(loss, s_taps, t_taps, teacher, None, cand.input_size),
+                      lambda: accuracy(model, sdata.val, sdata.preprocessing, device),
+                      data.train.subset(idx.sort().values.numpy()),
                       pre, work / "state" / f"{cand.name}.r{rung}", None, extra=loss)
     trainer.fit([Phase(f"proxy-{cand.name}-r{rung}", cfg.train.model_copy(update={"epochs": cfg.proxy_epochs}))])
     for taps in (s_taps, t_taps):
         if taps:
             taps.close()
-    return val_scores(model, teacher_val, data, cfg.loss.kd.temperature, rung, device)
+    return val_scores(model, teacher_val, sdata, cfg.loss.kd.temperature, rung, device)
 
 
 def val_scores(model: torch.nn.Module, teacher_val: torch.Tensor, data, temperature: float, rung: int,
@@ -223,6 +229,7 @@ def _more_candidates(cfg: Config, teacher, arch: str, kwargs: dict, calib, grad_
 
 def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     from edgekd.search.latency import measure_candidate
+    from edgekd.search.resolution import at_size, downscale, student_sizes
     from edgekd.train.evaluate import predict
 
     t0 = time.perf_counter()
@@ -252,8 +259,8 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
         for c in batch:
             rows[c.name] = dict(c.record(), fate="", proxy_top1={}, proxy_agree={}, proxy_kd={})
             if c.name not in st.d["latency"]:
-                st.d["latency"][c.name] = measure_candidate(c.model, calib, target, ctx.work_dir / "lat" / c.name,
-                                                            cfg.preset)
+                st.d["latency"][c.name] = measure_candidate(c.model, downscale(calib, c.input_size), target,
+                                                            ctx.work_dir / "lat" / c.name, cfg.preset)
                 st.d["spent_s"] = spent()
                 st.save()
             rows[c.name]["latency"] = st.d["latency"][c.name]
@@ -263,13 +270,39 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
         return (budget_ms is None or rec["latency_ms"] <= budget_ms) and \
             (size_mb is None or rec.get("size_bytes", 0) <= size_mb * 1e6)
 
+    sizes = student_sizes(pre, cfg.resolutions)
+
+    def smaller(batch) -> list:
+        """Candidates over the latency budget (and within the size budget, which a smaller input does not change)
+        tried again at each smaller input size in turn, until they fit or the sizes run out."""
+        out: list = []
+        todo = [c for c in batch if not fits(c) and (size_mb is None or
+                                                     st.d["latency"][c.name].get("size_bytes", 0) <= size_mb * 1e6)]
+        for size in sizes:
+            todo = [c.at_size(size, calib) for c in todo if c.input_size is None or size[0] < c.input_size[0]]
+            if not todo:
+                break
+            measure(todo)
+            out += todo
+            todo = [c for c in todo if not fits(c)]
+        return out
+
     measure(cands)
+    if sizes:
+        shrunk = smaller(cands)
+        cands += shrunk
+        if shrunk:
+            notes.append(f"{len({c.name.rsplit('-', 1)[0] for c in shrunk})} candidate(s) over the latency budget at "
+                         f"{pre.input_size[0]}x{pre.input_size[1]} tried at smaller inputs "
+                         f"({', '.join(f'{h}x{w}' for h, w in sizes)}): {len([c for c in shrunk if fits(c)])} of "
+                         f"{len(shrunk)} fit")
     if len([c for c in cands if fits(c)]) < MIN_CHOICES:
         n_fit = len([c for c in cands if fits(c)])
         with _Grad(teacher):
             more, what = _more_candidates(cfg, teacher, str(tmeta["arch"]), kwargs, calib, grad_batches, cands,
                                           {c.name for c in cands if not fits(c)}, _candidate_base(tmeta))
         measure(more)
+        more += smaller(more) if sizes else []
         cands += more
         notes.append(f"only {n_fit} of the first candidates fit the budgets: {len(more)} more were generated "
                      f"({what}), {len([c for c in more if fits(c)])} of them fit")
@@ -295,7 +328,8 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
         size = f" and the {size_mb:g} MB size budget" if size_mb is not None else ""
         lat_budget = f"the {target.budgets.latency_percentile} budget of {budget_ms:g} ms" if budget_ms else \
             "the budgets"
-        raise StageFailed(f"no candidate student meets {lat_budget}{size} on {target.name}: the fastest, "
+        tried = f" at any input size down to {sizes[-1][0]}x{sizes[-1][1]}" if sizes else ""
+        raise StageFailed(f"no candidate student meets {lat_budget}{size} on {target.name}{tried}: the fastest, "
                           f"{fastest.name}, takes {lat[fastest.name]:.3f} ms "
                           f"({st.d['latency'][fastest.name].get('size_bytes', 0) / 1e6:.2f} MB); no student was "
                           "trained. Relax the budget or pass --student", exit_code=1)
@@ -304,6 +338,7 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     teacher.to(device)
     teacher_val = torch.from_numpy(predict(teacher, data.val, pre, device))
     by_name = {c.name: c for c in cands}
+    pre_of = {c.name: at_size(pre, c.input_size) if c.input_size else pre for c in cands}
     last: dict[str, ProxyScore] = {}
     rung, ran_out, extra = 0, False, 0
 
@@ -324,7 +359,7 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
                 break
             else:
                 t1 = time.perf_counter()
-                score = _proxy(c, rung, cfg, teacher, data, ctx.work_dir, teacher_val)
+                score = _proxy(c, rung, cfg, teacher, data, ctx.work_dir, teacher_val, ctx.data_at(pre_of[c.name]))
                 st.d.setdefault("proxy_s", {})[key] = round(time.perf_counter() - t1, 1)
                 save_edgekd_checkpoint(wfile, c.model.cpu(), c.arch, kwargs, extra=_extra(c, tmeta))
                 st.d["rungs"][key] = score.record()
@@ -384,9 +419,11 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     plot.write_bytes(pareto_png(list(rows.values()), budget_ms, target.budgets.latency_percentile))
     metrics = {"chosen": winner.name, "chosen_arch": winner.arch, "chosen_source": winner.source,
                "chosen_latency_ms": lat[winner.name], "chosen_val_top1": last[winner.name].top1,
+               "chosen_input_size": list(pre_of[winner.name].input_size), "sizes_tried": [list(v) for v in sizes],
                "confidence": final.record(), "budget_ms": budget_ms, "percentile": target.budgets.latency_percentile,
                "candidates": list(rows.values()), "rungs": rung + 1, "time_budget_s": cfg.time_budget_s,
                "ran_out_of_time": ran_out, "latency_phase_s": round(latency_s, 1),
                "proxy_phase_s": round(spent() - latency_s, 1), "decided_on": data.facts("val")}
-    return Manifest(stage=NAME, id="", config={}, preprocessing=pre, metrics=metrics, notes=notes,
+    # the winner's preprocessing: a smaller input size when it was chosen at one (distill and later read it)
+    return Manifest(stage=NAME, id="", config={}, preprocessing=pre_of[winner.name], metrics=metrics, notes=notes,
                     artifacts=[art, make_artifact(ctx.work_dir, "pareto", ArtifactKind.plot, plot)])

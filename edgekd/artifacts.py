@@ -57,6 +57,9 @@ class Candidate:
     onnx: Path | None = None  # an ONNX file of the same model (for roofline estimates)
     top1: float | None = None  # recorded top-1 (bundle), for reference only
     hardware_specific: bool = False  # optimised for the CPU that compiled it (ORT level 'all'): not the device's
+    # (C, H, W) the model takes, when the run or bundle recorded it: a teacher may take larger images than the
+    # student, whose size the eval set and `Resolved.input_shape` are (edgekd.search.resolution)
+    input_shape: tuple[int, ...] | None = None
 
     @property
     def sha256(self) -> str | None:
@@ -259,6 +262,7 @@ def _resolve_run(run: Path) -> Resolved:
         for role in ROLES:
             if export.has(export_name(role)):
                 onnx_of[role] = export_dir / export.artifact(export_name(role)).path
+    shape_of = {role: _shape(export.artifact(export_name(role)).facts) for role in onnx_of} if export else {}
     for art in comp.artifacts:
         if art.name not in ROLES:
             continue
@@ -277,14 +281,16 @@ def _resolve_run(run: Path) -> Resolved:
         cands.append(Candidate(role=art.name, file=main, format=fmt, precision=art.facts.get("precision",
                                ROLE_PRECISION[art.name]), runtimes=runtimes, label=labels[main], origin="compile",
                                compiled_for=rt, expected=expected, labels=labels, onnx=onnx_of.get(art.name),
-                               hardware_specific=bool(art.facts.get("hardware_specific"))))
+                               hardware_specific=bool(art.facts.get("hardware_specific")),
+                               input_shape=shape_of.get(art.name)))
     if export is not None:
         for role, path in onnx_of.items():
             art = export.artifact(export_name(role))
             cands.append(Candidate(role=role, file=path, format="onnx", precision=ROLE_PRECISION[role],
                                    runtimes=FORMAT_RUNTIMES["onnx"], label=f"{export_dir.name}/{art.path}",
                                    origin="export", expected={path: art.sha256},
-                                   labels={path: f"{export_dir.name}/{art.path}"}, onnx=path))
+                                   labels={path: f"{export_dir.name}/{art.path}"}, onnx=path,
+                                   input_shape=shape_of.get(role)))
         if export.has("student_int8_openvino"):
             art = export.artifact("student_int8_openvino")
             xml = export_dir / art.path
@@ -312,6 +318,12 @@ def _resolve_run(run: Path) -> Resolved:
                     run_target=target, teacher_top1=teacher_top1, accuracy=accuracy, notes=list(comp.notes))
 
 
+def _shape(facts: dict) -> tuple[int, ...] | None:
+    """(C, H, W) from an artifact's recorded input_shape ["batch", C, H, W], None when not recorded."""
+    dims = facts.get("input_shape") or []
+    return tuple(int(d) for d in dims[1:]) if len(dims) == 4 and all(isinstance(d, int) for d in dims[1:]) else None
+
+
 def _resolve_bundle(folder: Path) -> Resolved:
     from edgekd.bundle.verify import bundle_path, load_bundle
 
@@ -330,7 +342,7 @@ def _resolve_bundle(folder: Path) -> Resolved:
             or FORMAT_RUNTIMES[a.format], label=a.files[0].path, origin="bundle",
             compiled_for=a.runtimes[0] if a.format != "onnx" and a.runtimes else None,
             expected={p: f.sha256 for p, f in zip(files, a.files)}, labels={p: f.path for p, f in zip(files, a.files)},
-            verify_with="bundle.json", onnx=onnx_of.get(a.role), top1=a.top1))
+            verify_with="bundle.json", onnx=onnx_of.get(a.role), top1=a.top1, input_shape=_shape(a.facts)))
     teacher = next((a.top1 for a in bundle.artifacts if a.role == "teacher_fp32" and a.top1 is not None), None)
     shape = tuple(int(d) for d in bundle.input.shape[1:] if isinstance(d, int)) or None
     ev = bundle.eval_set

@@ -42,10 +42,12 @@ def run_bench(artifact: Path | Resolved, target_name: str | None = None, role: s
     cand = candidate_for(res, role, plan.runtime)
     precision = choose_precision(target, cand.precision, plan.runtime, plan.on_target, cand.label)
     verify(cand)
-    x, labels, classes = eval_inputs(res.eval_set, res.input_shape, target.batch_size, res.eval_sha256,
+    takes = cand.input_shape or res.input_shape  # a teacher may take larger images than the student's eval set
+    x, labels, classes = eval_inputs(res.eval_set, takes, target.batch_size, res.eval_sha256,
                                      label=f"{res.path.name} eval set")
-    if res.input_shape and tuple(x.shape[1:]) != res.input_shape:
-        raise UsageError(f"eval set images are {list(x.shape[1:])} but {cand.label} takes {list(res.input_shape)}")
+    if takes and tuple(x.shape[1:]) != takes:
+        raise UsageError(f"eval set images are {list(x.shape[1:])} but {cand.label} takes {list(takes)}"
+                         + (": the eval set is the student's size; measure a student role" if cand.input_shape else ""))
     settings = settings_for(target, precision, device=None if plan.on_target else plan.device)
     runs = [measure(cand.file, plan.runtime, settings, x, labels, target.batch_size, timing,
                     expected_sha256=cand.sha256 or None) for _ in range(repeat)]

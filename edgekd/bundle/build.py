@@ -101,7 +101,9 @@ def _assemble(run: RunView, root: Path, planned: list[Planned], names: list[str]
     idx = pick_samples(labels, REFERENCE_SAMPLES)
     ref_x = eval_x[idx]
     cmp_x = eval_x[:COMPARE_IMAGES]  # independent references are compared on this many held-out images
-    torch_refs = _torch_references(run, cmp_x)
+    tpre = teacher_preprocessing(run, pre)  # None: the teacher takes the student's size (eval_set.npz's)
+    teacher_x = cmp_x if tpre is None else other_size_inputs(tpre)
+    torch_refs = _torch_references(run, cmp_x, teacher_x)
     artifacts, expected, failures, not_run = [], {}, [], []
     float_layers = declared_float_layers(run)
     qdq_out = None
@@ -116,11 +118,17 @@ def _assemble(run: RunView, root: Path, planned: list[Planned], names: list[str]
         verified: dict[str, Any] = {"where": "this machine, CPU, at bundle time"}
         try:
             infer = runner(root, art)
-            expected[p.name] = run_batched(infer, ref_x)
-            logits = run_batched(infer, eval_x)
-            out = logits[:len(cmp_x)]
-            art.top1 = float((logits.argmax(1) == labels).mean())
-            art.top1_runtime = p.runtimes[0] if p.format != "openvino_ir" else "openvino CPU"
+            if tpre is not None and p.role == "teacher_fp32":  # its own size: not on the student's images
+                out = run_batched(infer, teacher_x)
+                art.top1, art.top1_runtime = _bench_top1(run, p, "top1_eval_set"), (_row(run, p.role) or {}).get("runtime")
+                art.facts["input_shape"] = ["batch", tpre.channels, *tpre.input_size]
+                verified["other_input_size"] = other_size_note(tpre, pre, len(teacher_x))
+            else:
+                expected[p.name] = run_batched(infer, ref_x)
+                logits = run_batched(infer, eval_x)
+                out = logits[:len(cmp_x)]
+                art.top1 = float((logits.argmax(1) == labels).mean())
+                art.top1_runtime = p.runtimes[0] if p.format != "openvino_ir" else "openvino CPU"
             verified["loaded_and_run"] = True
             ref_name = p.facts.get("reference") or ("pytorch_fp32" if p.precision == "fp32" else "pytorch_fake_quant")
             if ref_name in torch_refs.get(p.role, {}):
@@ -179,8 +187,30 @@ def _assemble(run: RunView, root: Path, planned: list[Planned], names: list[str]
                                 f"{len(cmp_x)} held-out images compared with PyTorch (FP32: the checkpoint; INT8: "
                                 "the fake-quant model) and, for INT8, with the QDQ ONNX; top-1 on the whole eval set"
                                 + (f" ({sample_text(sample)})" if sample else "")},
-        eval_set_sample=sample,
+        eval_set_sample=sample, teacher_preprocessing=tpre,
     )
+
+
+def teacher_preprocessing(run: RunView, pre):
+    """The teacher's preprocessing when it takes another input size than the student's `pre` (a student at a
+    smaller input: edgekd.search.resolution), else None. The fine-tune stage's record is the data's size."""
+    if not run.has("finetune"):
+        return None
+    tpre = run.manifest("finetune").preprocessing
+    return tpre if tpre is not None and tuple(tpre.input_size) != tuple(pre.input_size) else None
+
+
+def other_size_inputs(tpre, n: int = 8) -> np.ndarray:
+    """Inputs at the teacher's size for comparing its files with its checkpoint: eval_set.npz is the student's
+    size, and the teacher's images are not in the bundle (seeded normal noise, the normalised inputs' scale)."""
+    return np.random.default_rng(0).standard_normal((n, tpre.channels, *tpre.input_size)).astype(np.float32)
+
+
+def other_size_note(tpre, pre, n: int) -> str:
+    (th, tw), (h, w) = tpre.input_size, pre.input_size
+    return (f"takes the teacher's {th}x{tw} input (teacher_preprocessing); eval_set.npz and reference.npz hold the "
+            f"student's {h}x{w} images, so it has no expected outputs there: compared with its checkpoint on {n} "
+            f"random {th}x{tw} inputs; top-1 is the run's bench on the eval set's images decoded at {th}x{tw}")
 
 
 def _name(run: RunView, root: Path) -> str:
@@ -269,8 +299,9 @@ def _pipeline(run: RunView) -> dict[str, Any]:
     }
 
 
-def _torch_references(run: RunView, x: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
-    """PyTorch outputs on the reference inputs: FP32 teacher/student, and the fake-quant INT8 student."""
+def _torch_references(run: RunView, x: np.ndarray, teacher_x: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+    """PyTorch outputs on the reference inputs: FP32 teacher (on `teacher_x`, its size) and student, and the
+    fake-quant INT8 student."""
     try:
         import torch
 
@@ -280,9 +311,10 @@ def _torch_references(run: RunView, x: np.ndarray) -> dict[str, dict[str, np.nda
     out: dict[str, dict[str, np.ndarray]] = {}
     with torch.no_grad():
         xt = torch.from_numpy(x)
-        for role, stage in (("teacher_fp32", "finetune"), ("student_fp32", "distill")):
+        for role, stage, inp in (("teacher_fp32", "finetune", torch.from_numpy(teacher_x)),
+                                 ("student_fp32", "distill", xt)):
             model, _ = load_edgekd_checkpoint(run.path(stage, "model"))
-            out[role] = {"pytorch_fp32": model.eval()(xt).numpy()}
+            out[role] = {"pytorch_fp32": model.eval()(inp).numpy()}
         try:
             from edgekd.quant.nncf_quant import load_quantized
 

@@ -10,6 +10,10 @@ Layout of a bundle folder (also packed as `<name>.tar.gz` beside it):
                          `eval_set_sample` says how many of how many) for `edgekd bench BUNDLE` on the device
     reference.npz        a few raw sample inputs and, per artifact, the expected outputs
     preprocess.py        the preprocessing of `preprocessing` as standalone numpy + Pillow code (image files)
+
+`preprocessing`, `input` and the two .npz files are the student's (the deployed model's). A student may take
+smaller images than its teacher (edgekd.search.resolution): then `teacher_preprocessing` is the teacher's, and
+the teacher_fp32 artifacts take that size (they have no expected outputs in reference.npz).
 """
 
 from __future__ import annotations
@@ -109,4 +113,7 @@ class Bundle(_Strict):
     verification: dict[str, Any] = Field(default_factory=dict)  # summary: passed, failures, not run, where
     # which test images eval_set.npz holds: images, of, split, cap, seed, method, per_class (edgekd.preprocess.eval_sample)
     eval_set_sample: dict[str, Any] | None = None
+    # the teacher's preprocessing when it takes another input size than the student (`preprocessing`, the
+    # input, eval_set.npz and reference.npz are the student's): teacher_fp32 artifacts take this one
+    teacher_preprocessing: Preprocessing | None = None
     content_sha256: str | None = None  # sha256 of this document's canonical JSON with this field null

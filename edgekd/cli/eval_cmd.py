@@ -49,6 +49,9 @@ def run_eval(bundle_dir: Path, images: Path, *, strict: bool = False, batch: int
     to_bundle = np.asarray([bundle.classes.index(c) for c in index.class_names], dtype=np.int64)
     split = load_images(index, pre, None, "eval", strict=strict, workers=workers)
     labels = to_bundle[split.labels]
+    # a teacher that takes another input size than the student (bundle.teacher_preprocessing): the same files
+    # decoded at its size, once, when a teacher artifact runs
+    tpre, teacher_split = bundle.teacher_preprocessing, None
     rows = []
     for art in bundle.artifacts:
         row: dict[str, Any] = {"artifact": art.name, "format": art.format, "precision": art.precision,
@@ -61,9 +64,15 @@ def run_eval(bundle_dir: Path, images: Path, *, strict: bool = False, batch: int
         except NotRunnable as exc:
             rows.append({**row, "ran": False, "why": str(exc)})
             continue
+        a_pre, images = pre, split.images
+        if tpre is not None and art.role == "teacher_fp32":
+            if teacher_split is None:
+                teacher_split = load_images(index, tpre, None, "eval", strict=strict, workers=workers)
+            a_pre, images = tpre, teacher_split.images
+            row["input_size"] = list(tpre.input_size)
         correct = 0
         for s in range(0, len(labels), batch):
-            logits = np.asarray(infer(normalize_np(split.images[s:s + batch], pre)))
+            logits = np.asarray(infer(normalize_np(images[s:s + batch], a_pre)))
             correct += int((logits.argmax(1) == labels[s:s + batch]).sum())
         rows.append({**row, "ran": True, "runtime": "openvino CPU" if art.format == "openvino_ir" else art.runtimes[0],
                      "top1": correct / len(labels), "correct": correct})

@@ -86,7 +86,10 @@ def _build_one(runtime: str, cand: Any, role: str, settings: Any, out: Path, x: 
     built = get_runtime(runtime).compile(cand.file, out, settings)
     facts = {k: v for k, v in built.facts.items() if k not in ("environment",)}
     files = [built.path] + [p for p in built.files if p != built.path and p.parent == out]
-    if runtime == "tensorrt" and x is not None:
+    if runtime == "tensorrt" and x is not None and cand.input_shape not in (None, tuple(x.shape[1:])):
+        facts["polygraphy"] = {"compared": False, "why": f"takes {list(cand.input_shape)}; the eval set holds the "
+                               f"student's {list(x.shape[1:])} images"}
+    elif runtime == "tensorrt" and x is not None:
         facts["polygraphy"] = compare_with_onnxruntime(cand.file, built.path, x)
     return files, facts
 

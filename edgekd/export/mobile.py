@@ -113,8 +113,6 @@ def compile_mobile(fmt: MobileFormat, parents: dict[str, Manifest], parent_dirs:
     route = pick_route([a.name for a in pt2e_m.artifacts], fmt.suffix)
     if route is None:
         raise LoweringFailed(f"the qad_pt2e stage has no INT8 program for {fmt.what}")
-    pre = parents["student"].preprocessing
-    example = torch.zeros(1, pre.channels, *pre.input_size)
     sources = {"teacher_fp32": ("teacher", "model"), "student_fp32": ("student", "model"),
                "student_int8": ("pt2e", route)}
     from edgekd.stages.metrics import metrics_of
@@ -129,6 +127,8 @@ def compile_mobile(fmt: MobileFormat, parents: dict[str, Manifest], parent_dirs:
                                                     "int8_kept": routes[route]["kept"]}
         else:
             model, facts = load_edgekd_checkpoint(src)[0].eval(), {}
+        pre = parents[parent].preprocessing  # each model at its own input size (a student may take smaller ones)
+        example = torch.zeros(1, pre.channels, *pre.input_size)
         dst = out_dir / role / f"model.{fmt.suffix}"
         try:
             facts.update(_lower(fmt, model, example, dst, route if role == "student_int8" else None))

@@ -77,6 +77,7 @@ def model_card(b: Bundle) -> str:
         f"- input `{b.input.name}`: {b.input.dtype}, shape {b.input.shape}, layout {b.input.layout}; "
         f"output `{b.output_name}`: raw logits, one per class (apply softmax for probabilities)",
         f"- classes, in output order: {', '.join(b.classes)}",
+        *_sizes_line(b),
         "", "## Preprocessing (apply exactly this on the device)", "",
         *_preprocessing_steps(pre),
         "", "## How it was made", "",
@@ -112,6 +113,16 @@ def model_card(b: Bundle) -> str:
               "`edgekd inspect BUNDLE` checks every file's sha256 against bundle.json.",
               "", "## Library versions", "", ", ".join(f"{k} {v}" for k, v in b.versions.items()), ""]
     return "\n".join(lines)
+
+
+def _sizes_line(b: Bundle) -> list[str]:
+    """The student's input size against the teacher's, when the student takes smaller images."""
+    t = b.teacher_preprocessing
+    if t is None:
+        return []
+    (h, w), (th, tw) = b.preprocessing.input_size, t.input_size
+    return [f"- input size: the student takes {h}x{w} images (the shape and preprocessing above); its teacher saw the "
+            f"data's {th}x{tw} (teacher_fp32 artifacts take {th}x{tw}: `teacher_preprocessing` in bundle.json)"]
 
 
 def _eval_set_text(b: Bundle) -> str:

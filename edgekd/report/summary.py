@@ -61,6 +61,8 @@ def build_report(outcomes, opts, target, dataset, run_dir: Path, strict: bool = 
         "methodology": bench.get("methodology", ""),
         "int8_payoff": bench.get("int8_payoff", {}),
         "sizes": bench.get("sizes", {}),  # FP32 and INT8 student, each the file the target deploys
+        # (H, W) of each model's input: a student may take smaller images than its teacher (the data's size)
+        "input_sizes": {"student": bench.get("student_input_size"), "teacher": bench.get("teacher_input_size")},
         "quantization": quantization_summary(by_stage["qad"].manifest.metrics) if "qad" in by_stage else {},
         "quantization_pt2e": by_stage["qad_pt2e"].manifest.metrics.get("routes", {}) if "qad_pt2e" in by_stage else {},
         "verdict": overall_verdict(budgets),
@@ -124,6 +126,16 @@ def precision_text(row: dict[str, Any]) -> str:
     return f"{row['precision']} ({', '.join(parts)})"
 
 
+def model_name(row: dict[str, Any], report: dict[str, Any]) -> str:
+    """The row's model, with its input size when it differs from the teacher's (a student at a smaller input:
+    edgekd.search.resolution; the teacher saw the data's size)."""
+    teacher = next((m.get("input_size") for m in report["models"] if m.get("role") == "teacher_fp32"), None)
+    size = row.get("input_size")
+    if not size or not teacher or list(size) == list(teacher):
+        return row["model"]
+    return f"{row['model']} @ {size[0]}x{size[1]} (teacher {teacher[0]}x{teacher[1]})"
+
+
 def model_rows(report: dict[str, Any]) -> list[list[str]]:
     rows = []
     for r in report["models"]:
@@ -132,7 +144,7 @@ def model_rows(report: dict[str, Any]) -> list[list[str]]:
         p50 = _fmt_ms(lat.get("median_ms")) if lat else "-"
         if est is not None:  # device estimate beside a host measurement: never mixed, always labelled
             p50 += f" (device est. {est:.3f})"
-        rows.append([r["stage"], r["model"], f"{precision_text(r)} / {r['runtime']}", _pct(r.get("top1")),
+        rows.append([r["stage"], model_name(r, report), f"{precision_text(r)} / {r['runtime']}", _pct(r.get("top1")),
                      _pct(r.get("val_top1")), p50, _fmt_ms(lat.get("p90_ms")), _size(r.get("size_bytes")),
                      r.get("verdict", "-")])
     return rows

@@ -57,15 +57,24 @@ def final_role(target: TargetProfile) -> str:
 
 
 def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
+    from edgekd.stages.common import student_data  # torch: late, as the other stages' imports
+
     target = TargetProfile.model_validate(cfg.target)
-    data = ctx.data
-    pre = data.preprocessing
+    data = ctx.data  # the teacher's: the data's input size
+    sdata = student_data(ctx, parents["distill"])  # the same test images decoded at the student's input size
+    pre, tpre = sdata.preprocessing, data.preprocessing
     comp, comp_dir = parents["compile"], ctx.parent_dirs["compile"]
     export, export_dir = parents["export"], ctx.parent_dirs["export"]
     here = bool(comp.metrics["measured_on_target"])
-    test = data.test  # reported and judged on all of it; eval_set.npz (bundles, `edgekd bench`, the gate) is a
-    # stratified sample of it, at most cfg.eval_set_size images, so a bundle stays small enough for a device
+    test = sdata.test  # reported and judged on all of it; eval_set.npz (bundles, `edgekd bench`, the gate) is a
+    # stratified sample of it, at most cfg.eval_set_size images, so a bundle stays small enough for a device:
+    # the student's images (the bundle's final artifact, `edgekd bench BUNDLE` and the gate run on them)
     eval_x = NormalizedImages(test.images, pre)  # normalised a batch at a time, never the whole split
+    inputs = {role: eval_x for role in ROLES}  # each model on the test split at its own input size
+    if sdata is not data:
+        inputs["teacher_fp32"] = NormalizedImages(data.test.images, tpre)
+        if data.test.labels.tolist() != test.labels.tolist():
+            raise RuntimeError("the test split decoded at the student's size has other labels than at the data's")
     sample_idx, sample = eval_sample(test.labels, cfg.eval_set_size, list(pre.class_names))
     whole = sample["images"] == len(test)  # then no copy: the split may be a memory map of gigabytes
     write_eval_set(ctx.work_dir / "eval_set.npz", test.images if whole else test.images[sample_idx],
@@ -91,7 +100,7 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
         art = comp.artifact(role)
         precision = art.facts["precision"] if role != final or target.precision == "int8" else target.precision
         settings = settings_for(target, precision, device=None if here else "CPU")
-        m = measure(comp_dir / art.path, art.facts["runtime"], settings, eval_x, test.labels,
+        m = measure(comp_dir / art.path, art.facts["runtime"], settings, inputs[role], test.labels,
                     target.batch_size, cfg.timing, expected_sha256=art.sha256, keep_predictions=True)
         predictions[role] = m.pop("predictions")  # the report's per-class figures come from these: no second run
         if m["cv_warning"]:
@@ -102,7 +111,8 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
                "runtime": f"{art.facts['runtime']} {settings.device}", "file": art.path,
                "measured_on": art.facts["measured_on"], **m, "top1_split": "test",
                "val_top1": art.facts.get("val_top1", val_top1[role]),
-               "top1_eval_set": _top1(predictions[role][sample_idx], test.labels[sample_idx])}
+               "top1_eval_set": _top1(predictions[role][sample_idx], test.labels[sample_idx]),
+               "input_size": list((tpre if role == "teacher_fp32" else pre).input_size)}
         if device_file:
             row["format"] = art.facts.get("format")
         if not here:
@@ -149,7 +159,8 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     if unmeasured:
         notes.append(unmeasured)
     metrics = {"rows": rows, "budgets": budgets, "int8_payoff": payoff, "sizes": size_comparison(rows),
-               "measured_on_target": here,
+               "measured_on_target": here, "student_input_size": list(pre.input_size),
+               "teacher_input_size": list(tpre.input_size),
                "runtime_not_measured": unmeasured, "compiled_format": comp.metrics.get("format", "onnx"),
                "required_top1": required, "teacher_top1": teacher_top1, "reported_on": data.facts("test"),
                "teacher_top1_eval_set": by_role["teacher_fp32"]["top1_eval_set"], "eval_set": sample,

@@ -74,6 +74,10 @@ class BenchMetrics(StageMetrics):
     rows: list[dict[str, Any]] = Field(default_factory=list)
     teacher_top1: float | None = None  # on the whole test split
     teacher_top1_eval_set: float | None = None  # on eval_set.npz, the images `edgekd bench RUN` measures on
+    # (H, W) each model took: a student may take smaller images than its teacher (edgekd.search.resolution); None
+    # for a run benched before it could
+    student_input_size: tuple[int, int] | None = None
+    teacher_input_size: tuple[int, int] | None = None
     budgets: list[dict[str, Any]] = Field(default_factory=list)
     per_class: dict[str, Any] | None = None
     int8_payoff: dict[str, Any] | None = None

@@ -21,14 +21,14 @@ runner = CliRunner()
 COLOURS = {"blue": (50, 60, 210), "green": (40, 180, 60), "red": (200, 40, 40)}
 
 
-def _photos(root: Path, n_train: int = 36, n_test: int = 8) -> None:
-    """Colour-coded noise of mixed sizes, JPEG and PNG, one EXIF-rotated file per class."""
+def _photos(root: Path, n_train: int = 36, n_test: int = 8, sides: tuple[int, int] = (20, 30)) -> None:
+    """Colour-coded noise of mixed sizes (each side in `sides`), JPEG and PNG, one EXIF-rotated file per class."""
     rng = np.random.default_rng(0)
     for split, n in (("train", n_train), ("test", n_test)):
         for c, col in COLOURS.items():
             (root / split / c).mkdir(parents=True)
             for i in range(n):
-                h, w = (int(v) for v in rng.integers(20, 30, 2))
+                h, w = (int(v) for v in rng.integers(*sides, 2))
                 img = Image.fromarray(np.clip(rng.normal(col, 60, (h, w, 3)), 0, 255).astype(np.uint8))
                 if i == 0:
                     exif = img.getexif()

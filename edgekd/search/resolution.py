@@ -64,16 +64,16 @@ def check_scales(scales, input_size: tuple[int, int], source: str = "image_file"
                          f"(its networks downsample 32x); use a scale of at least {least:.2f}")
 
 
-def at_size(pre: Preprocessing, size: tuple[int, int]) -> Preprocessing:
-    """`pre` for a student at `size`: the same eval transform with the resize scaled, and why this size."""
+def at_size(pre: Preprocessing, size: tuple[int, int], why: str = "the student search") -> Preprocessing:
+    """`pre` for a student at `size`: the same eval transform with the resize scaled, and `why` this size."""
     h, w = (int(v) for v in size)
     if (h, w) == tuple(pre.input_size):
         return pre
     scale = h / pre.input_size[0]
     resize = max(min(h, w), round(pre.resize_shorter * scale)) if pre.resize_shorter else None
-    why = (f"the student search: {scale:.0%} of the data's {pre.input_size[0]}x{pre.input_size[1]} "
-           f"({pre.size_source})")
-    return pre.model_copy(update={"input_size": (h, w), "resize_shorter": resize, "size_source": why})
+    source = (f"{why}: {scale:.0%} of the data's {pre.input_size[0]}x{pre.input_size[1]} "
+              f"({pre.size_source})")
+    return pre.model_copy(update={"input_size": (h, w), "resize_shorter": resize, "size_source": source})
 
 
 def downscale(x, size: tuple[int, int] | None):

@@ -67,7 +67,7 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     if cfg.student_input_size is not None and tuple(cfg.student_input_size) != tuple(pre.input_size):
         from edgekd.search.resolution import at_size
 
-        sdata = ctx.data_at(at_size(pre, cfg.student_input_size))
+        sdata = ctx.data_at(at_size(pre, cfg.student_input_size, "--student-input-size"))
         spre = sdata.preprocessing
     if cfg.student == "auto":  # the search stage's winner, with the weights of its proxy runs
         sdata = student_data(ctx, parents["search"])

@@ -39,11 +39,20 @@ def budget_overlay(out: Path, budget_ms: float | None, data_channels: int = 3, s
     from edgekd.search.latency import measure_candidate
     from edgekd.targets import load_target
 
-    target = load_target("intel-cpu")
-    model = build_model("cifar_resnet20", num_classes=10, in_channels=data_channels, input_size=size)
-    lat = measure_candidate(model, torch.randn(64, data_channels, size, size), target, out / "lat-r20")
+    from edgekd.runtimes.identity import host_facts
+
     raw = yaml.safe_load((ROOT / "targets" / "intel-cpu.yaml").read_text())
     raw["name"] = "intel-cpu-r20"
+    # the profile is this machine's CPU running OpenVINO (the budget is measured here too): on a host that is not
+    # the intel-cpu profile's Xeon (an AMD EPYC, say) the search then measures instead of estimating
+    facts = host_facts()
+    raw["device"]["name"] = f"this machine ({facts.cpu_model or 'CPU'}), OpenVINO CPU"
+    raw["device"]["identity"] = {"cpu_vendor": facts.cpu_vendor}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "host.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    target = load_target(str(out / "host.yaml"))
+    model = build_model("cifar_resnet20", num_classes=10, in_channels=data_channels, input_size=size)
+    lat = measure_candidate(model, torch.randn(64, data_channels, size, size), target, out / "lat-r20")
     if budget_ms is None and lat.get("busy_host"):
         raise SystemExit(f"the host is busy ({lat['busy_host']}): its p90 is not ResNet-20's; pass --budget-ms")
     raw["budgets"]["latency_ms"] = budget_ms or round(lat["p90_ms"], 3)

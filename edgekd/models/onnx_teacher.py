@@ -78,9 +78,15 @@ class OnnxTeacher(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         arr = x.detach().to("cpu", torch.float32).numpy()
         sess = self.session()
-        if self.input_dims[0] not in (None, arr.shape[0]):  # a fixed batch (often 1): run it image by image
+        if self.input_dims[0] not in (None, arr.shape[0]):  # a fixed batch (often 1): run it chunk by chunk
             step = self.input_dims[0]
-            outs = [sess.run(None, {self.input_name: arr[i:i + step]})[0] for i in range(0, len(arr), step)]
+            outs = []
+            for i in range(0, len(arr), step):
+                chunk = arr[i:i + step]
+                n = len(chunk)
+                if n < step:  # the last, partial chunk: padded with copies of its last image, their logits dropped
+                    chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - n, axis=0)])
+                outs.append(sess.run(None, {self.input_name: chunk})[0][:n])
             logits = np.concatenate(outs)
         else:
             logits = sess.run(None, {self.input_name: arr})[0]

@@ -133,6 +133,24 @@ def test_onnx_teacher_gives_the_same_logits_and_checks_classes(tmp_path: Path) -
         sources.resolve(str(path), role="student")
 
 
+def test_onnx_teacher_with_a_fixed_batch_takes_any_batch(tmp_path: Path) -> None:
+    """An ONNX teacher exported with a fixed batch of 4 runs a batch of 10 in chunks of 4; the last, partial
+    chunk is padded to 4 and its padding's logits dropped."""
+    pytest.importorskip("onnxruntime")
+    _, net = _senet(width=8)
+    path = tmp_path / "fixed4.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net.eval(), (torch.randn(4, 1, 8, 8),), str(path), dynamo=False, input_names=["x"],
+                          output_names=["y"], opset_version=17)
+    teacher = build_model(str(path), num_classes=10, in_channels=1)
+    x = torch.randn(10, 1, 8, 8)
+    with torch.no_grad():
+        out = teacher(x)
+        assert out.shape == (10, 10)
+        assert torch.allclose(out, net(x), atol=1e-4)
+
+
 def test_in_memory_module_identity_is_class_and_weights() -> None:
     _, a = _senet(width=8)
     key = sources.register_module(a)

@@ -15,6 +15,8 @@ given as arrays (the embedded digits) are never resized.
 
 from __future__ import annotations
 
+import math
+
 from edgekd.errors import UsageError
 from edgekd.manifest import Preprocessing
 
@@ -58,7 +60,7 @@ def check_scales(scales, input_size: tuple[int, int], source: str = "image_file"
     if small:
         s = min(small)
         h, w = scaled_size(tuple(input_size), float(s))
-        least = MIN_SIDE / min(input_size)
+        least = math.ceil(MIN_SIDE / min(input_size) * 100 - 1e-9) / 100  # rounded up: it must itself pass
         raise UsageError(f"--search-resolutions {s:g} gives {h}x{w} px from the data's {input_size[0]}x"
                          f"{input_size[1]}: the smallest input a student takes is {MIN_SIDE} px on the shorter side "
                          f"(its networks downsample 32x); use a scale of at least {least:.2f}")

@@ -57,6 +57,17 @@ def test_a_scale_below_32_px_names_the_smallest_allowed_scale():
     assert "32 px on the shorter side" in msg and "use a scale of at least 0.25" in msg
 
 
+@pytest.mark.parametrize("side", [64, 70, 96, 128, 171, 310, 333, 1000])
+def test_the_smallest_scale_the_error_suggests_is_accepted(side):
+    """"use a scale of at least S": S itself must pass (rounded up, not to the nearest hundredth: at 310 px,
+    0.10 gives 31 px)."""
+    with pytest.raises(UsageError) as err:
+        check_scales([0.01], (side, side + 7))
+    least = float(str(err.value).rsplit(" ", 1)[-1])
+    check_scales([least], (side, side + 7))
+    assert least - 0.01 <= MIN_SIDE / side <= least
+
+
 def test_scales_within_bounds_pass_and_arrays_skip_the_pixel_floor():
     check_scales([1.0, 0.75, 0.25], (128, 171))  # 0.25 -> 32x43: allowed
     check_scales([0.1], (8, 8), source="array")  # arrays are never resized: no pixel floor

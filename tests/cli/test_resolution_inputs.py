@@ -53,8 +53,29 @@ def test_student_input_size_larger_than_the_data(photos64, tmp_path):
 
 
 def test_student_input_size_below_32_px(photos64, tmp_path):
-    _refused(["--data", str(photos64), "--student", "small_cnn", "--student-input-size", "16x32"],
-             tmp_path / "run", "--student-input-size 16x32", "32 px on the shorter side")
+    _refused(["--data", str(photos64), "--student", "small_cnn", "--student-input-size", "16x16"],
+             tmp_path / "run", "--student-input-size 16x16", "32 px on the shorter side")
+
+
+def test_student_input_size_of_other_proportions_than_the_data(photos64, tmp_path):
+    """A 32x48 student of 64x64 data would train on the whole image scaled down but be judged (and deployed) on
+    the files resized to 32 px and cropped 48 px wide: another picture."""
+    _refused(["--data", str(photos64), "--student", "small_cnn", "--student-input-size", "32x48"],
+             tmp_path / "run", "--student-input-size 32x48 does not keep the data's 64x64 proportions", "32x32")
+
+
+def test_student_input_size_proportions_allow_rounding():
+    from types import SimpleNamespace
+
+    from edgekd.manifest import Preprocessing
+    from edgekd.search.resolution import check_resolution_options
+
+    pre = Preprocessing(input_size=(64, 85), channels=3, mean=[0.0] * 3, std=[1.0] * 3, resize_shorter=64,
+                        class_names=["a", "b"])
+    for size in ((32, 43), (32, 42), (48, 64), (64, 85)):  # 85/2 = 42.5 rounds either way
+        check_resolution_options(SimpleNamespace(student_input_size=size, student="small_cnn"), pre)
+    with pytest.raises(Exception, match="proportions"):
+        check_resolution_options(SimpleNamespace(student_input_size=(32, 32), student="small_cnn"), pre)
 
 
 def test_student_input_size_on_arrays(tmp_path):

@@ -7,7 +7,8 @@ the smallest size, the stage fails (exit 1) naming that size and the fastest can
 Latency is synthetic: `measure_candidate` is replaced by a figure proportional to the input's pixels (what
 a batch-1 CNN's cost roughly does), so which candidate fits at which size is decided by the test, not by this
 host's load (a real measurement on 2 shared cores would make the budget decision flaky). Everything else
-(teacher, candidates, proxy training, distillation) runs for real, with tiny epochs: ~1 minute."""
+(teacher, candidates, proxy training, distillation) runs for real, with tiny epochs: 1 to 2 minutes on 2 shared
+cores, too long for the default run (marked `search`)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import pytest
 
 pytest.importorskip("torch")
 pytest.importorskip("torch_pruning")
+pytestmark = pytest.mark.search
 
 from tests.cli.test_eval_cmd import _photos  # noqa: E402
 

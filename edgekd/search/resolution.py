@@ -15,6 +15,8 @@ given as arrays (the embedded digits) are never resized.
 
 from __future__ import annotations
 
+import math
+
 from edgekd.errors import UsageError
 from edgekd.manifest import Preprocessing
 
@@ -58,7 +60,7 @@ def check_scales(scales, input_size: tuple[int, int], source: str = "image_file"
     if small:
         s = min(small)
         h, w = scaled_size(tuple(input_size), float(s))
-        least = MIN_SIDE / min(input_size)
+        least = math.ceil(MIN_SIDE / min(input_size) * 100 - 1e-9) / 100  # rounded up: it must itself pass
         raise UsageError(f"--search-resolutions {s:g} gives {h}x{w} px from the data's {input_size[0]}x"
                          f"{input_size[1]}: the smallest input a student takes is {MIN_SIDE} px on the shorter side "
                          f"(its networks downsample 32x); use a scale of at least {least:.2f}")
@@ -109,6 +111,11 @@ def check_resolution_options(opts, pre: Preprocessing) -> None:
         if h > size[0] or w > size[1]:
             raise UsageError(f"--student-input-size {h}x{w} is larger than the teacher's {size[0]}x{size[1]}: a "
                              "student's input may only be smaller (raise --input-size for both)")
+        if (h, w) not in (scaled_size(size, h / size[0]), scaled_size(size, w / size[1])):
+            sh, sw = scaled_size(size, h / size[0])
+            raise UsageError(f"--student-input-size {h}x{w} does not keep the data's {size[0]}x{size[1]} proportions: "
+                             "the student trains on the teacher's images scaled down and is judged on the files "
+                             f"decoded at its size, which must be the same picture (e.g. {sh}x{sw})")
         if min(h, w) < MIN_SIDE and (h, w) != size:
             raise UsageError(f"--student-input-size {h}x{w}: the smallest input a student takes is {MIN_SIDE} px on "
                              "the shorter side (its networks downsample 32x)")

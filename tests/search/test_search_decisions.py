@@ -28,7 +28,7 @@ def synthetic(monkeypatch):
         return {"latency_ms": ms, "judged_on": "p90", "percentile": "p90", "estimated": False,
                 "precision": "int8", "runtime": "synthetic", "size_bytes": 1000}
 
-    def proxy(cand, rung, cfg, teacher, data, work, teacher_val, sdata=None):
+    def proxy(cand, rung, cfg, teacher, data, work, teacher_val, sdata=None):  # sdata: val at a smaller size
         calls.append((cand.name, rung))
         kd = 1.0 + len(cand.name) / 100 - 0.2 * rung  # the shortest name has the lowest KD loss
         return ProxyScore(top1=0.1, agree=0.2, kd=kd, rung=rung)  # 10 classes: at chance

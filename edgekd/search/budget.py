@@ -36,7 +36,8 @@ def search_config(opts: Any, target: Any, loss: dict, common: dict) -> dict[str,
 
     return dict(target=target.model_dump(mode="json"), max_family=opts.search_max_family,
                 prune_ratios=opts.search_prune_ratios, prune_depths=opts.search_prune_depths,
-                resolutions=opts.search_resolutions,
+                # a target that pins the input size pins the deployed student's too: no smaller sizes
+                resolutions=[] if target.input_size is not None else opts.search_resolutions,
                 importance=opts.search_importance,
                 preset=runtime_class(target.runtime.name).quant_preset(target.runtime.device),
                 proxy_epochs=opts.proxy_epochs, proxy_fraction=opts.proxy_fraction,

@@ -91,6 +91,11 @@ def downscale(x, size: tuple[int, int] | None):
 def check_pinned_size(opts, target) -> None:
     """`--input-size` that disagrees with the size the target profile pins: exit 2 before the data is read."""
     pinned = getattr(target, "input_size", None)
+    if opts.student_input_size is not None and pinned is not None and \
+            tuple(opts.student_input_size) != tuple(pinned):
+        raise UsageError(f"--student-input-size {opts.student_input_size[0]}x{opts.student_input_size[1]} disagrees "
+                         f"with target {target.name}, which pins the deployed model's input to {pinned[0]}x{pinned[1]}"
+                         ": drop --student-input-size")
     if opts.input_size is not None and pinned is not None and tuple(opts.input_size) != tuple(pinned):
         raise UsageError(f"--input-size {opts.input_size[0]}x{opts.input_size[1]} disagrees with target {target.name}, "
                          f"which pins {pinned[0]}x{pinned[1]}: drop --input-size (or use a profile without a pinned "

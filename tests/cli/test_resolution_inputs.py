@@ -47,6 +47,29 @@ def test_input_size_disagreeing_with_a_pinned_target(tmp_path):
              "--input-size 48x48 disagrees with target pinned-cpu", "pins 32x32")
 
 
+def test_student_input_size_disagreeing_with_a_pinned_target(tmp_path):
+    raw = yaml.safe_load((ROOT / "targets" / "intel-cpu.yaml").read_text())
+    raw.update(name="pinned-cpu", input_size=[32, 32])
+    target = tmp_path / "pinned.yaml"
+    target.write_text(yaml.safe_dump(raw))
+    _refused(["--target", str(target), "--student-input-size", "24x24", "--student", "small_cnn"], tmp_path / "run",
+             "--student-input-size 24x24 disagrees with target pinned-cpu", "32x32")
+
+
+def test_a_pinned_target_gives_the_search_no_smaller_sizes(tmp_path):
+    from edgekd.plan import validate_options
+    from edgekd.search.budget import search_config
+    from edgekd.targets import load_target
+
+    raw = yaml.safe_load((ROOT / "targets" / "intel-cpu.yaml").read_text())
+    raw.update(name="pinned-cpu", input_size=[32, 32])
+    target = tmp_path / "pinned.yaml"
+    target.write_text(yaml.safe_dump(raw))
+    opts = validate_options({"target": str(target)})
+    assert search_config(opts, load_target(str(target)), {}, {})["resolutions"] == []
+    assert search_config(opts, load_target("intel-cpu"), {}, {})["resolutions"] == [0.75, 0.5]
+
+
 def test_student_input_size_larger_than_the_data(photos64, tmp_path):
     _refused(["--data", str(photos64), "--student", "small_cnn", "--student-input-size", "96x64"],
              tmp_path / "run", "--student-input-size 96x64 is larger than the teacher's 64x64")

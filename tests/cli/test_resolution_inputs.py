@@ -38,20 +38,23 @@ def _refused(args: list[str], run: Path, *needles: str) -> str:
     return lines[0]
 
 
-def test_input_size_disagreeing_with_a_pinned_target(tmp_path):
+def _pinned(tmp_path: Path) -> Path:
+    """targets/intel-cpu.yaml pinning a 32x32 input."""
     raw = yaml.safe_load((ROOT / "targets" / "intel-cpu.yaml").read_text())
     raw.update(name="pinned-cpu", input_size=[32, 32])
     target = tmp_path / "pinned.yaml"
     target.write_text(yaml.safe_dump(raw))
+    return target
+
+
+def test_input_size_disagreeing_with_a_pinned_target(tmp_path):
+    target = _pinned(tmp_path)
     _refused(["--target", str(target), "--input-size", "48x48", "--student", "small_cnn"], tmp_path / "run",
              "--input-size 48x48 disagrees with target pinned-cpu", "pins 32x32")
 
 
 def test_student_input_size_disagreeing_with_a_pinned_target(tmp_path):
-    raw = yaml.safe_load((ROOT / "targets" / "intel-cpu.yaml").read_text())
-    raw.update(name="pinned-cpu", input_size=[32, 32])
-    target = tmp_path / "pinned.yaml"
-    target.write_text(yaml.safe_dump(raw))
+    target = _pinned(tmp_path)
     _refused(["--target", str(target), "--student-input-size", "24x24", "--student", "small_cnn"], tmp_path / "run",
              "--student-input-size 24x24 disagrees with target pinned-cpu", "32x32")
 
@@ -61,10 +64,7 @@ def test_a_pinned_target_gives_the_search_no_smaller_sizes(tmp_path):
     from edgekd.search.budget import search_config
     from edgekd.targets import load_target
 
-    raw = yaml.safe_load((ROOT / "targets" / "intel-cpu.yaml").read_text())
-    raw.update(name="pinned-cpu", input_size=[32, 32])
-    target = tmp_path / "pinned.yaml"
-    target.write_text(yaml.safe_dump(raw))
+    target = _pinned(tmp_path)
     opts = validate_options({"target": str(target)})
     assert search_config(opts, load_target(str(target)), {}, {})["resolutions"] == []
     assert search_config(opts, load_target("intel-cpu"), {}, {})["resolutions"] == [0.75, 0.5]

@@ -7,14 +7,17 @@
    one without removable residual blocks: those candidates skipped, the reason in the notes.
 2. Latency first (edgekd.search.latency): every candidate is quantized, compiled and timed on the target
    (or estimated, labelled) before anything trains; candidates over the latency budget, or whose INT8
-   artifact is over the size budget, are dropped. Fewer than MIN_CHOICES left: more are generated and timed
+   artifact is over the size budget, are dropped; one over the latency budget alone is tried again at each
+   smaller input size of `resolutions` in turn (edgekd.search.resolution: 3/4 and 1/2 of the data's size,
+   never below 32 px; named `<name>-<H>x<W>`). Fewer than MIN_CHOICES left: more are generated and timed
    (_more_candidates: deeper and finer pruning ratios and depth shares, cheaper family members not yet
    tried). None left: exit 1 naming the fastest candidate and its latency (an estimated fail keeps it).
 3. Successive halving (Jamieson & Talwalkar 2016; Li et al., Hyperband, 2018): each survivor is distilled
    from the teacher on a fraction `proxy_fraction` of the training split (at least PROXY_MIN_IMAGES) for
    `proxy_epochs`, scored on the val split only (top-1, agreement with the teacher's top-1, KD loss) and
-   ranked by edgekd.search.confidence: a candidate at chance is never ranked above one that is not, and
-   candidates whose top-1 is within the val split's noise of the best are ranked by teacher agreement; the
+   ranked by edgekd.search.confidence (a smaller-input candidate trains on the batches downscaled while the
+   teacher sees them as read, and is scored on val decoded at its size): a candidate at chance is never
+   ranked above one that is not, and candidates whose top-1 is within the val split's noise of the best are ranked by teacher agreement; the
    best 1/`eta` go on with `eta` times the data, until one is left. When every score of the last rung is at
    chance, the best two by KD loss train one more rung (EXTRA_RUNGS) if the time budget allows, then KD
    loss decides. Weights carry over between rungs; the winner's are this stage's `model`, which distill

@@ -19,8 +19,8 @@
    teacher sees them as read, and is scored on val decoded at its size): a candidate at chance is never
    ranked above one that is not, and candidates whose top-1 is within the val split's noise of the best are
    ranked by teacher agreement; the best 1/`eta` go on with `eta` times the data, until one is left. When
-   every score of the last rung is at chance, the best two by KD loss train one more rung (EXTRA_RUNGS) if the time budget allows, then KD
-   loss decides. Weights carry over between rungs; the winner's are this stage's `model`, which distill
+   every score of the last rung is at chance, the best two by KD loss train one more rung (EXTRA_RUNGS) if
+   the time budget allows, then KD loss decides. Weights carry over between rungs; the winner's are this stage's `model`, which distill
    trains on with the full schedule. How confident the choice is ("confident", "tie within noise: chosen by
    teacher agreement", "all proxies at chance: chosen by KD loss") is printed, and recorded in the metrics
    (`confidence`) and the report's search section.

@@ -124,5 +124,6 @@ def check_resolution_options(opts, pre: Preprocessing) -> None:
         if min(h, w) < MIN_SIDE and (h, w) != size:
             raise UsageError(f"--student-input-size {h}x{w}: the smallest input a student takes is {MIN_SIDE} px on "
                              "the shorter side (its networks downsample 32x)")
-    if opts.student == "auto":
+    if opts.student == "auto" and "search_resolutions" in opts.model_fields_set:
+        # the user's scales; the defaults simply give no smaller size where they would go below MIN_SIDE
         check_scales(opts.search_resolutions, size, pre.source)

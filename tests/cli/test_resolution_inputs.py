@@ -101,6 +101,22 @@ def test_student_input_size_proportions_allow_rounding():
         check_resolution_options(SimpleNamespace(student_input_size=(32, 32), student="small_cnn"), pre)
 
 
+def test_default_scales_on_32_px_photos_are_no_error():
+    """The default --search-resolutions (0.75, 0.5) on CIFAR-sized photos would go below 32 px: they give no
+    smaller size, silently; only scales the user gives are refused (a bench run on CIFAR-10-JPEG found it)."""
+    from edgekd.manifest import Preprocessing
+    from edgekd.plan import validate_options
+    from edgekd.search.resolution import check_resolution_options, student_sizes
+
+    pre = Preprocessing(input_size=(32, 32), channels=3, mean=[0.0] * 3, std=[1.0] * 3, resize_shorter=32,
+                        class_names=["a", "b"])
+    opts = validate_options({})
+    check_resolution_options(opts, pre)
+    assert student_sizes(pre, opts.search_resolutions) == []
+    with pytest.raises(Exception, match="at least 1.00"):
+        check_resolution_options(validate_options({"search_resolutions": [0.5]}), pre)
+
+
 def test_student_input_size_on_arrays(tmp_path):
     _refused(["--data", "digits", "--student", "small_cnn", "--student-input-size", "4x4"], tmp_path / "run",
              "--student-input-size 4x4", "arrays", "cannot be decoded at another size")

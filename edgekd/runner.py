@@ -46,6 +46,32 @@ def data_config(opts: CompressOptions, target):
                       **preprocessing_options(opts, target))
 
 
+def _scratch_size(opts: CompressOptions, data_cfg):
+    """(data config, reachable()'s answer for the default teacher or None, words for the first line): photos whose
+    size the data decides are scaled to a SCRATCH_SIDE shorter side when the default teacher will train here from
+    scratch (edgekd.teacher_choice), decided from the folder's planned preprocessing before any image is decoded."""
+    from edgekd.data.dataset import planned_preprocessing
+    from edgekd.teacher_choice import default_arch, reachable, scratch_size_cap
+
+    pre = planned_preprocessing(data_cfg)
+    arch = default_arch(opts, pre.channels, tuple(pre.input_size)) if pre is not None else None
+    if arch is None:
+        return data_cfg, None, ""
+    reach = reachable(arch)
+    cap = scratch_size_cap(opts, pre.channels, tuple(pre.input_size), reach)
+    if cap is None or data_cfg.input_size is not None or min(pre.input_size) <= cap:
+        return data_cfg, reach, ""
+    from edgekd.search.resolution import scaled_size
+
+    own = f"{pre.input_size[0]}x{pre.input_size[1]}"
+    h, w = scaled_size(tuple(pre.input_size), cap / min(pre.input_size))
+    data_cfg = data_cfg.model_copy(update={
+        "input_size": (h, w), "size_source": f"the data's {own} scaled to a {cap} px shorter side for a teacher "
+        "trained here from scratch"})
+    return data_cfg, reach, (f"; at {h}x{w} px, the data's {own} scaled down (training from scratch costs grow with "
+                             "the pixels; --input-size HxW trains at another size)")
+
+
 def run_report(opts: CompressOptions, run_dir: Path | None, *, strict: bool = False, as_json: bool = False,
                quiet: bool = False, bundle: bool = False, wait: bool = False) -> dict[str, Any] | None:
     """Run the chain and return report.json's content (None on the other ranks of a torchrun run); what
@@ -81,28 +107,16 @@ def _run(opts: CompressOptions, run_dir: Path | None, *, strict: bool, as_json: 
         import torch
 
         torch.set_num_threads(opts.threads)
-    data_cfg = data_config(opts, target)
+    data_cfg, reach, scaled = _scratch_size(opts, data_config(opts, target))
     load = DataLoader(data_cfg, run_dir / ".cache")  # and the same images at a searched student's size
     dataset = load()  # bad data fails here, before any stage folder is written
     from edgekd.teacher_choice import choose_teacher
 
     pre = dataset.preprocessing
-    choice = choose_teacher(opts, dataset.num_classes, len(dataset.train), pre.channels, tuple(pre.input_size))
+    choice = choose_teacher(opts, dataset.num_classes, len(dataset.train), pre.channels, tuple(pre.input_size),
+                            reach)
     opts = choice.options  # a user's folder without a teacher: pretrained when reachable, else all classes
-    line = choice.line
-    if choice.size_cap and data_cfg.input_size is None and min(pre.input_size) > choice.size_cap:
-        from edgekd.search.resolution import scaled_size
-
-        own = f"{pre.input_size[0]}x{pre.input_size[1]}"
-        h, w = scaled_size(tuple(pre.input_size), choice.size_cap / min(pre.input_size))
-        data_cfg = data_cfg.model_copy(update={
-            "input_size": (h, w), "size_source": f"the data's {own} scaled to a {choice.size_cap} px shorter side "
-            "for a teacher trained here from scratch"})
-        load = DataLoader(data_cfg, run_dir / ".cache")
-        dataset = load()
-        pre = dataset.preprocessing
-        line += (f"; at {h}x{w} px, the data's {own} scaled down (training from scratch costs grow with the pixels; "
-                 "--input-size HxW trains at another size)")
+    line = choice.line + scaled if choice.line else choice.line
     if line and os.environ.get("RANK", "0") == "0":
         (err_console if as_json else console).print(line, markup=False)
     specs = build_specs(opts, target, dataset.preprocessing.channels, dataset.preprocessing.input_size)

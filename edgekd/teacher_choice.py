@@ -50,7 +50,6 @@ TRANSFER_FIELDS = ("transfer", "probe_epochs", "backbone_lr_mult", "finetune_epo
 class TeacherChoice:
     options: CompressOptions  # the run's options with the teacher decided
     line: str | None  # the first line of output; None for the embedded digits
-    size_cap: int | None = None  # shorter side the data's own size is scaled down to (the offline default teacher)
 
 
 def weights_url(arch: str) -> str | None:
@@ -127,9 +126,27 @@ def _all_classes(opts: CompressOptions, arch: str, k: int, n_train: int, why: st
                          f"({steps} steps on {n_train} images); {then}")
 
 
+def default_arch(opts: CompressOptions, channels: int, input_size: tuple[int, int]) -> str | None:
+    """The architecture choose_teacher picks for a user's folder when no teacher is named or loaded; else None."""
+    if opts.data == "digits" or opts.teacher_weights or opts.pretrained or opts.teacher:
+        return None
+    return PHOTO_ARCH if channels == 3 and min(input_size) >= PHOTO_MIN else SMALL_ARCH
+
+
+def scratch_size_cap(opts: CompressOptions, channels: int, input_size: tuple[int, int],
+                     reach: tuple[bool, str] | None) -> int | None:
+    """SCRATCH_SIDE when the default teacher of photos will be trained here from scratch (its weights not
+    reachable: `reach`, what reachable() said for default_arch's choice); else None. Decided from the folder's
+    planned preprocessing, before any image is decoded, so the data is decoded once, at the capped size."""
+    if default_arch(opts, channels, input_size) != PHOTO_ARCH or reach is None or reach[0]:
+        return None
+    return SCRATCH_SIDE
+
+
 def choose_teacher(opts: CompressOptions, num_classes: int, n_train: int, channels: int,
-                   input_size: tuple[int, int]) -> TeacherChoice:
-    """The teacher of this run (module docstring)."""
+                   input_size: tuple[int, int], reach: tuple[bool, str] | None = None) -> TeacherChoice:
+    """The teacher of this run (module docstring). `reach`: reachable()'s answer for default_arch's choice when
+    the caller has asked already (one download check per run)."""
     if opts.data == "digits" or opts.teacher_weights or opts.pretrained:
         return TeacherChoice(opts, None)
     k = num_classes
@@ -137,7 +154,7 @@ def choose_teacher(opts: CompressOptions, num_classes: int, n_train: int, channe
         return _all_classes(opts, opts.teacher, k, n_train, "no --pretrained or --teacher-weights")
     photos = channels == 3 and min(input_size) >= PHOTO_MIN
     arch = PHOTO_ARCH if photos else SMALL_ARCH
-    ok, where = reachable(arch)
+    ok, where = reach if reach is not None else reachable(arch)
     what = "ImageNet" if photos else "CIFAR-10"
     h, w = input_size
     if ok:
@@ -145,5 +162,4 @@ def choose_teacher(opts: CompressOptions, num_classes: int, n_train: int, channe
             opts.model_copy(update={"teacher": arch, "pretrained": True}),
             f"teacher: {arch} with its {what} weights ({where}), chosen for {channels}-channel {h}x{w} images; "
             f"the finetune stage transfers it to your {k} classes")
-    choice = _all_classes(opts, SMALL_ARCH, k, n_train, f"offline, no {what} weights for {arch} ({where})")
-    return TeacherChoice(choice.options, choice.line, SCRATCH_SIDE if photos else None)
+    return _all_classes(opts, SMALL_ARCH, k, n_train, f"offline, no {what} weights for {arch} ({where})")

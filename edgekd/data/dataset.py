@@ -158,14 +158,31 @@ def load_data(cfg: DataConfig, cache_dir: Path | None = None) -> Dataset:
     return ds
 
 
-def _load_folder(cfg: DataConfig, root: Path, cache_dir: Path | None) -> Dataset:
+def _index(root: Path):
+    """The folder's layout, per-role indexes, class names and files (no image is decoded)."""
     require_dir(root, "--data", "a folder of images (ImageFolder layout: one sub-folder per class, or train/, "
                 "val/ and test/ trees)")
     layout = folder_layout(root)
     indexes = {role: index_folder(folder) for role, folder in layout.items()} or {"tree": index_folder(root)}
     check_same_classes(indexes)
     names = next(iter(indexes.values())).class_names
-    files = [f for idx in indexes.values() for f in idx.files]
+    return layout, indexes, names, [f for idx in indexes.values() for f in idx.files]
+
+
+def planned_preprocessing(cfg: DataConfig) -> Preprocessing | None:
+    """The Preprocessing a folder would be loaded with (from the file index and a sample of headers; nothing
+    decoded), so a choice that changes the input size is made before the images are decoded; None for the
+    digits."""
+    if cfg.source == DIGITS:
+        return None
+    from edgekd.data.sizing import folder_preprocessing
+
+    _, _, names, files = _index(Path(cfg.source))
+    return folder_preprocessing(cfg, files, names)
+
+
+def _load_folder(cfg: DataConfig, root: Path, cache_dir: Path | None) -> Dataset:
+    layout, indexes, names, files = _index(root)
     from edgekd.data.sizing import describe, folder_preprocessing, preprocessing_key
 
     pre = folder_preprocessing(cfg, files, names)

@@ -50,8 +50,19 @@ def stages(monkeypatch):
             seen["teacher"] = real(specs[:1], run_dir, dataset, load, progress, as_json)[0].manifest
         raise UsageError(STOP)
 
+    import edgekd.data.dataset as dataset_mod
+
+    seen["decoded"] = []
+    real_folder = dataset_mod._load_folder
+
+    def counted(cfg, root, cache_dir):
+        data = real_folder(cfg, root, cache_dir)
+        seen["decoded"].append(tuple(data.preprocessing.input_size))
+        return data
+
     monkeypatch.setenv("EDGEKD_OFFLINE", "1")
     monkeypatch.setattr(runner_mod, "_run_stages", stub)
+    monkeypatch.setattr(dataset_mod, "_load_folder", counted)
     return seen
 
 
@@ -74,6 +85,8 @@ def test_photos_larger_than_64_px_train_the_offline_teacher_at_a_64_px_shorter_s
         assert pre.size_source.startswith("the data's 96x128 scaled to a 64 px shorter side")
     teacher = stages["teacher"]
     assert teacher.stage == "teacher" and tuple(teacher.preprocessing.input_size) == (64, 85)
+    # decided before decoding: the images are decoded once, at 64x85, never at the data's own 96x128
+    assert stages["decoded"] == [(64, 85)], stages["decoded"]
     (folder,) = (tmp_path / "run").glob("teacher-*")
     assert json.loads((folder / "manifest.json").read_text())["preprocessing"]["input_size"] == [64, 85]
 

@@ -20,7 +20,8 @@ import numpy as np
 from edgekd.stages.metrics import QadMetrics, metrics_of
 from edgekd.bundle.formats import WRITERS, Planned, parse_formats
 from edgekd.bundle.integer import float_layer_names
-from edgekd.bundle.mobile import coreml_spec_report, pt2e_references, pte_integer_report, tflite_integer_report
+from edgekd.bundle.mobile import (coreml_spec_report, fail_text, pt2e_references, pte_integer_report,
+                                  tflite_integer_report)
 from edgekd.bundle.reference import pick_samples, write_reference
 from edgekd.bundle.run_info import RunView, open_run
 from edgekd.bundle.schema import Bundle, BundleArtifact, BundleInput, LatencyClaim
@@ -150,6 +151,10 @@ def _assemble(run: RunView, root: Path, planned: list[Planned], names: list[str]
             verified["loaded_and_run"] = False
             verified["not_run"] = str(exc)
             not_run.append(p.name)
+        except (RuntimeError, ValueError) as exc:  # loads but does not run on its inputs: this file fails, not the run
+            verified["loaded_and_run"] = False
+            verified["error"] = fail_text(exc)
+            failures.append(p.name)
         if p.precision == "int8" and p.format in ("onnx", "ort"):  # .ort: the same rule on ORT's own graph
             verified["integer"] = qdq_integer_report(root / art.files[0].path, float_layers)
         elif p.precision == "int8" and p.format == "openvino_ir":

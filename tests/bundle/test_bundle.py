@@ -193,3 +193,30 @@ def test_tensorrt_plan_is_bundled_with_its_fingerprint(tiny_run: Path, tmp_path:
         "models/tensorrt/student_int8.plan", "models/tensorrt/student_int8.plan.fingerprint.json"]
     assert art.verified["fingerprint"]["ok"] and not art.verified["loaded_and_run"]
     assert "GPU" in art.verified["not_run"]
+
+
+def test_a_file_that_loads_but_does_not_run_fails_its_verification_not_the_bundle(tiny_run: Path, tmp_path: Path,
+                                                                                   monkeypatch):
+    """A bundled file whose runtime rejects the inputs (say, a .tflite built at another input size) is marked failed
+    with the runtime's reason, and the other files are still verified: no traceback out of export-bundle."""
+    from edgekd.bundle import build
+
+    real = build.runner
+
+    def runner(root, art):
+        if art.name != "student_fp32_ort":
+            return real(root, art)
+
+        def infer(x):
+            raise ValueError(f"Cannot set tensor: Dimension mismatch. Got {x.shape[2]} but expected 99 for input 0")
+        return infer
+
+    monkeypatch.setattr(build, "runner", runner)
+    out = build.write_bundle(tiny_run, tmp_path / "b", ["onnx", "ort"])
+    b = load_bundle(out)
+    arts = {a.name: a for a in b.artifacts}
+    assert b.verification["failed"] == ["student_fp32_ort"] and not b.verification["passed"]
+    bad = arts["student_fp32_ort"].verified
+    assert not bad["loaded_and_run"] and not bad["passed"] and "Dimension mismatch" in bad["error"]
+    others = [a for n, a in arts.items() if n != "student_fp32_ort"]
+    assert len(others) >= 3 and all(a.verified["passed"] for a in others), sorted(arts)

@@ -99,8 +99,7 @@ class CompressOptions(BaseModel):
                                            "1.0 for a teacher trained here on the source task (its features saw "
                                            "only part of your classes).")
     probe_epochs: int = Field(1, ge=0, description="Hybrid transfer: epochs that train the new head alone first.")
-    distill_epochs: int = Field(10, ge=0, description="Distillation epochs. On your own data, when not given: "
-                                "this default raised to 1000 optimizer steps, at most 60 (edgekd/teacher_choice.py).")
+    distill_epochs: int = Field(10, ge=0, description="Distillation epochs.")
     qad_epochs: int = Field(2, ge=0, description="Quantization-aware distillation epochs (0: PTQ only, calibrated "
                             "but not fine-tuned).")
     batch_size: int = Field(32, ge=1, description="Global batch size (all processes together).")

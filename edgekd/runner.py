@@ -110,17 +110,15 @@ def _run(opts: CompressOptions, run_dir: Path | None, *, strict: bool, as_json: 
     data_cfg, reach, scaled = _scratch_size(opts, data_config(opts, target))
     load = DataLoader(data_cfg, run_dir / ".cache")  # and the same images at a searched student's size
     dataset = load()  # bad data fails here, before any stage folder is written
-    from edgekd.teacher_choice import choose_teacher, schedule
+    from edgekd.teacher_choice import choose_teacher
 
     pre = dataset.preprocessing
     choice = choose_teacher(opts, dataset.num_classes, len(dataset.train), pre.channels, tuple(pre.input_size),
                             reach)
     opts = choice.options  # a user's folder without a teacher: pretrained when reachable, else all classes
-    opts, distill_line = schedule(opts, len(dataset.train))  # a small folder: at least DISTILL_MIN_STEPS
     line = choice.line + scaled if choice.line else choice.line
-    for text in (line, distill_line):
-        if text and os.environ.get("RANK", "0") == "0":
-            (err_console if as_json else console).print(text, markup=False)
+    if line and os.environ.get("RANK", "0") == "0":
+        (err_console if as_json else console).print(line, markup=False)
     specs = build_specs(opts, target, dataset.preprocessing.channels, dataset.preprocessing.input_size)
     from edgekd.preflight import preflight
 

@@ -26,14 +26,6 @@
 - A user's folder with `--teacher ARCH` and no weights: that architecture, trained here on all classes
   (unless `source_classes` is given).
 The first line of `compress`'s output says which (`TeacherChoice.line`).
-
-The student's schedule on a user's data follows the same rule as a teacher trained here (`distill_epochs`):
-without `--distill-epochs`, the default epochs are raised so that distillation makes at least
-DISTILL_MIN_STEPS optimizer steps, at most MAX_EPOCHS. Distillation keeps paying off long after supervised
-training would have converged (Beyer et al., "Knowledge distillation: a good teacher is patient and consistent",
-CVPR 2022); on trashnet5 (1,509 training photos, 48 steps an epoch) the default 10 epochs left the INT8 student
-2.95 points below its teacher, 22 epochs 1.12 points (bench/RESULTS.md, "Real photos at the defaults"). A folder
-of 5,000 images or more already gets that many steps from the default epochs; the embedded digits keep theirs.
 """
 
 from __future__ import annotations
@@ -50,7 +42,6 @@ PHOTO_ARCH = "resnet18"
 SMALL_ARCH = "cifar_resnet20"  # the embedded default, small or grayscale images, and the offline teacher
 SCRATCH_SIDE = 64  # shorter side (px) the data's size is scaled to for the offline default teacher (module docstring)
 MIN_STEPS = 500
-DISTILL_MIN_STEPS = 1000
 MAX_EPOCHS = 60
 TRANSFER_FIELDS = ("transfer", "probe_epochs", "backbone_lr_mult", "finetune_epochs", "finetune_lr")
 
@@ -116,27 +107,6 @@ def teacher_epochs(opts: CompressOptions, n_train: int) -> int:
         return opts.teacher_epochs
     steps = max(1, math.ceil(n_train / opts.batch_size))
     return max(1, min(MAX_EPOCHS, max(opts.teacher_epochs + opts.finetune_epochs, math.ceil(MIN_STEPS / steps))))
-
-
-def distill_epochs(opts: CompressOptions, n_train: int) -> int:
-    """The student's distillation epochs (module docstring): the user's when given, the default's on the digits;
-    else the default raised to DISTILL_MIN_STEPS optimizer steps, at most MAX_EPOCHS."""
-    if opts.data == "digits" or "distill_epochs" in opts.model_fields_set:
-        return opts.distill_epochs
-    steps = max(1, math.ceil(n_train / opts.batch_size))
-    return max(opts.distill_epochs, min(MAX_EPOCHS, math.ceil(DISTILL_MIN_STEPS / steps)))
-
-
-def schedule(opts: CompressOptions, n_train: int) -> tuple[CompressOptions, str | None]:
-    """The run's options with the student's epochs decided (distill_epochs), and a line of output when they
-    differ from the default."""
-    epochs = distill_epochs(opts, n_train)
-    if epochs == opts.distill_epochs:
-        return opts, None
-    steps = epochs * max(1, math.ceil(n_train / opts.batch_size))
-    return (opts.model_copy(update={"distill_epochs": epochs}),
-            f"distill: {epochs} epochs ({steps} steps on {n_train} images), the default {opts.distill_epochs} "
-            f"raised to at least {DISTILL_MIN_STEPS} steps for a small training set (--distill-epochs N sets them)")
 
 
 def _all_classes(opts: CompressOptions, arch: str, k: int, n_train: int, why: str) -> TeacherChoice:

@@ -120,20 +120,6 @@ def test_small_images_offline_get_a_schedule_that_suits_the_data_size():
     assert "no CIFAR-10 weights for cifar_resnet20" in choice.line
 
 
-def test_a_small_folder_distills_for_at_least_the_floor_of_steps_and_the_user_decides():
-    opts = CompressOptions(data="/some/folder")
-    # trashnet5: 1,509 training images in batches of 32 = 48 steps an epoch; the default 10 would be 480 steps
-    assert teacher_choice.distill_epochs(opts, 1509) == 21
-    assert teacher_choice.distill_epochs(opts, 60) == teacher_choice.MAX_EPOCHS  # 2 steps an epoch
-    assert teacher_choice.distill_epochs(opts, 5000) == 10  # 157 steps an epoch: the default is enough
-    assert teacher_choice.distill_epochs(CompressOptions(data="/f", distill_epochs=3), 60) == 3  # the user's
-    assert teacher_choice.distill_epochs(CompressOptions(), 60) == 10  # the embedded digits keep theirs
-    raised, line = teacher_choice.schedule(opts, 1509)
-    assert raised.distill_epochs == 21 and line.startswith("distill: 21 epochs (1008 steps on 1509 images)")
-    kept, none = teacher_choice.schedule(CompressOptions(data="/f"), 8000)
-    assert kept.distill_epochs == 10 and none is None
-
-
 def test_a_transfer_option_keeps_the_finetune_and_a_source_task_is_kept_when_asked():
     given = choose_teacher(CompressOptions(data="/f", transfer="full"), 5, 1000, 3, (128, 128))
     assert given.options.transfer == "full" and "then a full fine-tune" in given.line

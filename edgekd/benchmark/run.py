@@ -86,7 +86,7 @@ def run_bench(artifact: Path | Resolved, target_name: str | None = None, role: s
         else:
             notes.append(f"no ONNX file of {role} to estimate {target.device.name} latency from")
     required = required_top1(target, res.teacher_top1, res.accuracy) if labels is not None else None
-    budgets = judge(target, row, required, plan.on_target)
+    budgets = judge(target, row, required, plan.on_target, len(labels) if labels is not None else None)
     if required is not None and classes:  # an accuracy requirement is never met by a chance-level model
         learned = chance_checks(res.teacher_top1, row["top1"], len(classes), len(labels))
         budgets += learned

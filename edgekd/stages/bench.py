@@ -129,7 +129,7 @@ def run(cfg: Config, parents: dict[str, Manifest], ctx) -> Manifest:
     by_role = {r["role"]: r for r in rows}
     teacher_top1 = by_role["teacher_fp32"]["top1"]  # the compiled FP32 teacher on test, as reported
     required = cfg.accuracy.required(teacher_top1) if teacher_top1 is not None else None
-    budgets = judge(target, by_role[final], required, here)
+    budgets = judge(target, by_role[final], required, here, len(eval_x))
     learned = chance_checks(by_role["teacher_fp32"]["top1"], by_role[final]["top1"], len(pre.class_names),
                             len(eval_x))
     budgets += learned

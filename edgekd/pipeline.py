@@ -112,8 +112,10 @@ class _Planned:
     seed_key: str = ""  # the id without the code: what seeds the stage (see _plan)
 
 
-def _plan(specs: list[StageSpec], run_dir: Path, fingerprint: Callable[[], str]) -> list[_Planned]:
-    """Every stage's id before anything runs (a parent's id is known from its own name, config and parents)."""
+def _plan(specs: list[StageSpec], run_dir: Path, fingerprint: Callable[[], str],
+          seed_fingerprint: Callable[[], str] | None = None) -> list[_Planned]:
+    """Every stage's id before anything runs (a parent's id is known from its own name, config and parents).
+    `seed_fingerprint`: the data as it seeds the stages (Dataset.seed_key: without file times); default the same."""
     planned: list[_Planned] = []
     ids: dict[str, str] = {}
     seed_keys: dict[str, str] = {}  # ids without the code: an edit elsewhere in edgekd does not reshuffle the seeds
@@ -122,11 +124,12 @@ def _plan(specs: list[StageSpec], run_dir: Path, fingerprint: Callable[[], str])
         mod = stage_module(spec.name)
         cfg_dump = spec.config.model_dump(mode="json")
         parent_ids = {role: ids[src] for role, src in spec.parents.items()}
-        fp = None
+        fp = sfp = None
         if getattr(mod, "READS_DATA", False):
             if not fp_cache:
                 fp_cache.append(fingerprint())
-            fp = fp_cache[0]
+                fp_cache.append(seed_fingerprint() if seed_fingerprint else fp_cache[0])
+            fp, sfp = fp_cache
         env = mod.environment(spec.config) if hasattr(mod, "environment") else None  # runtimes + host (compile, bench)
         name = getattr(mod, "__name__", None)  # a stand-in stage object (tests) has no source to hash
         code = codehash.code_fingerprint(name) if name else {}
@@ -134,7 +137,7 @@ def _plan(specs: list[StageSpec], run_dir: Path, fingerprint: Callable[[], str])
         sid = stage_id(spec.name, cfg_dump, parent_ids, inputs, codehash.code_id(name) if name else "")
         ids[spec.name] = sid
         seed_keys[spec.name] = stage_id(spec.name, cfg_dump, {r: seed_keys[src] for r, src in spec.parents.items()},
-                                        inputs)
+                                        sfp if env is None else {"inputs": sfp, "environment": env})
         planned.append(_Planned(spec, mod, cfg_dump, parent_ids, fp, sid, run_dir / stage_dir_name(spec.name, sid),
                                 code, seed_keys[spec.name]))
     return planned
@@ -142,7 +145,8 @@ def _plan(specs: list[StageSpec], run_dir: Path, fingerprint: Callable[[], str])
 
 def run_pipeline(specs: list[StageSpec], run_dir: Path, *, fingerprint: Callable[[], str],
                  data_loader: Callable[[], Any], console: Console, progress: Any,
-                 on_stage: Callable[[StageOutcome], None] | None = None) -> list[StageOutcome]:
+                 on_stage: Callable[[StageOutcome], None] | None = None,
+                 seed_fingerprint: Callable[[], str] | None = None) -> list[StageOutcome]:
     """Run (or reuse) each stage in order. Under torchrun, stages with DISTRIBUTED = True run on every rank,
     the others on rank 0 alone; only rank 0 writes into the run directory (manifests, checkpoints, renames).
     After the last stage that runs on every rank, the other ranks return (with the outcomes so far) and rank 0
@@ -152,7 +156,7 @@ def run_pipeline(specs: list[StageSpec], run_dir: Path, *, fingerprint: Callable
     from edgekd.train import dist  # torch only when a pipeline really runs
 
     ctx_dist = dist.context()
-    planned = _plan(specs, run_dir, fingerprint)
+    planned = _plan(specs, run_dir, fingerprint, seed_fingerprint)
     # the pipeline's own collectives: a peer lost there is one line, not an internal error
     between = functools.partial(_peer_failures, ctx_dist, "stopped between stages", "finished stages are kept")
     if ctx_dist.distributed:

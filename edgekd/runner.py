@@ -149,8 +149,8 @@ def _run_stages(specs, run_dir: Path, dataset, load, progress, as_json: bool):
             console.print(f"[bold]{outcome.spec.name}[/] {outcome.manifest.id} {state}", markup=True)
 
     with progress:
-        return run_pipeline(specs, run_dir, fingerprint=lambda: dataset.fingerprint, data_loader=load,
-                            console=console, progress=progress, on_stage=announce)
+        return run_pipeline(specs, run_dir, fingerprint=lambda: dataset.fingerprint, seed_fingerprint=dataset.seed_key,
+                            data_loader=load, console=console, progress=progress, on_stage=announce)
 
 
 def _publish(outcomes, opts: CompressOptions, target, dataset, run_dir: Path, *, strict: bool, as_json: bool,

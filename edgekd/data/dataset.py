@@ -57,6 +57,11 @@ class Dataset:
     fingerprint: str
     description: str
     origins: dict[str, str]  # role -> where its images come from ("given test/", "carved 10% of train/ ...")
+    # what seeds the stages (edgekd.pipeline): the fingerprint without the files' modification times; "" = the same
+    seed_fingerprint: str = ""
+
+    def seed_key(self) -> str:
+        return self.seed_fingerprint or self.fingerprint
 
     @property
     def num_classes(self) -> int:
@@ -149,7 +154,9 @@ def load_data(cfg: DataConfig, cache_dir: Path | None = None) -> Dataset:
     for role, cap in caps.items():
         setattr(ds, role, _cap_per_class(ds.split(role), cap))
     if any(caps.values()):
-        ds.fingerprint += "-subset" + "x".join(str(c) for c in caps.values())
+        tag = "-subset" + "x".join(str(c) for c in caps.values())
+        ds.fingerprint += tag
+        ds.seed_fingerprint += tag if ds.seed_fingerprint else ""
         ds.description += " (subset: at most " + ", ".join(
             f"{c or 'all'} {r}" for r, c in caps.items()) + " images per class)"
         for role, cap in caps.items():
@@ -186,7 +193,8 @@ def _load_folder(cfg: DataConfig, root: Path, cache_dir: Path | None) -> Dataset
     from edgekd.data.sizing import describe, folder_preprocessing, preprocessing_key
 
     pre = folder_preprocessing(cfg, files, names)
-    fp = fingerprint_files(files, root) + f"-{pre.input_size[0]}x{pre.input_size[1]}-{preprocessing_key(pre)}"
+    stamped = fingerprint_files(files, root)
+    fp = stamped + f"-{pre.input_size[0]}x{pre.input_size[1]}-{preprocessing_key(pre)}"
     # a class too small for the carve fails on the folder index, before any decoding; the carve itself is made
     # on the decoded labels (unreadable files are skipped, so the rows may be fewer than the files)
     if not layout:  # one tree: test and val carved out of it
@@ -220,4 +228,5 @@ def _load_folder(cfg: DataConfig, root: Path, cache_dir: Path | None) -> Dataset
         fp += f"-skipped{len(skipped)}"
     if notes:
         desc += "; " + "; ".join(notes)
-    return Dataset(parts["train"], parts["val"], parts["test"], pre, f"folder:{fp}", desc, origins)
+    seed = fingerprint_files(files, root, stamps=False) + fp[len(stamped):]
+    return Dataset(parts["train"], parts["val"], parts["test"], pre, f"folder:{fp}", desc, origins, f"folder:{seed}")

@@ -162,12 +162,15 @@ def index_folder(root: Path, min_classes: int = 2) -> FolderIndex:
     return FolderIndex(root, classes, files, labels, notes)
 
 
-def fingerprint_files(files: list[Path], root: Path) -> str:
-    """Content fingerprint from each file's relative path, size and modification time."""
+def fingerprint_files(files: list[Path], root: Path, stamps: bool = True) -> str:
+    """Content fingerprint from each file's relative path, size and (`stamps`) modification time. With the
+    times it keys the image cache and the stage ids (an edited file reruns what read it); without them it seeds
+    the stages, so a copy of the same folder (new times: unzipped, cloned, `cp` without -p) trains the same."""
     h = hashlib.sha256()
     for path in files:
         st = path.stat()
-        h.update(f"{path.relative_to(root).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        stamp = f"\0{st.st_mtime_ns}" if stamps else ""
+        h.update(f"{path.relative_to(root).as_posix()}\0{st.st_size}{stamp}\n".encode())
     return h.hexdigest()[:16]
 
 

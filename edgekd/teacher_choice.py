@@ -152,8 +152,8 @@ def choose_teacher(opts: CompressOptions, num_classes: int, n_train: int, channe
     k = num_classes
     if opts.teacher:  # the user's architecture, trained here: on all classes unless they asked for a source task
         return _all_classes(opts, opts.teacher, k, n_train, "no --pretrained or --teacher-weights")
-    photos = channels == 3 and min(input_size) >= PHOTO_MIN
-    arch = PHOTO_ARCH if photos else SMALL_ARCH
+    arch = default_arch(opts, channels, input_size)
+    photos = arch == PHOTO_ARCH
     ok, where = reach if reach is not None else reachable(arch)
     what = "ImageNet" if photos else "CIFAR-10"
     h, w = input_size

@@ -11,7 +11,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgekd.data.roles import ROLES, carve, check_same_classes, folder_layout, pct, role_facts, roles_line
-from edgekd.data.sources import Split, fingerprint_files, index_folder, load_digits, load_images
+from edgekd.data.sources import Split, file_fingerprints, index_folder, load_digits, load_images
 from edgekd.errors import UsageError
 from edgekd.manifest import Preprocessing
 from edgekd.paths import require_dir
@@ -193,7 +193,7 @@ def _load_folder(cfg: DataConfig, root: Path, cache_dir: Path | None) -> Dataset
     from edgekd.data.sizing import describe, folder_preprocessing, preprocessing_key
 
     pre = folder_preprocessing(cfg, files, names)
-    stamped = fingerprint_files(files, root)
+    stamped, unstamped = file_fingerprints(files, root)
     fp = stamped + f"-{pre.input_size[0]}x{pre.input_size[1]}-{preprocessing_key(pre)}"
     # a class too small for the carve fails on the folder index, before any decoding; the carve itself is made
     # on the decoded labels (unreadable files are skipped, so the rows may be fewer than the files)
@@ -228,5 +228,5 @@ def _load_folder(cfg: DataConfig, root: Path, cache_dir: Path | None) -> Dataset
         fp += f"-skipped{len(skipped)}"
     if notes:
         desc += "; " + "; ".join(notes)
-    seed = fingerprint_files(files, root, stamps=False) + fp[len(stamped):]
+    seed = unstamped + fp[len(stamped):]
     return Dataset(parts["train"], parts["val"], parts["test"], pre, f"folder:{fp}", desc, origins, f"folder:{seed}")

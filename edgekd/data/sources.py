@@ -162,16 +162,23 @@ def index_folder(root: Path, min_classes: int = 2) -> FolderIndex:
     return FolderIndex(root, classes, files, labels, notes)
 
 
-def fingerprint_files(files: list[Path], root: Path, stamps: bool = True) -> str:
-    """Content fingerprint from each file's relative path, size and (`stamps`) modification time. With the
-    times it keys the image cache and the stage ids (an edited file reruns what read it); without them it seeds
-    the stages, so a copy of the same folder (new times: unzipped, cloned, `cp` without -p) trains the same."""
-    h = hashlib.sha256()
+def file_fingerprints(files: list[Path], root: Path) -> tuple[str, str]:
+    """Two content fingerprints from one stat of each file: (relative path, size and modification time; the same
+    without the time). The first keys the image cache and the stage ids (an edited file reruns what read it); the
+    second seeds the stages, so a copy of the same folder (new times: unzipped, cloned, `cp` without -p) trains
+    the same."""
+    stamped, unstamped = hashlib.sha256(), hashlib.sha256()
     for path in files:
         st = path.stat()
-        stamp = f"\0{st.st_mtime_ns}" if stamps else ""
-        h.update(f"{path.relative_to(root).as_posix()}\0{st.st_size}{stamp}\n".encode())
-    return h.hexdigest()[:16]
+        line = f"{path.relative_to(root).as_posix()}\0{st.st_size}"
+        stamped.update(f"{line}\0{st.st_mtime_ns}\n".encode())
+        unstamped.update(f"{line}\n".encode())
+    return stamped.hexdigest()[:16], unstamped.hexdigest()[:16]
+
+
+def fingerprint_files(files: list[Path], root: Path) -> str:
+    """Content fingerprint from each file's relative path, size and modification time (file_fingerprints)."""
+    return file_fingerprints(files, root)[0]
 
 
 @dataclass(frozen=True)
